@@ -1,0 +1,64 @@
+"""The BlobStore protocol every backup target implements.
+
+Keys are relative, slash-separated names such as `data/3f/3f9a…` or `config`. Objects are
+written whole and atomically: a reader sees either nothing or the complete object. Stores never
+modify an object in place; the backup engine only ever creates and deletes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """One object as listed by a store."""
+
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch, as the store reports it
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """A flat store of immutable named objects.
+
+    Errors: a missing key raises `amber.domain.errors.NotFound`; an unreachable store or a call
+    that timed out raises `Unavailable`; bad credentials raise `PermissionDenied`; a full store
+    raises `OutOfSpace`. No other exception type escapes an implementation.
+    """
+
+    def describe(self) -> str:
+        """A human description without secrets, e.g. `s3://bucket/prefix at http://host:9000`."""
+        ...
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key` atomically, replacing nothing: an existing key is overwritten
+        only with identical content by the engine's own rules (content-addressed names)."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """Return the whole object."""
+        ...
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Return `length` bytes from `offset` (fewer only at the end of the object)."""
+        ...
+
+    def stat(self, key: str) -> BlobInfo:
+        """Size and time of one object."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether the object exists."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete the object; deleting a missing object is not an error."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Every object whose key starts with `prefix`, in no particular order."""
+        ...

@@ -1,0 +1,61 @@
+"""Options every command shares, read once at the edge (flags and environment)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from amber.pool import DEFAULT_POOL, Pool, PoolSettings
+
+CRASH_ENV = "AMBER_TEST_CRASH_AT"
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@dataclass(frozen=True)
+class CliState:
+    """The global options of one `amber` invocation."""
+
+    pool: Path
+    output: OutputFormat
+    crash_at: str | None
+    """A failpoint name at which the process kills itself (crash-safety tests only)."""
+
+    @property
+    def json(self) -> bool:
+        return self.output is OutputFormat.json
+
+    def failpoint(self) -> Callable[[str], None]:
+        target = self.crash_at
+
+        def hit(name: str) -> None:
+            if name == target:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        return hit
+
+    def open_pool(self) -> Pool:
+        return Pool.open(self.pool, settings=PoolSettings(), failpoint=self.failpoint())
+
+
+def make_state(pool: Path | None, output: OutputFormat) -> CliState:
+    return CliState(
+        pool=pool or DEFAULT_POOL,
+        output=output,
+        crash_at=os.environ.get(CRASH_ENV) or None,
+    )
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, CliState)
+    return obj

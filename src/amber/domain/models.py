@@ -1,0 +1,92 @@
+"""The objects a pool holds, as plain immutable records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class VolumeMode(StrEnum):
+    """How a volume is presented: a formatted filesystem or a raw block device."""
+
+    FILESYSTEM = "filesystem"
+    BLOCK = "block"
+
+
+class SourceKind(StrEnum):
+    """Where a new volume's content comes from."""
+
+    NONE = "none"
+    VOLUME = "volume"
+    SNAPSHOT = "snapshot"
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A volume: one sparse image file in the pool."""
+
+    uid: str
+    name: str
+    size: int
+    mode: VolumeMode
+    fs_type: str | None  # None for block volumes
+    created: float
+    source_kind: SourceKind
+    source_name: str | None
+    fs_resize_pending: bool  # the image grew while unmounted; the filesystem grows at next mount
+    image: Path
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A read-only point-in-time copy of a volume, independent of it."""
+
+    uid: str
+    name: str
+    volume_name: str
+    volume_uid: str
+    size: int
+    mode: VolumeMode
+    fs_type: str | None
+    created: float
+    image: Path
+    allocated: int  # bytes the image maps (shared with its source through reflink)
+
+
+class AttachmentKind(StrEnum):
+    """How an object is in use: a mounted filesystem or an exposed block device."""
+
+    MOUNT = "mount"
+    DEVICE = "device"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One use of a volume or snapshot on this machine."""
+
+    object_uid: str
+    object_name: str
+    kind: AttachmentKind
+    path: Path  # mount point, or the path where the device is exposed
+    loop_device: Path
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """What `amber pool status` shows."""
+
+    path: Path
+    image: Path | None
+    fs_type: str
+    reflink: bool
+    size: int
+    used: int
+    free: int
+    provisioned: int
+    capacity: int  # size x overprovisioning: what volumes may add up to
+    overprovisioning: float
+    volumes: int
+    snapshots: int
+    attachments: int

@@ -1,0 +1,271 @@
+"""Using volumes and snapshots on this machine: loop devices, mounts and exposed devices.
+
+An object has at most one loop device. Its first filesystem mount mounts the device; further
+mounts bind the first one, so every mount shares one filesystem instance (which is what online
+expansion and freezing act on). Snapshots are always attached and mounted read-only. Every
+attachment is a row in the pool database, written after the kernel state exists; recovery
+removes kernel state that has no row and rows whose kernel state is gone (after a reboot).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amber.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from amber.domain.models import Attachment, AttachmentKind, Snapshot, Volume, VolumeMode
+from amber.domain.names import validate_name
+from amber.pool.context import PoolContext
+from amber.pool.volumes import grow_filesystem_if_mounted
+from amber.system import fs, loopdev, mount
+
+KINDS = ("volume", "snapshot")
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The object being attached, whichever kind it is."""
+
+    kind: str
+    uid: str
+    name: str
+    image: Path
+    mode: VolumeMode
+    fs_type: str | None
+    snapshot: bool
+    volume: Volume | None
+
+
+def _normalize_path(path: Path) -> Path:
+    text = str(path)
+    if not text.startswith("/") or "\0" in text or "\n" in text:
+        raise InvalidArgument(f"path {text!r} must be an absolute path")
+    return Path(os.path.normpath(text))
+
+
+def _check_options(options: Sequence[str]) -> list[str]:
+    for option in options:
+        if not option or any(c in option for c in ", \t\n\0") or option.startswith("-"):
+            raise InvalidArgument(f"invalid mount option {option!r}")
+    return list(options)
+
+
+class Attachments:
+    """Mount, expose and release volumes and snapshots."""
+
+    def __init__(self, ctx: PoolContext) -> None:
+        self._ctx = ctx
+
+    def list(self, kind: str | None = None, name: str | None = None) -> builtins.list[Attachment]:
+        if kind is None or name is None:
+            return self._ctx.store.attachments()
+        return self._ctx.store.attachments(self._target(kind, name).uid)
+
+    def _target(self, kind: str, name: str) -> _Target:
+        if kind not in KINDS:
+            raise InvalidArgument(f"unknown object kind {kind!r}")
+        validate_name(kind, name)
+        if kind == "volume":
+            v = self._ctx.store.volume(name)
+            return _Target(kind, v.uid, v.name, v.image, v.mode, v.fs_type, False, v)
+        s: Snapshot = self._ctx.store.snapshot(name)
+        return _Target(kind, s.uid, s.name, s.image, s.mode, s.fs_type, True, None)
+
+    def _lock(self, kind: str, name: str):  # type: ignore[no-untyped-def]
+        return self._ctx.locks.hold(
+            f"{kind}:{name}", timeout=self._ctx.settings.lock_timeout, what=f"{kind} {name!r}"
+        )
+
+    # -- filesystem mounts ----------------------------------------------------------------
+
+    def mount(
+        self,
+        kind: str,
+        name: str,
+        target: Path,
+        *,
+        read_only: bool = False,
+        options: Sequence[str] = (),
+        create_target: bool = False,
+    ) -> Attachment:
+        """Mount the object's filesystem at `target` (idempotent for the same object)."""
+        target = _normalize_path(target)
+        extra = _check_options(options)
+        with self._lock(kind, name):
+            obj = self._target(kind, name)
+            if obj.mode is VolumeMode.BLOCK:
+                raise FailedPrecondition(
+                    f"{kind} {name!r} is a block volume: it has no filesystem to mount "
+                    f"(use `amber {kind} attach {name}` for its device)"
+                )
+            existing = self._ctx.store.attachment_at(target)
+            if existing is not None and existing.object_uid == obj.uid and mount.is_mounted(target):
+                return existing
+            self._prepare_dir(target, create_target)
+            read_only = read_only or obj.snapshot
+            payload = {"uid": obj.uid, "image": str(obj.image), "target": str(target)}
+            journal_id = self._ctx.store.journal_add("attach", f"{kind}:{name}", payload)
+            try:
+                attachment = self._mount_locked(obj, target, read_only, extra)
+                with self._ctx.store.transaction() as db:
+                    self._ctx.store.add_attachment(db, attachment)
+                    self._ctx.store.journal_remove(journal_id, db)
+            except BaseException:
+                undo_attach(self._ctx, payload)
+                self._ctx.store.journal_remove(journal_id)
+                raise
+            fresh = self._ctx.store.volume_by_uid(obj.uid)
+            if fresh is not None and fresh.fs_resize_pending and not read_only:
+                grow_filesystem_if_mounted(self._ctx, fresh)
+            return attachment
+
+    @staticmethod
+    def _prepare_dir(target: Path, create: bool) -> None:
+        if create:
+            target.mkdir(parents=True, exist_ok=True)
+        if not target.is_dir():
+            raise NotFound(f"mount point {target} does not exist or is not a directory")
+        if mount.is_mounted(target):
+            raise FailedPrecondition(f"something else is already mounted at {target}")
+
+    def _mount_locked(
+        self, obj: _Target, target: Path, read_only: bool, extra: builtins.list[str]
+    ) -> Attachment:
+        ctx = self._ctx
+        loop = self._loop_for(obj)
+        ctx.failpoint("attach.loop-attached")
+        mounted = [
+            a
+            for a in ctx.store.attachments(obj.uid)
+            if a.kind is AttachmentKind.MOUNT and mount.is_mounted(a.path)
+        ]
+        assert obj.fs_type is not None
+        if mounted:
+            mount.bind_mount(mounted[0].path, target, read_only=read_only, options=extra)
+        else:
+            if obj.fs_type == "ext4" and not obj.snapshot and not read_only:
+                self._check_and_grow_offline(obj, loop)
+            options = fs.mount_options(obj.fs_type, read_only=read_only, snapshot=obj.snapshot)
+            mount.mount(loop, target, fstype=obj.fs_type, options=[*options, *extra])
+        ctx.failpoint("attach.mounted")
+        return Attachment(obj.uid, obj.name, AttachmentKind.MOUNT, target, loop, read_only)
+
+    def _check_and_grow_offline(self, obj: _Target, loop: Path) -> None:
+        """Check an ext4 volume before its first mount, and grow it there if it is due."""
+        assert obj.fs_type is not None
+        if obj.volume is not None and obj.volume.fs_resize_pending:
+            fs.grow_offline(obj.fs_type, loop)
+            self._ctx.store.set_resize_pending(obj.uid, False)
+        else:
+            fs.check(loop, obj.fs_type)
+
+    def _loop_for(self, obj: _Target) -> Path:
+        """The object's loop device: the recorded one if it still backs the image, else new."""
+        live = {loop.device for loop in loopdev.find_loops(obj.image)}
+        for attachment in self._ctx.store.attachments(obj.uid):
+            if attachment.loop_device in live:
+                return attachment.loop_device
+        for device in live:  # attached but unrecorded: a leftover, reuse it
+            return device
+        return loopdev.attach(obj.image, read_only=obj.snapshot)
+
+    # -- block devices --------------------------------------------------------------------
+
+    def expose(
+        self, kind: str, name: str, target: Path | None = None, *, read_only: bool = False
+    ) -> Attachment:
+        """Attach the object to a loop device; with `target`, bind the device onto that file."""
+        with self._lock(kind, name):
+            obj = self._target(kind, name)
+            path = _normalize_path(target) if target is not None else None
+            if path is not None:
+                existing = self._ctx.store.attachment_at(path)
+                if (
+                    existing is not None
+                    and existing.object_uid == obj.uid
+                    and mount.is_mounted(path)
+                ):
+                    return existing
+                if mount.is_mounted(path):
+                    raise FailedPrecondition(f"something else is already mounted at {path}")
+            payload = {"uid": obj.uid, "image": str(obj.image), "target": str(path or "")}
+            journal_id = self._ctx.store.journal_add("attach", f"{kind}:{name}", payload)
+            try:
+                attachment = self._expose_locked(obj, path, read_only or obj.snapshot)
+                with self._ctx.store.transaction() as db:
+                    self._ctx.store.add_attachment(db, attachment)
+                    self._ctx.store.journal_remove(journal_id, db)
+            except BaseException:
+                undo_attach(self._ctx, payload)
+                self._ctx.store.journal_remove(journal_id)
+                raise
+            return attachment
+
+    def _expose_locked(self, obj: _Target, path: Path | None, read_only: bool) -> Attachment:
+        loop = self._loop_for(obj)
+        if path is None:
+            return Attachment(obj.uid, obj.name, AttachmentKind.DEVICE, loop, loop, read_only)
+        if not path.exists():
+            path.touch(mode=0o600)
+        mount.bind_mount(loop, path, read_only=read_only)
+        return Attachment(obj.uid, obj.name, AttachmentKind.DEVICE, path, loop, read_only)
+
+    # -- release --------------------------------------------------------------------------
+
+    def release(
+        self, kind: str, name: str, target: Path | None = None
+    ) -> builtins.list[Attachment]:
+        """Unmount one target (or all); free the loop device once nothing uses it."""
+        wanted = _normalize_path(target) if target is not None else None
+        with self._lock(kind, name):
+            obj = self._target(kind, name)
+            attachments = self._ctx.store.attachments(obj.uid)
+            chosen = [a for a in attachments if wanted is None or a.path == wanted]
+            payload = {
+                "uid": obj.uid,
+                "image": str(obj.image),
+                "targets": [str(a.path) for a in chosen],
+            }
+            journal_id = self._ctx.store.journal_add("detach", f"{kind}:{name}", payload)
+            self._ctx.failpoint("detach.journaled")
+            finish_detach(self._ctx, journal_id, payload)
+            return chosen
+
+
+def _release_paths(ctx: PoolContext, paths: list[str]) -> None:
+    # A bind mount does not depend on the mount it was made from, so the order is free.
+    for text in paths:
+        path = Path(text)
+        if not text.startswith("/dev/") and mount.is_mounted(path):
+            mount.unmount(path)
+        with ctx.store.transaction() as db:
+            ctx.store.remove_attachment(db, path)
+
+
+def _detach_if_unused(ctx: PoolContext, uid: str, image: Path) -> None:
+    if ctx.store.attachments(uid):
+        return
+    for loop in loopdev.find_loops(image):
+        loopdev.detach(loop.device)
+
+
+def finish_detach(ctx: PoolContext, journal_id: int, payload: Mapping[str, Any]) -> None:
+    """Roll a journaled release forward: unmount the targets, drop rows, free the loop."""
+    targets = payload.get("targets", [])
+    assert isinstance(targets, list)
+    _release_paths(ctx, [str(t) for t in targets])
+    ctx.failpoint("detach.unmounted")
+    _detach_if_unused(ctx, str(payload["uid"]), Path(str(payload["image"])))
+    ctx.store.journal_remove(journal_id)
+
+
+def undo_attach(ctx: PoolContext, payload: Mapping[str, Any]) -> None:
+    """Undo an interrupted attach: unmount an unrecorded target, free an unused loop."""
+    target = str(payload.get("target") or "")
+    if target and ctx.store.attachment_at(Path(target)) is None and mount.is_mounted(Path(target)):
+        mount.unmount(Path(target))
+    _detach_if_unused(ctx, str(payload["uid"]), Path(str(payload["image"])))

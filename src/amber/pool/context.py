@@ -1,0 +1,106 @@
+"""What every pool operation shares: paths, the metadata store, locks, settings, failpoints."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amber.domain.errors import OutOfSpace
+from amber.domain.units import MiB, format_size
+from amber.pool.locks import LockTable
+from amber.pool.store import MetadataStore
+from amber.system import fs
+
+DB_NAME = "amber.db"
+VOLUMES_DIR = "volumes"
+SNAPSHOTS_DIR = "snapshots"
+LOCKS_DIR = "locks"
+POOL_LOCK = "pool"
+
+
+def no_failpoint(_name: str) -> None:
+    """The production failpoint: does nothing."""
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Tunables of an open pool (read once at the edge, never from the environment here)."""
+
+    lock_timeout: float = 60.0
+    """Seconds to wait for another operation on the same object before failing with Busy."""
+    freeze_limit: float = 10.0
+    """Longest time a mounted filesystem stays frozen for a snapshot; past it the snapshot fails."""
+    reserve_bytes: int = 64 * MiB
+    """Free space always left on the pool filesystem; operations that would eat it are refused."""
+
+
+@dataclass
+class PoolContext:
+    """Shared state of one open pool."""
+
+    root: Path
+    store: MetadataStore
+    locks: LockTable
+    reflink: bool
+    overprovisioning: float
+    settings: PoolSettings = field(default_factory=PoolSettings)
+    failpoint: Callable[[str], None] = no_failpoint
+
+    def volume_image(self, uid: str) -> Path:
+        return self.root / VOLUMES_DIR / f"{uid}.img"
+
+    def snapshot_image(self, uid: str) -> Path:
+        return self.root / SNAPSHOTS_DIR / f"{uid}.img"
+
+    def capacity(self) -> int:
+        """What volume sizes may add up to: the pool filesystem's size times overprovisioning."""
+        return int(fs.usage(self.root).total * self.overprovisioning)
+
+    def reserved(self) -> int:
+        """Bytes promised to operations in progress (journaled creates and expansions)."""
+        total = 0
+        for entry in self.store.journal():
+            total += int(entry.payload.get("reserve", 0))
+        return total
+
+    def check_room_locked(self, new_bytes: int, what: str) -> None:
+        """Refuse `what` if it does not fit; call with the pool lock held."""
+        if new_bytes > 0:
+            capacity = self.capacity()
+            committed = self.store.provisioned() + self.reserved()
+            if committed + new_bytes > capacity:
+                raise OutOfSpace(
+                    f"not enough pool capacity for {what}: needs {format_size(new_bytes)}, "
+                    f"{format_size(max(capacity - committed, 0))} of "
+                    f"{format_size(capacity)} left (overprovisioning {self.overprovisioning:g})"
+                )
+        self.check_free_space(what)
+
+    def check_free_space(self, what: str) -> None:
+        """Refuse `what` when the pool filesystem itself is (nearly) full."""
+        available = fs.usage(self.root).available
+        if available < self.settings.reserve_bytes:
+            raise OutOfSpace(
+                f"the pool filesystem at {self.root} is full ({format_size(available)} free); "
+                f"{what} refused — delete snapshots or volumes, or grow the pool"
+            )
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory entry change durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_file(path: Path) -> None:
+    """Delete a file if it exists and make that durable."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)

@@ -1,0 +1,111 @@
+"""Snapshots: read-only, point-in-time reflink copies of a volume's image.
+
+A snapshot is its own image file, not a chain link: deleting the volume, or any other snapshot,
+never affects it, and the number of snapshots does not slow the volume down.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from amber.domain.errors import AlreadyExists, FailedPrecondition
+from amber.domain.models import Snapshot
+from amber.domain.names import validate_name
+from amber.pool.context import POOL_LOCK, PoolContext, remove_file
+from amber.pool.copy import consistent_copy
+from amber.pool.store import new_uid
+from amber.pool.volumes import finish_delete
+
+
+class Snapshots:
+    """Snapshot operations on one pool."""
+
+    def __init__(self, ctx: PoolContext) -> None:
+        self._ctx = ctx
+
+    def get(self, name: str) -> Snapshot:
+        return self._ctx.store.snapshot(name)
+
+    def find(self, name: str) -> Snapshot | None:
+        return self._ctx.store.find_snapshot(name)
+
+    def list(self, volume: str | None = None) -> list[Snapshot]:
+        if volume is not None:
+            validate_name("volume", volume)
+        return self._ctx.store.snapshots(volume)
+
+    def create(self, volume_name: str, name: str, *, exist_ok: bool = False) -> Snapshot:
+        """Snapshot `volume_name` as `name` (freezing its filesystem if mounted)."""
+        validate_name("volume", volume_name)
+        validate_name("snapshot", name)
+        ctx = self._ctx
+        keys = [f"snapshot:{name}", f"volume:{volume_name}"]
+        with ctx.locks.hold_all(keys, timeout=ctx.settings.lock_timeout):
+            existing = ctx.store.find_snapshot(name)
+            if existing is not None:
+                if exist_ok and existing.volume_name == volume_name:
+                    return existing
+                raise AlreadyExists(
+                    f"snapshot {name!r} already exists (of volume {existing.volume_name!r})"
+                )
+            volume = ctx.store.volume(volume_name)
+            uid = new_uid()
+            image = ctx.snapshot_image(uid)
+            payload = {"uid": uid, "name": name, "image": str(image)}
+            with ctx.locks.hold(POOL_LOCK, timeout=ctx.settings.lock_timeout, what="the pool"):
+                ctx.check_free_space(f"snapshot {name!r}")
+                journal_id = ctx.store.journal_add("create_snapshot", f"snapshot:{name}", payload)
+            ctx.failpoint("snapshot.create.journaled")
+            try:
+                consistent_copy(
+                    ctx,
+                    source_uid=volume.uid,
+                    source=volume.image,
+                    target=image,
+                    journal_id=journal_id,
+                    payload=payload,
+                )
+                os.chmod(image, 0o400)
+                ctx.failpoint("snapshot.create.copied")
+                snapshot = Snapshot(
+                    uid=uid,
+                    name=name,
+                    volume_name=volume.name,
+                    volume_uid=volume.uid,
+                    size=volume.size,
+                    mode=volume.mode,
+                    fs_type=volume.fs_type,
+                    created=time.time(),
+                    image=image,
+                    allocated=os.stat(image).st_blocks * 512,
+                )
+                with ctx.store.transaction() as db:
+                    ctx.store.insert_snapshot(db, snapshot)
+                    ctx.store.journal_remove(journal_id, db)
+            except BaseException:
+                remove_file(image)
+                ctx.store.journal_remove(journal_id)
+                raise
+            return snapshot
+
+    def delete(self, name: str) -> Snapshot:
+        """Delete a snapshot that is not mounted."""
+        validate_name("snapshot", name)
+        ctx = self._ctx
+        with ctx.locks.hold(
+            f"snapshot:{name}", timeout=ctx.settings.lock_timeout, what=f"snapshot {name!r}"
+        ):
+            snapshot = ctx.store.snapshot(name)
+            in_use = ctx.store.attachments(snapshot.uid)
+            if in_use:
+                where = ", ".join(str(a.path) for a in in_use)
+                raise FailedPrecondition(
+                    f"snapshot {name!r} is mounted at {where}; unmount it first "
+                    f"(`amber snapshot unmount {name}`)"
+                )
+            payload = {"uid": snapshot.uid, "name": name, "image": str(snapshot.image)}
+            journal_id = ctx.store.journal_add("delete_snapshot", f"snapshot:{name}", payload)
+            ctx.failpoint("snapshot.delete.journaled")
+            finish_delete(ctx, journal_id, payload, kind="snapshot")
+        return snapshot

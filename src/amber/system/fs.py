@@ -1,0 +1,126 @@
+"""Filesystems inside volumes: make, check, grow, and measure.
+
+ext4 is the default; xfs is optional. Both grow online. xfs refuses two mounted filesystems with
+one UUID, and a clone or snapshot carries its source's UUID, so xfs is always mounted `nouuid`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from amber.domain.errors import InvalidArgument, SystemFailure
+from amber.domain.units import MiB
+from amber.system.mount import mount_table
+from amber.system.run import run
+
+SUPPORTED = ("ext4", "xfs")
+# mkfs.xfs (xfsprogs 6.x) refuses filesystems below 300 MiB.
+MIN_SIZE = {"ext4": 8 * MiB, "xfs": 300 * MiB}
+
+
+def check_fstype(fstype: str) -> str:
+    """Return `fstype` if Amber can make it, else raise InvalidArgument."""
+    if fstype not in SUPPORTED:
+        raise InvalidArgument(
+            f"unsupported filesystem {fstype!r}: choose one of {', '.join(SUPPORTED)}"
+        )
+    return fstype
+
+
+def make(target: Path, fstype: str, *, label: str | None = None) -> None:
+    """Create a filesystem on a file or device."""
+    if fstype == "ext4":
+        argv = ["mkfs.ext4", "-F", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard"]
+        if label:
+            argv += ["-L", label[:16]]
+    else:
+        argv = ["mkfs.xfs", "-f", "-q", "-K", "-m", "reflink=1"]
+        if label:
+            argv += ["-L", label[:12]]
+    run([*argv, str(target)], timeout=600)
+
+
+def mount_options(fstype: str, *, read_only: bool, snapshot: bool = False) -> list[str]:
+    """Options for mounting a volume or snapshot filesystem."""
+    options = ["ro" if read_only else "rw"]
+    if fstype == "xfs":
+        options.append("nouuid")
+        if snapshot:
+            options.append("norecovery")
+    elif fstype == "ext4" and snapshot:
+        options.append("noload")
+    return options
+
+
+def grow(fstype: str, device: Path, mountpoint: Path) -> bool:
+    """Grow a mounted filesystem to fill its (already grown) device.
+
+    Returns False when the kernel refuses an online ext4 resize for lack of CAP_SYS_RESOURCE
+    (some sandboxes drop it); the caller then grows it offline at the next mount.
+    """
+    if fstype == "ext4":
+        try:
+            run(["resize2fs", str(device)], timeout=600)
+        except SystemFailure as e:
+            if "Permission denied" in str(e):
+                return False
+            raise
+    elif fstype == "xfs":
+        run(["xfs_growfs", str(mountpoint)], timeout=600)
+    return True
+
+
+def grow_offline(fstype: str, device: Path) -> bool:
+    """Grow an unmounted filesystem; return False if this type only grows while mounted (xfs)."""
+    if fstype != "ext4":
+        return False
+    run(["e2fsck", "-f", "-p", str(device)], timeout=600)
+    run(["resize2fs", str(device)], timeout=600)
+    return True
+
+
+def check(device: Path, fstype: str) -> None:
+    """Check an unmounted filesystem and repair what is safe; raise if it is damaged."""
+    if fstype == "ext4":
+        run(["e2fsck", "-p", str(device)], timeout=600)
+    # xfs checks itself at mount (log recovery); xfs_repair is never run automatically.
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Space and inode usage of a mounted filesystem."""
+
+    total: int
+    free: int
+    available: int
+    inodes_total: int
+    inodes_free: int
+
+    @property
+    def used(self) -> int:
+        return self.total - self.free
+
+
+def usage(path: Path) -> Usage:
+    """statvfs of the filesystem holding `path`."""
+    st = os.statvfs(path)
+    return Usage(
+        total=st.f_blocks * st.f_frsize,
+        free=st.f_bfree * st.f_frsize,
+        available=st.f_bavail * st.f_frsize,
+        inodes_total=st.f_files,
+        inodes_free=st.f_ffree,
+    )
+
+
+def fs_type_of(path: Path) -> str:
+    """The filesystem type holding `path`, from the mount table."""
+    best, best_len = "", -1
+    real = os.path.realpath(path)
+    for entry in mount_table():
+        prefix = str(entry.target)
+        if (real == prefix or real.startswith(prefix.rstrip("/") + "/")) and len(prefix) > best_len:
+            best, best_len = entry.fstype, len(prefix)
+    return best
