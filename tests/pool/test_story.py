@@ -187,8 +187,11 @@ def test_block_volume_snapshot_restore_and_expand(pool: Pool) -> None:
         os.close(fd)
     pool.volumes.create(
         VolumeRequest(
-            "raw2", 128 * MiB, mode=VolumeMode.BLOCK,
-            source_kind=SourceKind.SNAPSHOT, source_name="raw-snap",
+            "raw2",
+            128 * MiB,
+            mode=VolumeMode.BLOCK,
+            source_kind=SourceKind.SNAPSHOT,
+            source_name="raw-snap",
         )
     )
     with open(pool.volumes.get("raw2").image, "rb") as f:
@@ -224,7 +227,8 @@ def test_second_mount_of_a_volume_shares_the_filesystem(pool: Pool, work_dir: Pa
     assert again.path == a
     assert len(pool.attachments.list("volume", "twice")) == 2
     pool.attachments.release("volume", "twice", b)
-    assert mount.is_mounted(a) and not mount.is_mounted(b)
+    assert mount.is_mounted(a)
+    assert not mount.is_mounted(b)
     pool.attachments.release("volume", "twice")
     assert not mount.is_mounted(a)
     assert pool.check() == []

@@ -27,7 +27,10 @@ class BlobStore(Protocol):
 
     Errors: a missing key raises `amber.domain.errors.NotFound`; an unreachable store or a call
     that timed out raises `Unavailable`; bad credentials raise `PermissionDenied`; a full store
-    raises `OutOfSpace`. No other exception type escapes an implementation.
+    raises `OutOfSpace`; a key that breaks the key rules (`amber.blobstore.filestore.check_key`:
+    relative, slash-separated, no empty, '.' or '..' segments, no control characters or
+    backslashes) raises `InvalidArgument` before any I/O. No other exception type escapes an
+    implementation. Only `Unavailable` is worth retrying (see `amber.blobstore.retry`).
     """
 
     def describe(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ VOLUMES_DIR = "volumes"
 SNAPSHOTS_DIR = "snapshots"
 LOCKS_DIR = "locks"
 POOL_LOCK = "pool"
+log = logging.getLogger(__name__)
 
 
 def no_failpoint(_name: str) -> None:
@@ -34,6 +36,9 @@ class PoolSettings:
     """Longest time a mounted filesystem stays frozen for a snapshot; past it the snapshot fails."""
     reserve_bytes: int = 64 * MiB
     """Free space always left on the pool filesystem; operations that would eat it are refused."""
+    ballast_bytes: int = 32 * MiB
+    """A preallocated file given back when the pool is nearly full, so that metadata can still
+    be written (to unmount, delete and recover) even after volumes filled the filesystem."""
 
 
 @dataclass
@@ -86,6 +91,38 @@ class PoolContext:
                 f"the pool filesystem at {self.root} is full ({format_size(available)} free); "
                 f"{what} refused — delete snapshots or volumes, or grow the pool"
             )
+
+
+BALLAST = "reserve.bin"
+
+
+def ensure_ballast(ctx: PoolContext) -> None:
+    """Preallocate the space reserve if it is missing and there is room for it."""
+    path = ctx.root / BALLAST
+    size = ctx.settings.ballast_bytes
+    if size <= 0 or path.exists() or fs.usage(ctx.root).available < 4 * size:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        return
+    os.close(fd)
+
+
+def release_ballast_if_low(ctx: PoolContext) -> None:
+    """Give the reserve back when the pool filesystem is (nearly) full."""
+    path = ctx.root / BALLAST
+    if fs.usage(ctx.root).available < 4 * MiB and path.exists():
+        log.warning(
+            "pool %s is full: releasing its %s reserve",
+            ctx.root,
+            format_size(ctx.settings.ballast_bytes),
+        )
+        path.unlink(missing_ok=True)
 
 
 def fsync_dir(path: Path) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from amber.domain.errors import Busy
+from amber.domain.errors import Busy, OutOfSpace
 
 
 class LockTable:
@@ -41,7 +41,14 @@ class LockTable:
 
     def try_acquire(self, key: str) -> int | None:
         """Take the lock without waiting; return its fd, or None if someone holds it."""
-        fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self._path(key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OutOfSpace(
+                    f"the filesystem holding {self._dir} is full: cannot create a lock for {key}"
+                ) from e
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

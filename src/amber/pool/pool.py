@@ -33,8 +33,10 @@ from amber.pool.context import (
     VOLUMES_DIR,
     PoolContext,
     PoolSettings,
+    ensure_ballast,
     fsync_dir,
     no_failpoint,
+    release_ballast_if_low,
 )
 from amber.pool.locks import LockTable
 from amber.pool.recovery import recover
@@ -184,7 +186,10 @@ class Pool:
             settings=settings or PoolSettings(),
             failpoint=failpoint,
         )
-        return cls(ctx, recover(ctx))
+        store.before_write = lambda: release_ballast_if_low(ctx)
+        recovered = recover(ctx)
+        ensure_ballast(ctx)
+        return cls(ctx, recovered)
 
     # -- reporting ------------------------------------------------------------------------
 

@@ -12,13 +12,13 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amber.domain.errors import AlreadyExists, NotFound
+from amber.domain.errors import AlreadyExists, NotFound, OutOfSpace
 from amber.domain.models import (
     Attachment,
     AttachmentKind,
@@ -71,7 +71,9 @@ def new_uid() -> str:
 class MetadataStore:
     """Thread-safe access to the pool database; each public method is one transaction."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, before_write: Callable[[], None] | None = None) -> None:
+        self.before_write = before_write
+        """Called before each write transaction (the pool frees its space reserve there)."""
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
@@ -97,13 +99,22 @@ class MetadataStore:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """An immediate (write-locked) transaction, committed on success."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self.before_write is not None:
+                self.before_write()
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                if "full" in str(e):
+                    raise OutOfSpace(
+                        "the pool filesystem is full: metadata cannot be written"
+                    ) from e
                 raise
-            self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:

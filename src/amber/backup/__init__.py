@@ -1,0 +1,88 @@
+"""The backup repository: how Amber stores volume backups in a `BlobStore`.
+
+A volume image is cut into fixed, aligned chunks (1 MiB by default). Holes and all-zero chunks
+are not stored. Every other chunk is named by a keyed hash of its content (HMAC-SHA256 under a
+per-repository key), so equal chunks are stored once across all backups of all volumes; it is
+compressed with zstd level 1 when that helps, sealed with AES-256-GCM and appended to a *pack*.
+A pack (16 MiB by default) ends with a sealed header that lists its chunks, so the packs alone
+describe everything stored. Packs are named by the SHA-256 of their bytes and never rewritten.
+
+The *index* maps each chunk id to its pack and position; it is written after the packs it
+describes and can always be rebuilt from the pack headers. A *manifest* per backup lists, for
+each chunk position of the volume, a chunk id or "zero" or "hole", plus the volume's name and
+size, the source snapshot, the parent backup and statistics. It is written last: a backup exists
+once its manifest does, and then every chunk it needs is in an indexed, existing pack.
+
+```
+config                  what the repository is (format version, ids, parameters)
+keys/<id>               the master key wrapped by a password or key file (one per credential)
+data/<xx>/<sha256>      packs of sealed chunks with a trailing sealed header
+index/<sha256>          chunk id -> (pack, offset, length, raw length, flags)
+backups/<backup id>     one manifest per backup
+locks/<id>              who is using the repository (shared: backup/restore; exclusive: prune)
+```
+
+Prune forgets backups by a retention policy and sweeps packs no kept manifest reaches, never
+touching young packs or packs a running backup may use. Check verifies the structure and, on
+request, every byte. The byte-level format is in `docs/repository-format.md`.
+
+Modules: `crypto` (sealing, subkeys, chunk ids), `keys` (key slots), `config`, `layout` (key
+names, clock type), `pack`, `index`, `manifest`, `locks`, `repository` (init/open, reads),
+`writer` (one backup), `retention` (pure policy), `gc` (prune), `check`.
+"""
+
+from __future__ import annotations
+
+from amber.backup.check import CheckResult, Problem, Severity, check
+from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_NONE
+from amber.backup.gc import PruneResult, plan_sweep, prune
+from amber.backup.index import IndexEntry, RepositoryIndex
+from amber.backup.keys import KeyFile, Password, ScryptParams, generate_key_file
+from amber.backup.layout import Clock
+from amber.backup.locks import Lock, LockInfo, LockKind
+from amber.backup.manifest import HOLE, ZERO, BackupStats, ChunkRef, Manifest
+from amber.backup.repository import RebuildResult, Repository, init_repository, open_repository
+from amber.backup.retention import (
+    RetentionDecision,
+    RetentionItem,
+    RetentionPolicy,
+    apply_retention,
+)
+from amber.backup.writer import BackupWriter, ManifestDraft
+
+__all__ = [
+    "ENCRYPTION_AES",
+    "ENCRYPTION_NONE",
+    "HOLE",
+    "ZERO",
+    "BackupStats",
+    "BackupWriter",
+    "CheckResult",
+    "ChunkRef",
+    "Clock",
+    "IndexEntry",
+    "KeyFile",
+    "Lock",
+    "LockInfo",
+    "LockKind",
+    "Manifest",
+    "ManifestDraft",
+    "Password",
+    "Problem",
+    "PruneResult",
+    "RebuildResult",
+    "Repository",
+    "RepositoryIndex",
+    "RetentionDecision",
+    "RetentionItem",
+    "RetentionPolicy",
+    "ScryptParams",
+    "Severity",
+    "apply_retention",
+    "check",
+    "generate_key_file",
+    "init_repository",
+    "open_repository",
+    "plan_sweep",
+    "prune",
+]

@@ -1,0 +1,264 @@
+"""The index: which pack holds each chunk, and where.
+
+Index objects (`index/<sha256 of the object>`) are written after the packs they describe and
+before any manifest that uses them. Each lists whole packs (id and size) with their entries, and
+the index objects it *supersedes*. Plaintext layout before sealing as kind `index`
+(little-endian):
+
+```
+magic "AMBRIDX1" (8)
+superseded count u32 | superseded index object digests, 32 bytes each
+pack count u32 | packs:
+    pack id (32) | pack size u64 | entry count u32 | entries, 49 bytes each:
+    chunk id (32) | offset u64 | stored length u32 | raw length u32 | flags u8
+```
+
+`RepositoryIndex` is the union of all index objects in memory, minus superseded ones. Prune and
+rebuild replace the index by writing new objects (the last one naming every object it replaces)
+before deleting the old ones; a store that brings a deleted object back after a crash (a
+filesystem whose deletes are not yet durable) therefore cannot revive entries that point into
+deleted packs. Superseded objects still present are carried forward into the next replacement.
+
+A chunk stored in two packs (two backups raced to upload it) keeps the first location seen; both
+are valid while both packs exist, and the sweep only ever deletes a pack after writing an index
+that no longer points into it. The index is a cache of what the pack headers say:
+`Repository.rebuild_index` recreates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from amber.backup.crypto import ObjectKind, Sealer
+from amber.backup.layout import INDEX_PREFIX, index_digest_from_key, index_key
+from amber.backup.pack import HEADER_ENTRY, PackEntry
+from amber.blobstore.base import BlobStore
+from amber.domain.errors import Corrupt
+
+INDEX_MAGIC = b"AMBRIDX1"
+_COUNT = struct.Struct("<I")
+_PACK = struct.Struct("<32sQI")
+
+# Entries per index object before the writer starts another one (about 4 MiB of plaintext).
+MAX_ENTRIES_PER_OBJECT = 80_000
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """Where a chunk lives: pack, offset and stored length, raw length, flags."""
+
+    pack_id: bytes
+    offset: int
+    length: int
+    raw_length: int
+    flags: int
+
+    def pack_entry(self, chunk_id: bytes) -> PackEntry:
+        """The same location as the pack header writes it."""
+        return PackEntry(chunk_id, self.offset, self.length, self.raw_length, self.flags)
+
+
+@dataclass(frozen=True)
+class PackRecord:
+    """One pack as an index object lists it."""
+
+    pack_id: bytes
+    size: int
+    entries: tuple[PackEntry, ...]
+
+
+@dataclass
+class RepositoryIndex:
+    """All known chunk locations, merged from index objects (or pack headers).
+
+    `object_keys` are the index objects this index was loaded from or written as;
+    `superseded_keys` are objects still in the store that a newer object replaced. Prune and
+    rebuild supersede both sets. Not thread-safe: the writer serializes its updates.
+    """
+
+    chunks: dict[bytes, IndexEntry] = field(default_factory=dict)
+    pack_sizes: dict[bytes, int] = field(default_factory=dict)
+    object_keys: set[str] = field(default_factory=set)
+    superseded_keys: set[str] = field(default_factory=set)
+
+    def __contains__(self, chunk_id: object) -> bool:
+        return chunk_id in self.chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def lookup(self, chunk_id: bytes) -> IndexEntry | None:
+        """Where `chunk_id` is stored, or None."""
+        return self.chunks.get(chunk_id)
+
+    def add_pack(self, pack_id: bytes, size: int, entries: Iterable[PackEntry]) -> None:
+        """Record a pack and its entries; chunks already known keep their location."""
+        self.pack_sizes[pack_id] = size
+        for e in entries:
+            if e.chunk_id not in self.chunks:
+                self.chunks[e.chunk_id] = IndexEntry(
+                    pack_id, e.offset, e.length, e.raw_length, e.flags
+                )
+
+    def merge(self, other: RepositoryIndex) -> None:
+        """Add everything `other` knows (existing locations win)."""
+        self.pack_sizes.update(other.pack_sizes)
+        for chunk_id, entry in other.chunks.items():
+            self.chunks.setdefault(chunk_id, entry)
+        self.object_keys |= other.object_keys
+        self.superseded_keys |= other.superseded_keys
+
+    def records(self, packs: Iterable[bytes] | None = None) -> list[PackRecord]:
+        """The index grouped by pack (all packs, or only `packs`), ordered by pack id."""
+        wanted = set(self.pack_sizes if packs is None else packs)
+        grouped: dict[bytes, list[PackEntry]] = {p: [] for p in wanted if p in self.pack_sizes}
+        for chunk_id, entry in self.chunks.items():
+            if entry.pack_id in grouped:
+                grouped[entry.pack_id].append(entry.pack_entry(chunk_id))
+        return [
+            PackRecord(p, self.pack_sizes[p], tuple(sorted(grouped[p], key=lambda e: e.offset)))
+            for p in sorted(grouped)
+        ]
+
+    def entries_by_pack(self) -> dict[bytes, list[tuple[bytes, IndexEntry]]]:
+        """`pack id -> [(chunk id, entry)]` for every indexed pack."""
+        grouped: dict[bytes, list[tuple[bytes, IndexEntry]]] = {p: [] for p in self.pack_sizes}
+        for chunk_id, entry in self.chunks.items():
+            grouped.setdefault(entry.pack_id, []).append((chunk_id, entry))
+        return grouped
+
+
+@dataclass(frozen=True)
+class IndexObject:
+    """The decoded content of one index object."""
+
+    records: tuple[PackRecord, ...]
+    supersedes: tuple[bytes, ...] = ()
+
+
+def encode_index(records: Sequence[PackRecord], supersedes: Sequence[bytes] = ()) -> bytes:
+    """The plaintext of an index object listing `records` and replacing `supersedes`."""
+    out = bytearray(INDEX_MAGIC + _COUNT.pack(len(supersedes)))
+    for digest in supersedes:
+        out += digest
+    out += _COUNT.pack(len(records))
+    for record in records:
+        out += _PACK.pack(record.pack_id, record.size, len(record.entries))
+        for e in record.entries:
+            out += HEADER_ENTRY.pack(e.chunk_id, e.offset, e.length, e.raw_length, e.flags)
+    return bytes(out)
+
+
+class _Reader:
+    """Bounds-checked sequential reads over an index object's plaintext."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def take(self, size: int) -> bytes:
+        if size < 0 or self.pos + size > len(self.data):
+            raise Corrupt(f"{self.what} is truncated")
+        self.pos += size
+        return self.data[self.pos - size : self.pos]
+
+    def count(self) -> int:
+        (value,) = _COUNT.unpack(self.take(_COUNT.size))
+        return int(value)
+
+
+def _read_record(reader: _Reader) -> PackRecord:
+    pack_id, size, entry_count = _PACK.unpack(reader.take(_PACK.size))
+    raw = reader.take(entry_count * HEADER_ENTRY.size)
+    entries = tuple(PackEntry(*fields) for fields in HEADER_ENTRY.iter_unpack(raw))
+    return PackRecord(pack_id, size, entries)
+
+
+def decode_index(plaintext: bytes, what: str) -> IndexObject:
+    """Parse an index object's plaintext; anything malformed is Corrupt."""
+    reader = _Reader(plaintext, what)
+    if reader.take(len(INDEX_MAGIC)) != INDEX_MAGIC:
+        raise Corrupt(f"{what} has a wrong magic")
+    superseded = reader.take(reader.count() * 32)
+    supersedes = tuple(superseded[i : i + 32] for i in range(0, len(superseded), 32))
+    records = tuple(_read_record(reader) for _ in range(reader.count()))
+    if reader.pos != len(plaintext):
+        raise Corrupt(f"{what} has {len(plaintext) - reader.pos} trailing bytes")
+    return IndexObject(records, supersedes)
+
+
+def read_index_object(store: BlobStore, sealer: Sealer, key: str) -> IndexObject:
+    """Fetch, verify (name = SHA-256 of content) and decode one index object."""
+    digest = index_digest_from_key(key)
+    if digest is None:
+        raise Corrupt(f"{key} is not a valid index object name")
+    sealed = store.get(key)
+    if hashlib.sha256(sealed).digest() != digest:
+        raise Corrupt(f"index object {key}: content does not match its name")
+    return decode_index(sealer.open(ObjectKind.INDEX, sealed, f"index object {key}"), key)
+
+
+def index_object_keys(store: BlobStore) -> list[str]:
+    """Every key under `index/`, sorted."""
+    return sorted(info.key for info in store.list(INDEX_PREFIX))
+
+
+def merge_objects(objects: Mapping[str, IndexObject]) -> RepositoryIndex:
+    """The index that `objects` (key -> content) describe, skipping superseded objects."""
+    superseded = {index_key(d) for obj in objects.values() for d in obj.supersedes}
+    index = RepositoryIndex()
+    for key in sorted(objects):
+        if key in superseded:
+            continue
+        for record in objects[key].records:
+            index.add_pack(record.pack_id, record.size, record.entries)
+        index.object_keys.add(key)
+    index.superseded_keys = superseded & objects.keys()
+    return index
+
+
+def load_index(store: BlobStore, sealer: Sealer) -> RepositoryIndex:
+    """Merge every index object; an unreadable one is Corrupt (use `check` to list them all)."""
+    keys = index_object_keys(store)
+    return merge_objects({key: read_index_object(store, sealer, key) for key in keys})
+
+
+def _batches(records: Sequence[PackRecord], limit: int) -> list[list[PackRecord]]:
+    batches: list[list[PackRecord]] = [[]]
+    entries = 0
+    for record in records:
+        if batches[-1] and entries + len(record.entries) > limit:
+            batches.append([])
+            entries = 0
+        batches[-1].append(record)
+        entries += len(record.entries)
+    return batches
+
+
+def write_index(
+    store: BlobStore,
+    sealer: Sealer,
+    records: Sequence[PackRecord],
+    *,
+    supersedes: Iterable[str] = (),
+    limit: int = MAX_ENTRIES_PER_OBJECT,
+) -> list[str]:
+    """Write `records` as index objects; the last one names the `supersedes` keys. Nothing is
+    written when there are neither records nor objects to supersede."""
+    replaced = sorted(d for d in map(index_digest_from_key, supersedes) if d is not None)
+    if not records and not replaced:
+        return []
+    batches = _batches(records, limit)
+    keys = []
+    for position, batch in enumerate(batches):
+        last = position == len(batches) - 1
+        plaintext = encode_index(batch, replaced if last else ())
+        sealed = sealer.seal(ObjectKind.INDEX, plaintext)
+        key = index_key(hashlib.sha256(sealed).digest())
+        store.put(key, sealed)
+        keys.append(key)
+    return keys

@@ -1,0 +1,253 @@
+"""Writing one backup: chunks into packs, packs into the index, then the manifest.
+
+The commit order is what makes a crash harmless:
+
+1. packs (`data/…`): each full pack is uploaded as soon as it fills;
+2. index objects (`index/…`): every `index_every_packs` packs and at commit, so a long backup
+   that dies midway still leaves most of its uploads indexed and reusable by the next run;
+3. the manifest (`backups/<id>`), last: only now is the backup visible, and every chunk it names
+   is in a pack that exists and is indexed.
+
+An interrupted writer leaves packs no manifest references. The next writer deduplicates only
+against the index, so it reuses exactly the chunks whose packs were indexed (those packs exist)
+and uploads the rest again; prune later removes the orphans once they are past the grace period.
+
+Threads: `add_chunk` may be called from several threads. The expensive, GIL-releasing steps
+(keyed hash, zstd, AES-GCM) run outside the writer's mutex; only the pack bookkeeping and uploads
+are serialized. The engine may also split the work itself with `Repository.chunk_id`,
+`contains`, `Repository.codec.encode` and `add_encoded`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from amber.backup.index import RepositoryIndex, write_index
+from amber.backup.layout import backup_key, new_id, pack_key
+from amber.backup.locks import Lock
+from amber.backup.manifest import (
+    BackupStats,
+    ChunkRef,
+    Manifest,
+    encode_manifest,
+    validate_manifest,
+)
+from amber.backup.pack import EncodedBlob, PackBuilder, short
+from amber.domain.errors import FailedPrecondition, InvalidArgument
+
+if TYPE_CHECKING:
+    from amber.backup.repository import Repository
+
+DEFAULT_INDEX_EVERY_PACKS = 32
+
+
+@dataclass(frozen=True)
+class ManifestDraft:
+    """What the engine knows about a backup when it commits it.
+
+    The writer adds the rest: backup id, chunk size, creation time (from the repository clock),
+    and the stats it counted. `bytes_read` defaults to the plaintext bytes given to `add_chunk`.
+    """
+
+    volume_name: str
+    volume_size: int
+    chunk_map: Sequence[ChunkRef]
+    source_snapshot: str | None = None
+    parent_id: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    tags: Sequence[str] = ()
+    bytes_read: int | None = None
+
+
+@dataclass
+class _Counters:
+    bytes_read: int = 0
+    bytes_new: int = 0
+    bytes_stored: int = 0
+    chunks_new: int = 0
+    chunks_deduplicated: int = 0
+    packs_written: int = 0
+
+
+class BackupWriter:
+    """Builds one backup. Get one from `Repository.writer()`."""
+
+    def __init__(self, repo: Repository, lock: Lock | None, index_every_packs: int) -> None:
+        if index_every_packs < 1:
+            raise InvalidArgument("index_every_packs must be at least 1")
+        self._repo = repo
+        self._lock = lock
+        self._index_every = index_every_packs
+        self._known = repo.refresh_index()
+        self._mutex = threading.Lock()
+        self._pack = PackBuilder()
+        self._in_open_pack: set[bytes] = set()
+        self._unindexed = RepositoryIndex()
+        self._counters = _Counters()
+        self._started = repo.clock()
+        self._state = "open"
+        self.pack_keys: list[str] = []
+        self.index_keys: list[str] = []
+
+    @property
+    def stats(self) -> BackupStats:
+        """Counters so far (duration excluded)."""
+        c = self._counters
+        return BackupStats(c.bytes_read, c.bytes_new, c.bytes_stored, c.chunks_new)
+
+    @property
+    def chunks_deduplicated(self) -> int:
+        """How many added chunks were already stored."""
+        return self._counters.chunks_deduplicated
+
+    def _contains_locked(self, chunk_id: bytes) -> bool:
+        return (
+            chunk_id in self._known or chunk_id in self._unindexed or chunk_id in self._in_open_pack
+        )
+
+    def contains(self, chunk_id: bytes) -> bool:
+        """Whether the chunk is stored already or was added in this session."""
+        with self._mutex:
+            return self._contains_locked(chunk_id)
+
+    def add_chunk(self, plaintext: bytes) -> bytes:
+        """Store a chunk unless it is already known; return its id."""
+        chunk_id = self._repo.chunk_id(plaintext)
+        with self._mutex:
+            self._check_open_locked()
+            self._counters.bytes_read += len(plaintext)
+            if self._contains_locked(chunk_id):
+                self._counters.chunks_deduplicated += 1
+                return chunk_id
+        self.add_encoded(self._repo.codec.encode(chunk_id, plaintext))
+        return chunk_id
+
+    def add_encoded(self, blob: EncodedBlob) -> bool:
+        """Add an already encoded chunk; False if it was known (then nothing is stored)."""
+        with self._mutex:
+            self._check_open_locked()
+            if self._contains_locked(blob.chunk_id):
+                self._counters.chunks_deduplicated += 1
+                return False
+            with self._failing_on_error():
+                self._pack.add(blob)
+                self._in_open_pack.add(blob.chunk_id)
+                self._count_new_locked(blob)
+                if self._pack.size >= self._repo.config.pack_size:
+                    self._flush_pack_locked()
+            return True
+
+    def _count_new_locked(self, blob: EncodedBlob) -> None:
+        self._counters.chunks_new += 1
+        self._counters.bytes_new += blob.raw_length
+        self._counters.bytes_stored += len(blob.data)
+
+    def flush(self) -> None:
+        """Upload the open pack (if any) and index everything uploaded so far."""
+        with self._mutex:
+            self._check_open_locked()
+            with self._failing_on_error():
+                self._flush_all_locked()
+
+    def commit(self, draft: ManifestDraft) -> str:
+        """Flush the last pack, write the index, then the manifest; return the backup id.
+
+        A draft that is inconsistent (wrong chunk count, a chunk id this repository and session
+        do not hold) is InvalidArgument and changes nothing. If the writer's lock was lost, the
+        commit fails with FailedPrecondition before the manifest is written.
+        """
+        with self._mutex:
+            self._check_open_locked()
+            manifest = self._manifest_locked(draft)
+            with self._failing_on_error():
+                self._flush_all_locked()
+                if self._lock is not None:
+                    self._lock.refresh()
+                sealed = encode_manifest(manifest, self._repo.keys.sealer)
+                self._repo.store.put(backup_key(manifest.backup_id), sealed)
+            self._state = "committed"
+            return manifest.backup_id
+
+    def abort(self) -> None:
+        """Give up: what was uploaded stays (indexed packs are reused by the next backup)."""
+        with self._mutex:
+            self._state = "aborted"
+
+    # --- internals, all called with the mutex held ---
+
+    def _check_open_locked(self) -> None:
+        if self._state != "open":
+            raise FailedPrecondition(
+                f"this backup writer is {self._state}; start a new backup with a new writer"
+            )
+
+    @contextmanager
+    def _failing_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self._state = "failed"
+            raise
+
+    def _flush_all_locked(self) -> None:
+        if len(self._pack):
+            self._flush_pack_locked()
+        if self._unindexed.pack_sizes:
+            self._flush_index_locked()
+
+    def _flush_pack_locked(self) -> None:
+        finished = self._pack.finish(self._repo.keys.sealer)
+        key = pack_key(finished.pack_id)
+        self._repo.store.put(key, finished.data)
+        self._unindexed.add_pack(finished.pack_id, len(finished.data), finished.entries)
+        self._pack = PackBuilder()
+        self._in_open_pack.clear()
+        self._counters.packs_written += 1
+        self.pack_keys.append(key)
+        if self._lock is not None:
+            self._lock.refresh_if_due()
+        if len(self._unindexed.pack_sizes) >= self._index_every:
+            self._flush_index_locked()
+
+    def _flush_index_locked(self) -> None:
+        keys = write_index(self._repo.store, self._repo.keys.sealer, self._unindexed.records())
+        self._unindexed.object_keys.update(keys)
+        self._known.merge(self._unindexed)
+        self._unindexed = RepositoryIndex()
+        self.index_keys.extend(keys)
+
+    def _manifest_locked(self, draft: ManifestDraft) -> Manifest:
+        for position, ref in enumerate(draft.chunk_map):
+            if isinstance(ref, bytes) and not self._contains_locked(ref):
+                raise InvalidArgument(
+                    f"chunk map entry {position} names chunk {short(ref)}, which is neither in "
+                    "the repository nor added in this backup"
+                )
+        created = self._repo.clock()
+        c = self._counters
+        stats = BackupStats(
+            bytes_read=c.bytes_read if draft.bytes_read is None else draft.bytes_read,
+            bytes_new=c.bytes_new,
+            bytes_stored=c.bytes_stored,
+            chunks_new=c.chunks_new,
+            duration_seconds=max(0.0, created - self._started),
+        )
+        manifest = Manifest(
+            backup_id=new_id(),
+            volume_name=draft.volume_name,
+            volume_size=draft.volume_size,
+            chunk_size=self._repo.chunk_size,
+            chunk_map=tuple(draft.chunk_map),
+            created=created,
+            source_snapshot=draft.source_snapshot,
+            parent_id=draft.parent_id,
+            stats=stats,
+            labels=dict(draft.labels),
+            tags=tuple(draft.tags),
+        )
+        validate_manifest(manifest)
+        return manifest
