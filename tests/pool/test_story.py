@@ -232,3 +232,48 @@ def test_second_mount_of_a_volume_shares_the_filesystem(pool: Pool, work_dir: Pa
     pool.attachments.release("volume", "twice")
     assert not mount.is_mounted(a)
     assert pool.check() == []
+
+
+def test_volume_filled_by_a_writer_and_grown(pool: Pool, work_dir: Path) -> None:
+    """The path a backup restore takes: an image written by the caller, then grown."""
+    pool.volumes.create(VolumeRequest("orig", 256 * MiB))
+    live = work_dir / "orig"
+    pool.attachments.mount("volume", "orig", live, create_target=True)
+    digest = write_random(live / "f", 4 * MiB, seed=12)
+    pool.attachments.release("volume", "orig")
+    source = pool.volumes.get("orig").image
+
+    def writer(path: Path) -> None:
+        with open(source, "rb") as src, open(path, "r+b") as dst:
+            while block := src.read(4 * MiB):
+                dst.write(block)
+
+    request = VolumeRequest(
+        "from-backup",
+        512 * MiB,
+        source_kind=SourceKind.BACKUP,
+        source_name="b1",
+        source_size=256 * MiB,
+    )
+    made = pool.volumes.create(request, writer=writer)
+    assert made.fs_resize_pending and made.fs_type == "ext4"
+    pool.attachments.mount("volume", "from-backup", work_dir / "fb", create_target=True)
+    assert sha256(work_dir / "fb" / "f") == digest
+    assert _fs_bytes(work_dir / "fb") > 400 * MiB
+
+    def failing(path: Path) -> None:
+        raise OSError("target went away")
+
+    with pytest.raises(OSError, match="went away"):
+        pool.volumes.create(
+            VolumeRequest(
+                "broken",
+                256 * MiB,
+                source_kind=SourceKind.BACKUP,
+                source_name="b1",
+                source_size=256 * MiB,
+            ),
+            writer=failing,
+        )
+    assert pool.volumes.find("broken") is None
+    assert pool.check() == []

@@ -20,6 +20,7 @@ class SourceKind(StrEnum):
     NONE = "none"
     VOLUME = "volume"
     SNAPSHOT = "snapshot"
+    BACKUP = "backup"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,12 @@ class VolumeRequest:
     fs_type: str | None = "ext4"
     source_kind: SourceKind = SourceKind.NONE
     source_name: str | None = None
+    source_size: int = 0
+    """For a BACKUP source: the size of the image the writer produces (the backed-up volume)."""
+
+
+ImageWriter = Callable[[Path], None]
+"""Fills a new, sparse, already-sized image file (e.g. a restore from a backup)."""
 
 
 def _source_lock(request: VolumeRequest) -> list[str]:
@@ -72,8 +78,17 @@ class Volumes:
 
     # -- create ---------------------------------------------------------------------------
 
-    def create(self, request: VolumeRequest, *, exist_ok: bool = False) -> Volume:
-        """Create a volume; with `exist_ok`, return an identical existing one (idempotency)."""
+    def create(
+        self, request: VolumeRequest, *, exist_ok: bool = False, writer: ImageWriter | None = None
+    ) -> Volume:
+        """Create a volume; with `exist_ok`, return an identical existing one (idempotency).
+
+        A BACKUP source needs a `writer` that fills the image (`request.source_size` bytes of
+        content); it runs with the volume's lock held and the creation journaled, so a crash or
+        an exception in it leaves no volume behind.
+        """
+        if (request.source_kind is SourceKind.BACKUP) != (writer is not None):
+            raise InvalidArgument("a volume restored from a backup needs an image writer")
         request = self._normalize(request)
         if request.source_name == request.name and request.source_kind is SourceKind.VOLUME:
             raise InvalidArgument(f"volume {request.name!r} cannot be cloned from itself")
@@ -84,7 +99,7 @@ class Volumes:
             if existing is not None:
                 return self._existing(existing, request, exist_ok)
             request = self._resolve_source(request)
-            return self._create_locked(request)
+            return self._create_locked(request, writer)
 
     def _normalize(self, request: VolumeRequest) -> VolumeRequest:
         validate_name("volume", request.name)
@@ -97,7 +112,13 @@ class Volumes:
         if fs_type is not None:
             fs.check_fstype(fs_type)
         return VolumeRequest(
-            request.name, size, request.mode, fs_type, request.source_kind, request.source_name
+            request.name,
+            size,
+            request.mode,
+            fs_type,
+            request.source_kind,
+            request.source_name,
+            request.source_size,
         )
 
     @staticmethod
@@ -122,6 +143,13 @@ class Volumes:
         """Fill mode and filesystem from the source; check that the size fits it."""
         if request.source_kind is SourceKind.NONE or request.source_name is None:
             self._check_min_size(request)
+            return request
+        if request.source_kind is SourceKind.BACKUP:
+            if request.size < request.source_size:
+                raise OutOfRange(
+                    f"requested size {format_size(request.size)} is smaller than the backed-up "
+                    f"volume ({format_size(request.source_size)})"
+                )
             return request
         src: Volume | Snapshot
         if request.source_kind is SourceKind.VOLUME:
@@ -151,7 +179,7 @@ class Volumes:
                 f"{format_size(fs.MIN_SIZE[request.fs_type])}, not {format_size(request.size)}"
             )
 
-    def _create_locked(self, request: VolumeRequest) -> Volume:
+    def _create_locked(self, request: VolumeRequest, writer: ImageWriter | None) -> Volume:
         ctx = self._ctx
         uid = new_uid()
         image = ctx.volume_image(uid)
@@ -161,7 +189,7 @@ class Volumes:
             journal_id = ctx.store.journal_add("create_volume", f"volume:{request.name}", payload)
         ctx.failpoint("volume.create.journaled")
         try:
-            resize_pending = self._fill_image(request, image, journal_id, payload)
+            resize_pending = self._fill_image(request, image, journal_id, payload, writer)
             ctx.failpoint("volume.create.filled")
             volume = Volume(
                 uid=uid,
@@ -185,20 +213,30 @@ class Volumes:
         return volume
 
     def _fill_image(
-        self, request: VolumeRequest, path: Path, journal_id: int, payload: Mapping[str, Any]
+        self,
+        request: VolumeRequest,
+        path: Path,
+        journal_id: int,
+        payload: Mapping[str, Any],
+        writer: ImageWriter | None,
     ) -> bool:
         """Write the new image: a copy of the source, or a fresh sparse file (formatted).
 
         Returns whether the filesystem must still grow to the image size (at its next mount).
         """
         ctx = self._ctx
+        if request.source_kind is SourceKind.BACKUP:
+            assert writer is not None
+            _make_sparse(path, request.source_size)
+            writer(path)
+            return _grow_image(path, request)
         if request.source_kind is SourceKind.NONE:
             _make_sparse(path, request.size)
             if request.fs_type is not None:
                 ctx.failpoint("volume.create.allocated")
                 _mkfs(path, request.fs_type, request.name)
             return False
-        src_uid, src_image, src_size = self._source_image(request)
+        src_uid, src_image, _ = self._source_image(request)
         consistent_copy(
             ctx,
             source_uid=src_uid,
@@ -207,12 +245,7 @@ class Volumes:
             journal_id=journal_id,
             payload=dict(payload),
         )
-        if request.size > src_size:
-            with open(path, "r+b") as f:
-                os.ftruncate(f.fileno(), request.size)
-                os.fsync(f.fileno())
-            return request.fs_type is not None
-        return False
+        return _grow_image(path, request)
 
     def _source_image(self, request: VolumeRequest) -> tuple[str, Path, int]:
         assert request.source_name is not None
@@ -274,6 +307,17 @@ class Volumes:
             ctx.failpoint("volume.expand.journaled")
             finish_expand(ctx, journal_id, volume, new_size)
             return ctx.store.volume(name)
+
+
+def _grow_image(path: Path, request: VolumeRequest) -> bool:
+    """Grow a copied image to the requested size; True if its filesystem must grow too."""
+    with open(path, "r+b") as f:
+        if os.fstat(f.fileno()).st_size >= request.size:
+            os.fsync(f.fileno())
+            return False
+        os.ftruncate(f.fileno(), request.size)
+        os.fsync(f.fileno())
+    return request.fs_type is not None
 
 
 def _make_sparse(path: Path, size: int) -> None:
