@@ -256,7 +256,8 @@ def test_volume_filled_by_a_writer_and_grown(pool: Pool, work_dir: Path) -> None
         source_size=256 * MiB,
     )
     made = pool.volumes.create(request, writer=writer)
-    assert made.fs_resize_pending and made.fs_type == "ext4"
+    assert made.fs_resize_pending
+    assert made.fs_type == "ext4"
     pool.attachments.mount("volume", "from-backup", work_dir / "fb", create_target=True)
     assert sha256(work_dir / "fb" / "f") == digest
     assert _fs_bytes(work_dir / "fb") > 400 * MiB
