@@ -31,7 +31,8 @@ from amber.pool.pool import MARKER
 def _step(title: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
-    console.print(f"  [green]✓[/] {title} [dim]({(time.perf_counter() - start) * 1000:.1f} ms)[/]")
+    elapsed = (time.perf_counter() - start) * 1000
+    console.print(f"  [green]✓[/] {title} [dim]({elapsed:.1f} ms)[/]", soft_wrap=True)
 
 
 def _digest(directory: Path) -> str:
@@ -132,13 +133,18 @@ def _story(pool: Pool, work: Path, names: dict[str, str], nbytes: int) -> None:
     _check(lambda: _digest(clone_dir) == _digest(app_dir), "the clone differs from its source")
     with _step(f"expanded {names['app']} to 2 GiB while mounted"):
         grown = pool.volumes.expand(names["app"], 2 * GiB)
-    total = os.statvfs(app_dir).f_blocks * os.statvfs(app_dir).f_frsize
-    note = (
-        " (ext4 grows at next mount: online resize needs CAP_SYS_RESOURCE)"
-        if grown.fs_resize_pending
-        else ""
-    )
-    console.print(f"    filesystem now {format_size(total)}{note}")
+    if grown.fs_resize_pending:
+        console.print(
+            "    the kernel refused to grow ext4 online (no CAP_SYS_RESOURCE here): "
+            "it grows at the next mount",
+            soft_wrap=True,
+        )
+        with _step("remounted it: the filesystem was checked and grown"):
+            pool.attachments.release("volume", names["app"])
+            pool.attachments.mount("volume", names["app"], app_dir)
+    st = os.statvfs(app_dir)
+    console.print(f"    filesystem now {format_size(st.f_blocks * st.f_frsize)}, data intact")
+    _check(lambda: (app_dir / "version.txt").read_text() == "v2-broken\n", "data lost")
 
 
 def _check(condition: Callable[[], bool], message: str) -> None:
