@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import time
 
-from amber.domain.errors import AlreadyExists, FailedPrecondition
+from amber.domain.errors import AlreadyExists
 from amber.domain.models import Snapshot
 from amber.domain.names import validate_name
 from amber.pool.context import POOL_LOCK, PoolContext, remove_file
 from amber.pool.copy import consistent_copy
 from amber.pool.store import new_uid
-from amber.pool.volumes import finish_delete
+from amber.pool.volumes import delete_unused_locked
 
 
 class Snapshots:
@@ -97,15 +97,5 @@ class Snapshots:
             f"snapshot:{name}", timeout=ctx.settings.lock_timeout, what=f"snapshot {name!r}"
         ):
             snapshot = ctx.store.snapshot(name)
-            in_use = ctx.store.attachments(snapshot.uid)
-            if in_use:
-                where = ", ".join(str(a.path) for a in in_use)
-                raise FailedPrecondition(
-                    f"snapshot {name!r} is mounted at {where}; unmount it first "
-                    f"(`amber snapshot unmount {name}`)"
-                )
-            payload = {"uid": snapshot.uid, "name": name, "image": str(snapshot.image)}
-            journal_id = ctx.store.journal_add("delete_snapshot", f"snapshot:{name}", payload)
-            ctx.failpoint("snapshot.delete.journaled")
-            finish_delete(ctx, journal_id, payload, kind="snapshot")
+            delete_unused_locked(ctx, "snapshot", snapshot.uid, name, snapshot.image)
         return snapshot

@@ -266,17 +266,7 @@ class Volumes:
             f"volume:{name}", timeout=ctx.settings.lock_timeout, what=f"volume {name!r}"
         ):
             volume = ctx.store.volume(name)
-            in_use = ctx.store.attachments(volume.uid)
-            if in_use:
-                where = ", ".join(str(a.path) for a in in_use)
-                raise FailedPrecondition(
-                    f"volume {name!r} is in use at {where}; "
-                    f"unmount it first (`amber volume unmount {name}`)"
-                )
-            payload = {"uid": volume.uid, "name": name, "image": str(volume.image)}
-            journal_id = ctx.store.journal_add("delete_volume", f"volume:{name}", payload)
-            ctx.failpoint("volume.delete.journaled")
-            finish_delete(ctx, journal_id, payload, kind="volume")
+            delete_unused_locked(ctx, "volume", volume.uid, name, volume.image)
         return volume
 
     # -- expand ---------------------------------------------------------------------------
@@ -338,6 +328,21 @@ def _mkfs(path: Path, fs_type: str, name: str) -> None:
         if "space" in str(e).lower():
             raise OutOfSpace(f"the pool filled up while formatting volume {name!r}") from e
         raise
+
+
+def delete_unused_locked(ctx: PoolContext, kind: str, uid: str, name: str, image: Path) -> None:
+    """Journal and carry out the delete of an object that nothing uses (its lock held)."""
+    in_use = ctx.store.attachments(uid)
+    if in_use:
+        where = ", ".join(str(a.path) for a in in_use)
+        raise FailedPrecondition(
+            f"{kind} {name!r} is in use at {where}; "
+            f"unmount it first (`amber {kind} unmount {name}`)"
+        )
+    payload = {"uid": uid, "name": name, "image": str(image)}
+    journal_id = ctx.store.journal_add(f"delete_{kind}", f"{kind}:{name}", payload)
+    ctx.failpoint(f"{kind}.delete.journaled")
+    finish_delete(ctx, journal_id, payload, kind=kind)
 
 
 def finish_delete(
