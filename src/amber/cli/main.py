@@ -11,7 +11,7 @@ import click
 import typer
 
 from amber import __version__
-from amber.cli import demo, pool_cmd, snapshot_cmd, volume_cmd
+from amber.cli import csi_cmd, demo, node_cmd, pool_cmd, snapshot_cmd, volume_cmd
 from amber.cli.output import err_console
 from amber.cli.state import OutputFormat, make_state
 from amber.domain.errors import AmberError
@@ -26,6 +26,9 @@ app.add_typer(pool_cmd.app, name="pool")
 app.add_typer(volume_cmd.app, name="volume")
 app.add_typer(snapshot_cmd.app, name="snapshot")
 app.command("demo")(demo.demo)
+app.command("node")(node_cmd.node)
+app.command("controller")(node_cmd.controller)
+app.add_typer(csi_cmd.app, name="csi")
 
 
 def _version(value: bool) -> None:

@@ -22,4 +22,13 @@ How the pieces fit:
 - `server.CSIServer` binds the endpoint, runs the servicers on a thread pool behind the logging
   interceptor, and on SIGTERM stops taking calls, lets calls in flight finish within a grace
   period, and removes its socket.
+- `controller` and `node` are the Controller and Node services of a node's pool; `driver`
+  builds the servicers of a deployment mode (`capabilities` says what each mode announces and
+  why) and runs them.
+- The servicers share small, pure helpers: `ids` (self-describing IDs, CSI names -> pool
+  names), `objects` (IDs -> this node's volumes and snapshots), `access` (volume capabilities),
+  `params` (parameters, capacity ranges, topology, paths), `paging` (list tokens), `health`
+  (volume condition and usage) and `locks` (per-volume serialization of node RPCs).
+
+The deployment, the ID formats and the error codes a user may see are in docs/csi.md.
 """

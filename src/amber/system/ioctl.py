@@ -1,4 +1,5 @@
-"""The few ioctls Amber needs: FICLONE (reflink), FIFREEZE/FITHAW, FIEMAP, BLKGETSIZE64."""
+"""The few ioctls Amber needs: FICLONE (reflink), FIFREEZE/FITHAW, FIEMAP, BLKGETSIZE64,
+BLKROSET/BLKROGET."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
 FS_IOC_FIEMAP = 0xC020660B
 BLKGETSIZE64 = 0x80081272
+BLKROSET = 0x125D
+BLKROGET = 0x125E
 
 FIEMAP_FLAG_SYNC = 0x1
 FIEMAP_EXTENT_LAST = 0x1
@@ -173,3 +176,28 @@ def block_device_size(path: Path) -> int:
     finally:
         os.close(fd)
     return int(struct.unpack("=Q", buf)[0])
+
+
+def set_read_only(device: Path, read_only: bool) -> None:
+    """Make a block device refuse (or accept again) writes from every opener (BLKROSET).
+
+    A read-only bind mount of a device node does not stop writes to the device: the flag must
+    be set on the device itself.
+    """
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, BLKROSET, struct.pack("=i", int(read_only)))
+    except OSError as e:
+        raise SystemFailure(f"cannot set {device} read-only={read_only}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+
+
+def is_read_only(device: Path) -> bool:
+    """Whether a block device refuses writes (BLKROGET)."""
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        buf = fcntl.ioctl(fd, BLKROGET, b"\0" * 4)
+    finally:
+        os.close(fd)
+    return bool(struct.unpack("=i", buf)[0])

@@ -81,16 +81,19 @@ def mount(source: Path, target: Path, *, fstype: str | None, options: Sequence[s
 
 
 def bind_mount(source: Path, target: Path, *, read_only: bool, options: Sequence[str] = ()) -> None:
-    """Bind `source` at `target`; read-only needs a second remount step on Linux."""
+    """Bind `source` at `target`, then set its per-mount flags in a second remount step.
+
+    The remount also runs for a read-write bind: a new bind mount inherits the flags of the
+    mount it was made from, so a bind of a read-only bind would otherwise stay read-only.
+    """
     run(["mount", "--bind", str(source), str(target)], timeout=60)
     extra = [opt for opt in options if opt not in ("bind", "rw", "ro")]
-    if read_only or extra:
-        flags = ["remount", "bind", "ro" if read_only else "rw", *extra]
-        try:
-            run(["mount", "-o", ",".join(flags), str(target)], timeout=60)
-        except SystemFailure:
-            unmount(target)
-            raise
+    flags = ["remount", "bind", "ro" if read_only else "rw", *extra]
+    try:
+        run(["mount", "-o", ",".join(flags), str(target)], timeout=60)
+    except SystemFailure:
+        unmount(target)
+        raise
 
 
 def unmount(target: Path, *, attempts: int = 20) -> None:

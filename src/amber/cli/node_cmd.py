@@ -1,0 +1,108 @@
+"""`amber node` and `amber controller`: run the CSI driver.
+
+`amber node` is the per-node plugin (DaemonSet): Identity, Controller and Node on one socket,
+over this node's pool. `amber controller` is the endpoint of `csi-resizer` (Deployment): it
+announces that volumes grow on their nodes, and holds no pool. See docs/csi.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from amber.cli.state import state
+from amber.csi.capabilities import DriverMode
+from amber.csi.driver import DriverConfig, serve
+from amber.csi.ids import validate_node_id
+from amber.pool import Pool, PoolSettings
+
+DEFAULT_ENDPOINT = "unix:///run/amber/csi.sock"
+
+EndpointOption = Annotated[
+    str,
+    typer.Option(
+        "--endpoint",
+        envvar="CSI_ENDPOINT",
+        help="Where to listen: unix:///path/to/csi.sock.",
+    ),
+]
+GraceOption = Annotated[
+    float,
+    typer.Option("--grace", help="Seconds calls in flight get to finish after SIGTERM."),
+]
+LogRequestsOption = Annotated[
+    bool,
+    typer.Option("--log-requests", help="Log every request (secrets redacted) with its RPC."),
+]
+
+
+def _setup_logging() -> None:
+    """RPC lines as bare JSON on stderr; everything else as `LEVEL name: message`."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    rpc = logging.getLogger("amber.csi.rpc")
+    rpc.propagate = False
+    rpc.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    rpc.addHandler(handler)
+
+
+def node(
+    ctx: typer.Context,
+    node_id: Annotated[
+        str,
+        typer.Option(
+            "--node-id",
+            envvar="AMBER_NODE_ID",
+            help="This node's ID: the Kubernetes node name.",
+        ),
+    ],
+    endpoint: EndpointOption = DEFAULT_ENDPOINT,
+    pool: Annotated[
+        Path | None,
+        typer.Option("--pool", help="Pool directory (overrides the global --pool)."),
+    ] = None,
+    max_volumes: Annotated[
+        int,
+        typer.Option("--max-volumes", min=0, help="Volumes per node announced (0: no limit)."),
+    ] = 0,
+    grace: GraceOption = 30.0,
+    log_requests: LogRequestsOption = False,
+) -> None:
+    """Run the node plugin: Identity, Controller and Node services over this node's pool."""
+    st = state(ctx)
+    validate_node_id(node_id)
+    _setup_logging()
+    config = DriverConfig(
+        mode=DriverMode.NODE,
+        endpoint=endpoint,
+        node_id=node_id,
+        pool=pool or st.pool,
+        max_volumes=max_volumes,
+        grace=grace,
+        log_requests=log_requests,
+    )
+
+    def open_pool(root: Path) -> Pool:
+        return Pool.open(root, settings=PoolSettings(), failpoint=st.failpoint())
+
+    serve(config, open_pool=open_pool)
+
+
+def controller(
+    endpoint: EndpointOption = DEFAULT_ENDPOINT,
+    grace: GraceOption = 30.0,
+    log_requests: LogRequestsOption = False,
+) -> None:
+    """Run the controller endpoint for csi-resizer (volumes grow on their nodes)."""
+    _setup_logging()
+    serve(
+        DriverConfig(
+            mode=DriverMode.CONTROLLER, endpoint=endpoint, grace=grace, log_requests=log_requests
+        )
+    )

@@ -1,0 +1,122 @@
+"""Building and running the driver: the servicers of a mode, on a CSIServer, until SIGTERM.
+
+`DriverConfig` is read once at the edge (`amber node`, `amber controller`); nothing here reads
+the environment. Node mode opens the pool first -- which runs its recovery, so that attachments
+whose mounts vanished in a reboot are dropped before the first NodeStageVolume arrives -- and
+serves Identity, Controller and Node. Controller mode needs no pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from amber.csi.capabilities import DriverMode, plugin_capabilities
+from amber.csi.controller import ControllerServicer, ResizerControllerServicer
+from amber.csi.identity import IdentityServicer
+from amber.csi.ids import validate_node_id
+from amber.csi.logging import RpcLogInterceptor
+from amber.csi.node import NodeServicer, ResizerNodeServicer
+from amber.csi.objects import LocalObjects
+from amber.csi.server import CSIServer, Registration, registration_for
+from amber.domain.errors import Unavailable
+from amber.pool import Pool
+
+__all__ = ["DriverConfig", "build_servicers", "pool_health", "serve"]
+
+_log = logging.getLogger(__name__)
+DB_NAME: Final = "amber.db"
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    """How one driver process runs."""
+
+    mode: DriverMode
+    """Which services to serve (node: all three; controller: the csi-resizer endpoint)."""
+    endpoint: str
+    """Where to listen: unix:///path/to/csi.sock."""
+    node_id: str = ""
+    """This node's ID (the Kubernetes node name); node mode only."""
+    pool: Path | None = None
+    """The pool directory; node mode only."""
+    max_volumes: int = 0
+    """NodeGetInfo's max_volumes_per_node (0: no limit announced)."""
+    grace: float = 30.0
+    """Seconds calls in flight get to finish after SIGTERM."""
+    workers: int = 16
+    """RPCs served at once."""
+    log_requests: bool = False
+    """Log every request (redacted) with its RPC line."""
+
+
+def pool_health(pool: Pool) -> Callable[[], bool | None]:
+    """Probe's check: the pool directory and its metadata are there and answer."""
+
+    def check() -> bool | None:
+        try:
+            db = os.stat(pool.root / DB_NAME)
+            pool.status()
+        except OSError as e:
+            raise Unavailable(f"the pool at {pool.root} is not usable: {e.strerror or e}") from e
+        except Exception as e:  # sqlite errors and the like: report, never crash Probe
+            raise Unavailable(f"the pool at {pool.root} does not answer: {e}") from e
+        if db.st_size == 0:
+            raise Unavailable(f"the pool metadata {pool.root / DB_NAME} is empty")
+        return True
+
+    return check
+
+
+def build_servicers(config: DriverConfig, pool: Pool | None) -> list[Registration]:
+    """The registrations of `config.mode` (node mode needs the open pool)."""
+    if config.mode is DriverMode.CONTROLLER:
+        identity = IdentityServicer(plugin_capabilities())
+        return [
+            registration_for(identity),
+            registration_for(ResizerControllerServicer()),
+            registration_for(ResizerNodeServicer()),
+        ]
+    assert pool is not None
+    objects = LocalObjects(pool, config.node_id)
+    return [
+        registration_for(IdentityServicer(plugin_capabilities(), pool_health(pool))),
+        registration_for(ControllerServicer(objects)),
+        registration_for(NodeServicer(objects, max_volumes=config.max_volumes)),
+    ]
+
+
+def serve(config: DriverConfig, *, open_pool: Callable[[Path], Pool] = Pool.open) -> None:
+    """Run the driver until SIGTERM/SIGINT; the pool is closed and the socket removed after."""
+    pool = None
+    if config.mode is DriverMode.NODE:
+        validate_node_id(config.node_id)
+        if config.pool is None:
+            raise Unavailable("node mode needs a pool (--pool)")
+        pool = open_pool(config.pool)
+        for line in pool.recovered:
+            _log.warning("pool recovery: %s", line)
+    try:
+        server = CSIServer(
+            config.endpoint,
+            build_servicers(config, pool),
+            max_workers=config.workers,
+            grace=config.grace,
+            interceptor=RpcLogInterceptor(log_requests=config.log_requests),
+        )
+        server.start()
+        server.install_signal_handlers()
+        _log.info(
+            "amber %s plugin serving on %s%s",
+            config.mode.value,
+            config.endpoint,
+            f" for node {config.node_id!r} with pool {config.pool}" if pool else "",
+        )
+        server.wait()
+    finally:
+        if pool is not None:
+            pool.close()

@@ -1,0 +1,227 @@
+"""What a CSI request asks for, checked: parameters, capacity ranges, topology, paths.
+
+Plain functions over plain values: each returns what the request means for Amber or raises the
+domain error whose code the spec requires. The servicers call them before touching the pool, so
+a bad request changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from amber.domain.errors import InvalidArgument, OutOfRange, OutOfSpace
+from amber.domain.units import MAX_SIZE, GiB, MiB, format_size, round_up
+from amber.system import fs
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "FSTYPE_KEYS",
+    "TOPOLOGY_KEY",
+    "SnapshotParameters",
+    "TopologyUnsatisfiable",
+    "VolumeParameters",
+    "check_accessibility",
+    "choose_size",
+    "expansion_target",
+    "node_topology",
+    "parse_range",
+    "parse_snapshot_parameters",
+    "parse_volume_parameters",
+    "topology_matches",
+    "validate_path",
+]
+
+TOPOLOGY_KEY: Final = "topology.amber.csi.dev/node"
+"""The one topology segment: volumes live on exactly one node."""
+DEFAULT_SIZE: Final = 1 * GiB
+"""Size of a volume created without a capacity range (and without a content source)."""
+ALIGNMENT: Final = MiB
+"""Volume sizes are whole MiB (the pool rounds up to this)."""
+BLOCK_MIN_SIZE: Final = MiB
+RESERVED_PREFIX: Final = "csi.storage.k8s.io/"
+"""Keys the Kubernetes sidecars add (`--extra-create-metadata`, secret references): ignored."""
+FSTYPE_KEYS: Final = ("fsType", "csi.storage.k8s.io/fstype")
+SNAPSHOT_TYPE_KEY: Final = "type"
+OPEN_LOCAL_READONLY_KEY: Final = "csi.aliyun.com/readonly"
+BACKUP_KEYS: Final = ("target", "s3URL", "s3AK", "s3SK", "s3ForcePathStyle", "s3DisableSSL")
+MAX_PATH_BYTES: Final = 4096
+
+
+class TopologyUnsatisfiable(OutOfSpace):
+    """The accessibility requirements exclude this node (RESOURCE_EXHAUSTED, per the spec)."""
+
+
+# -- parameters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VolumeParameters:
+    """A StorageClass's `parameters`, understood."""
+
+    fs_type: str | None
+    """The filesystem asked for by parameter (`fsType`, `csi.storage.k8s.io/fstype`), if any."""
+
+
+def _unknown_keys(params: Mapping[str, str], known: Iterable[str]) -> list[str]:
+    allowed = set(known)
+    return sorted(k for k in params if k not in allowed and not k.startswith(RESERVED_PREFIX))
+
+
+def parse_volume_parameters(params: Mapping[str, str]) -> VolumeParameters:
+    """Check a CreateVolume/GetCapacity `parameters` map."""
+    unknown = _unknown_keys(params, FSTYPE_KEYS)
+    if unknown:
+        raise InvalidArgument(
+            f"unknown volume parameter(s) {', '.join(map(repr, unknown))}: Amber understands "
+            f"{' and '.join(FSTYPE_KEYS)} (ext4 or xfs)"
+        )
+    values = {params[k].strip().lower() for k in FSTYPE_KEYS if params.get(k, "").strip()}
+    if len(values) > 1:
+        raise InvalidArgument(f"conflicting filesystem parameters: {', '.join(sorted(values))}")
+    fs_type = values.pop() if values else None
+    if fs_type is not None:
+        fs.check_fstype(fs_type)
+    return VolumeParameters(fs_type)
+
+
+@dataclass(frozen=True)
+class SnapshotParameters:
+    """A VolumeSnapshotClass's `parameters`, understood (only local snapshots for now)."""
+
+    local: bool = True
+
+
+def parse_snapshot_parameters(params: Mapping[str, str]) -> SnapshotParameters:
+    """Check a CreateSnapshot `parameters` map: `type: local` (default) is what exists today."""
+    known = (SNAPSHOT_TYPE_KEY, OPEN_LOCAL_READONLY_KEY, *BACKUP_KEYS)
+    unknown = _unknown_keys(params, known)
+    if unknown:
+        raise InvalidArgument(
+            f"unknown snapshot parameter(s) {', '.join(map(repr, unknown))}: Amber understands "
+            f"{SNAPSHOT_TYPE_KEY!r} (local)"
+        )
+    kind = params.get(SNAPSHOT_TYPE_KEY, "local").strip().lower() or "local"
+    wants_backup = kind == "backup" or any(params.get(k) for k in BACKUP_KEYS)
+    if wants_backup:
+        raise InvalidArgument(
+            "backup snapshots (type: backup, or S3 parameters) are not available in this "
+            "version of Amber; use type: local"
+        )
+    if kind != "local":
+        raise InvalidArgument(f"unknown snapshot type {kind!r}: use 'local'")
+    readonly = params.get(OPEN_LOCAL_READONLY_KEY, "true").strip().lower()
+    if readonly not in ("true", ""):
+        raise InvalidArgument(
+            f"{OPEN_LOCAL_READONLY_KEY}={readonly!r} is not supported: local snapshots are "
+            "always read-only"
+        )
+    return SnapshotParameters()
+
+
+# -- capacity -----------------------------------------------------------------------------
+
+
+def parse_range(capacity_range: Any, *, present: bool) -> tuple[int, int]:
+    """(required_bytes, limit_bytes) of a CapacityRange; 0 means "not set"."""
+    if not present:
+        return 0, 0
+    required, limit = int(capacity_range.required_bytes), int(capacity_range.limit_bytes)
+    if required < 0 or limit < 0:
+        raise InvalidArgument(
+            f"capacity range must not be negative (required {required}, limit {limit})"
+        )
+    if limit and required > limit:
+        raise OutOfRange(
+            f"required_bytes {required} is larger than limit_bytes {limit}: no size fits"
+        )
+    return required, limit
+
+
+def choose_size(required: int, limit: int, *, minimum: int, source_size: int = 0) -> int:
+    """The size of a new volume: at least `required`, the minimum and the source, at most
+    `limit`, in whole MiB; DEFAULT_SIZE (or the source's size) when nothing is asked."""
+    floor = max(required, minimum, source_size)
+    wanted = required or source_size or DEFAULT_SIZE
+    if limit and not required:
+        wanted = min(wanted, limit // ALIGNMENT * ALIGNMENT)
+    size = round_up(max(wanted, floor), ALIGNMENT)
+    if size > MAX_SIZE:
+        raise OutOfRange(f"{format_size(size)} is larger than the largest volume (1 PiB)")
+    if limit and size > limit:
+        raise OutOfRange(
+            f"no volume of at most {limit} bytes can be made here: it needs at least "
+            f"{format_size(size)} (minimum size, source size and 1 MiB steps)"
+        )
+    return size
+
+
+def minimum_size(fs_type: str | None) -> int:
+    """Smallest volume of a filesystem (or raw block when None)."""
+    return fs.MIN_SIZE[fs_type] if fs_type else BLOCK_MIN_SIZE
+
+
+def expansion_target(required: int, limit: int, current: int) -> int:
+    """The size to grow a volume of `current` bytes to, for an expansion request."""
+    wanted = required or limit
+    if wanted == 0:
+        raise InvalidArgument("capacity_range needs required_bytes (or limit_bytes) to expand")
+    size = round_up(wanted, ALIGNMENT)
+    if size > MAX_SIZE:
+        raise OutOfRange(f"{format_size(size)} is larger than the largest volume (1 PiB)")
+    if limit and current > limit:
+        raise OutOfRange(
+            f"the volume is already {format_size(current)}, more than limit_bytes {limit}; "
+            "volumes cannot shrink"
+        )
+    if limit and size > limit:
+        raise OutOfRange(f"{wanted} bytes round up to {size}, beyond limit_bytes {limit}")
+    return max(size, current)
+
+
+# -- topology -----------------------------------------------------------------------------
+
+
+def node_topology(node_id: str) -> dict[str, str]:
+    """The topology segments of this node (and of every volume on it)."""
+    return {TOPOLOGY_KEY: node_id}
+
+
+def topology_matches(segments: Mapping[str, str], node_id: str) -> bool:
+    """Whether a Topology names this node (other keys are not Amber's and are ignored)."""
+    return segments.get(TOPOLOGY_KEY) == node_id
+
+
+def check_accessibility(requirements: Any, present: bool, node_id: str) -> None:
+    """Refuse (RESOURCE_EXHAUSTED) when `requisite` does not include this node.
+
+    `preferred` only orders choices; with no `requisite` any node, this one, is acceptable.
+    """
+    if not present or not requirements.requisite:
+        return
+    if any(topology_matches(t.segments, node_id) for t in requirements.requisite):
+        return
+    asked = sorted({t.segments.get(TOPOLOGY_KEY, "?") for t in requirements.requisite})
+    raise TopologyUnsatisfiable(
+        f"this node {node_id!r} is not in the requisite topology (nodes {', '.join(asked)}): "
+        "an Amber volume can only be created on the node that serves the request"
+    )
+
+
+# -- paths --------------------------------------------------------------------------------
+
+
+def validate_path(field: str, text: str) -> Path:
+    """An absolute, normalized path without `..` components, NUL or newlines."""
+    if not text:
+        raise InvalidArgument(f"{field} is required")
+    if len(text.encode()) > MAX_PATH_BYTES or "\0" in text or "\n" in text:
+        raise InvalidArgument(f"{field} is not a usable path")
+    if not text.startswith("/"):
+        raise InvalidArgument(f"{field} {text!r} must be an absolute path")
+    if ".." in text.split("/"):
+        raise InvalidArgument(f"{field} {text!r} must not contain '..'")
+    return Path(os.path.normpath(text))
