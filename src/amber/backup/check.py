@@ -39,6 +39,7 @@ from amber.backup.keys import parse_key_slot
 from amber.backup.layout import KEYS_PREFIX, backup_key, lock_key, pack_key
 from amber.backup.manifest import Manifest
 from amber.backup.pack import read_pack_header, short
+from amber.backup.progress import NullProgress, Progress
 from amber.backup.repository import Repository
 from amber.domain.errors import Corrupt, FailedPrecondition, InvalidArgument, NotFound
 
@@ -102,8 +103,9 @@ class _Use:
 
 
 class _Checker:
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, progress: Progress) -> None:
         self.repo = repo
+        self.progress = progress
         self.result = CheckResult()
         self.index = RepositoryIndex()
         self.present_packs: set[bytes] = set()
@@ -139,7 +141,9 @@ class _Checker:
     def check_packs(self) -> None:
         stored = self.repo.list_packs()
         by_pack = self.index.entries_by_pack()
+        self.progress.phase("checking packs", len(self.index.pack_sizes), "packs")
         for pack_id, size in sorted(self.index.pack_sizes.items()):
+            self.progress.advance(1)
             self.result.packs_checked += 1
             key = pack_key(pack_id)
             info = stored.get(pack_id)
@@ -175,7 +179,10 @@ class _Checker:
             self.add(Severity.ERROR, "pack-header-mismatch", message, key, chunk_id)
 
     def check_manifests(self) -> None:
-        for backup_id in self.repo.list_backups():
+        backup_ids = self.repo.list_backups()
+        self.progress.phase("checking backups", len(backup_ids), "backups")
+        for backup_id in backup_ids:
+            self.progress.advance(1)
             try:
                 manifest = self.repo.load_manifest(backup_id)
             except (Corrupt, FailedPrecondition, NotFound) as e:
@@ -230,8 +237,11 @@ class _Checker:
             return
         count = max(1, math.ceil(len(candidates) * subset_pct / 100))
         by_pack = self.index.entries_by_pack()
-        for pack_id in sorted(rng.sample(candidates, min(count, len(candidates)))):
+        chosen = sorted(rng.sample(candidates, min(count, len(candidates))))
+        self.progress.phase("reading data", sum(self.index.pack_sizes[p] for p in chosen))
+        for pack_id in chosen:
             self.read_pack(pack_id, by_pack.get(pack_id, []))
+            self.progress.advance(self.index.pack_sizes[pack_id])
 
     def read_pack(self, pack_id: bytes, entries: list[tuple[bytes, IndexEntry]]) -> None:
         key = pack_key(pack_id)
@@ -278,12 +288,13 @@ def check(
     read_data: bool = False,
     subset_pct: float = 100.0,
     rng: random.Random | None = None,
+    progress: Progress | None = None,
 ) -> CheckResult:
     """Check the repository's structure, and with `read_data` its bytes; never raises on a
     finding (store failures such as Unavailable do propagate)."""
     if not 0 < subset_pct <= 100:
         raise InvalidArgument(f"subset percentage {subset_pct} must be in (0, 100]")
-    checker = _Checker(repo)
+    checker = _Checker(repo, progress or NullProgress())
     checker.load_index()
     checker.check_packs()
     checker.check_manifests()

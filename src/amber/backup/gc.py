@@ -32,6 +32,7 @@ from amber.backup.index import RepositoryIndex, write_index
 from amber.backup.layout import Clock, pack_key
 from amber.backup.locks import DEFAULT_LOCK_TTL, Lock, LockKind
 from amber.backup.manifest import Manifest
+from amber.backup.progress import NullProgress, Progress
 from amber.backup.repository import Repository
 from amber.backup.retention import RetentionItem, RetentionPolicy, apply_retention
 from amber.blobstore.base import BlobInfo
@@ -188,14 +189,18 @@ def _rewrite_index(repo: Repository, plan: SweepPlan) -> tuple[list[str], list[s
     return written, sorted(replaced - set(written))
 
 
-def _apply_sweep(repo: Repository, plan: SweepPlan, lock: Lock) -> tuple[list[str], list[str]]:
+def _apply_sweep(
+    repo: Repository, plan: SweepPlan, lock: Lock, progress: Progress
+) -> tuple[list[str], list[str]]:
     """Write the surviving index, drop the superseded index objects, then delete packs."""
     written, removed = _rewrite_index(repo, plan)
+    progress.phase("deleting packs", len(plan.delete), "packs")
     for key in removed:
         repo.store.delete(key)
     for pack_id in sorted(plan.delete):
         lock.refresh_if_due()
         repo.store.delete(pack_key(pack_id))
+        progress.advance(1)
     repo.reload_index()
     return written, removed
 
@@ -209,6 +214,7 @@ def prune(
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     lock: Lock | None = None,
     holder: str = "prune",
+    progress: Progress | None = None,
 ) -> PruneResult:
     """Delete the backups `policy` does not keep (per volume), then sweep unreachable packs.
 
@@ -224,7 +230,13 @@ def prune(
     held, own = _exclusive_lock(repo, lock, holder)
     try:
         return _prune_locked(
-            repo, policy, now_of(), dry_run=dry_run, grace=grace_seconds, lock=held
+            repo,
+            policy,
+            now_of(),
+            dry_run=dry_run,
+            grace=grace_seconds,
+            lock=held,
+            progress=progress or NullProgress(),
         )
     finally:
         if own:
@@ -239,7 +251,9 @@ def _prune_locked(
     dry_run: bool,
     grace: float,
     lock: Lock,
+    progress: Progress,
 ) -> PruneResult:
+    progress.phase("loading backups", None, "backups")
     manifests = repo.load_manifests()
     kept, removed = select_backups(manifests, policy)
     index = repo.reload_index()
@@ -258,7 +272,7 @@ def _prune_locked(
         lock.refresh()
         for backup_id in removed:
             repo.delete_backup(backup_id)
-        written, dropped = _apply_sweep(repo, plan, lock)
+        written, dropped = _apply_sweep(repo, plan, lock, progress)
     return PruneResult(
         dry_run=dry_run,
         kept_backups=kept,

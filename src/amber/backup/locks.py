@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -203,6 +204,9 @@ class Lock:
         self._ttl = ttl
         self.info = info
         self.released = False
+        # The backup writer refreshes from its pack-flushing thread while the engine's keeper
+        # refreshes from another: one refresh at a time, or both would replace the same lock.
+        self._mutex = threading.RLock()
 
     @property
     def kind(self) -> LockKind:
@@ -225,15 +229,17 @@ class Lock:
 
     def refresh(self) -> None:
         """Replace the lock with a new one that expires a full lifetime from now."""
-        self._check_held()
-        old = self.info
-        self.info = self._table.write_new(old.holder, old.kind, self._ttl, created=old.created)
-        self._table.store.delete(lock_key(old.lock_id))
+        with self._mutex:
+            self._check_held()
+            old = self.info
+            self.info = self._table.write_new(old.holder, old.kind, self._ttl, created=old.created)
+            self._table.store.delete(lock_key(old.lock_id))
 
     def refresh_if_due(self) -> None:
-        """Refresh once half of the lifetime has passed."""
-        if self._table.clock() >= self.info.expires - self._ttl / 2:
-            self.refresh()
+        """Refresh once half of the lifetime has passed (safe to call from any thread)."""
+        with self._mutex:
+            if self._table.clock() >= self.info.expires - self._ttl / 2:
+                self.refresh()
 
     def ensure_live(self) -> None:
         """Raise FailedPrecondition unless the lock is still held and live."""
@@ -241,9 +247,10 @@ class Lock:
 
     def release(self) -> None:
         """Delete the lock object (idempotent)."""
-        if not self.released:
-            self._table.store.delete(lock_key(self.info.lock_id))
-            self.released = True
+        with self._mutex:
+            if not self.released:
+                self._table.store.delete(lock_key(self.info.lock_id))
+                self.released = True
 
     def __enter__(self) -> Lock:
         return self

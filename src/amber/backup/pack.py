@@ -200,13 +200,14 @@ class PackBuilder:
     """Accumulates blobs for one pack. Not thread-safe: the writer serializes access."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._blobs: list[bytes] = []
+        self._size = 0
         self._entries: list[PackEntry] = []
 
     @property
     def size(self) -> int:
         """Bytes of blobs so far (the header and footer come on top)."""
-        return len(self._buffer)
+        return self._size
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -217,14 +218,15 @@ class PackBuilder:
             raise ValueError("a chunk id is 32 bytes")
         if len(blob.data) > _U32_MAX or blob.raw_length > _U32_MAX:
             raise ValueError("a blob must be smaller than 4 GiB")
-        entry = PackEntry(
-            blob.chunk_id, len(self._buffer), len(blob.data), blob.raw_length, blob.flags
-        )
+        entry = PackEntry(blob.chunk_id, self._size, len(blob.data), blob.raw_length, blob.flags)
         self._entries.append(entry)
-        self._buffer += blob.data
+        self._blobs.append(blob.data)
+        self._size += len(blob.data)
 
     def finish(self, sealer: Sealer) -> FinishedPack:
         """Append the sealed header and the footer; name the pack by its hash."""
         sealed = sealer.seal(ObjectKind.PACK_HEADER, encode_header(self._entries))
-        data = bytes(self._buffer) + sealed + FOOTER.pack(FOOTER_MAGIC, PACK_VERSION, len(sealed))
+        footer = FOOTER.pack(FOOTER_MAGIC, PACK_VERSION, len(sealed))
+        data = b"".join([*self._blobs, sealed, footer])  # one allocation, one copy
+        self._blobs = []
         return FinishedPack(hashlib.sha256(data).digest(), data, tuple(self._entries))

@@ -215,11 +215,15 @@ class Repository:
             return None
 
     def writer(
-        self, lock: Lock | None = None, index_every_packs: int = DEFAULT_INDEX_EVERY_PACKS
+        self,
+        lock: Lock | None = None,
+        index_every_packs: int = DEFAULT_INDEX_EVERY_PACKS,
+        upload_threads: int = 0,
     ) -> BackupWriter:
         """A writer for one new backup. Pass the shared lock the backup holds: the writer
-        refreshes it as packs go out and checks it before committing."""
-        return BackupWriter(self, lock, index_every_packs)
+        refreshes it as packs go out and checks it before committing. With `upload_threads`,
+        packs upload in that many background threads (see `amber.backup.writer`)."""
+        return BackupWriter(self, lock, index_every_packs, upload_threads)
 
     # --- manifests ---
 

@@ -13,15 +13,24 @@ against the index, so it reuses exactly the chunks whose packs were indexed (tho
 and uploads the rest again; prune later removes the orphans once they are past the grace period.
 
 Threads: `add_chunk` may be called from several threads. The expensive, GIL-releasing steps
-(keyed hash, zstd, AES-GCM) run outside the writer's mutex; only the pack bookkeeping and uploads
-are serialized. The engine may also split the work itself with `Repository.chunk_id`,
+(keyed hash, zstd, AES-GCM) run outside the writer's mutex; only the pack bookkeeping is
+serialized. The engine may also split the work itself with `Repository.chunk_id`,
 `contains`, `Repository.codec.encode` and `add_encoded`.
+
+Uploads: the thread whose chunk fills a pack takes the pack out from under the mutex (others go
+on filling the next one), finishes it and uploads it: itself with `upload_threads=0`, or through
+`n` upload threads with at most `n` packs in flight, waiting for a slot (backpressure, so memory
+stays bounded by about `(n + adding threads + 1) * pack_size`). A pack joins the index only
+once its upload has finished (uploads are *reaped* at the next call, and at commit after
+waiting for all of them), so the commit order above still holds. Chunks of a pack in flight
+count as known, so they are not stored twice. A failed upload fails the writer at its next call.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -36,7 +45,7 @@ from amber.backup.manifest import (
     encode_manifest,
     validate_manifest,
 )
-from amber.backup.pack import EncodedBlob, PackBuilder, short
+from amber.backup.pack import EncodedBlob, PackBuilder, PackEntry, short
 from amber.domain.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
@@ -73,23 +82,53 @@ class _Counters:
     packs_written: int = 0
 
 
+@dataclass
+class _Upload:
+    """A finished pack on its way to the store (its bytes are held by the upload only)."""
+
+    pack_id: bytes
+    size: int
+    entries: tuple[PackEntry, ...]
+    key: str
+    chunk_ids: frozenset[bytes]
+    future: Future[None]
+
+
 class BackupWriter:
     """Builds one backup. Get one from `Repository.writer()`."""
 
-    def __init__(self, repo: Repository, lock: Lock | None, index_every_packs: int) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        lock: Lock | None,
+        index_every_packs: int,
+        upload_threads: int = 0,
+    ) -> None:
         if index_every_packs < 1:
             raise InvalidArgument("index_every_packs must be at least 1")
+        if upload_threads < 0:
+            raise InvalidArgument("upload_threads must not be negative")
         self._repo = repo
         self._lock = lock
         self._index_every = index_every_packs
         self._known = repo.refresh_index()
         self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._shipping = 0  # packs detached but not yet in `_uploads`
         self._pack = PackBuilder()
         self._in_open_pack: set[bytes] = set()
         self._unindexed = RepositoryIndex()
         self._counters = _Counters()
         self._started = repo.clock()
         self._state = "open"
+        self._uploads: list[_Upload] = []
+        self._in_flight: set[bytes] = set()
+        self._slots = threading.BoundedSemaphore(max(upload_threads, 1))
+        self._executor = (
+            ThreadPoolExecutor(upload_threads, thread_name_prefix="amber-upload")
+            if upload_threads
+            else None
+        )
         self.pack_keys: list[str] = []
         self.index_keys: list[str] = []
 
@@ -106,7 +145,10 @@ class BackupWriter:
 
     def _contains_locked(self, chunk_id: bytes) -> bool:
         return (
-            chunk_id in self._known or chunk_id in self._unindexed or chunk_id in self._in_open_pack
+            chunk_id in self._known
+            or chunk_id in self._unindexed
+            or chunk_id in self._in_open_pack
+            or chunk_id in self._in_flight
         )
 
     def contains(self, chunk_id: bytes) -> bool:
@@ -127,19 +169,26 @@ class BackupWriter:
         return chunk_id
 
     def add_encoded(self, blob: EncodedBlob) -> bool:
-        """Add an already encoded chunk; False if it was known (then nothing is stored)."""
+        """Add an already encoded chunk; False if it was known (then nothing is stored).
+
+        When the chunk fills the pack, this thread finishes and ships the pack *after*
+        releasing the mutex: the other threads go on filling the next pack meanwhile.
+        """
         with self._mutex:
             self._check_open_locked()
             if self._contains_locked(blob.chunk_id):
                 self._counters.chunks_deduplicated += 1
                 return False
             with self._failing_on_error():
+                self._reap_locked(wait=False)
                 self._pack.add(blob)
                 self._in_open_pack.add(blob.chunk_id)
                 self._count_new_locked(blob)
-                if self._pack.size >= self._repo.config.pack_size:
-                    self._flush_pack_locked()
-            return True
+                full = self._pack.size >= self._repo.config.pack_size
+                detached = self._detach_locked() if full else None
+        if detached is not None:
+            self._ship_unlocked(detached)
+        return True
 
     def _count_new_locked(self, blob: EncodedBlob) -> None:
         self._counters.chunks_new += 1
@@ -170,12 +219,25 @@ class BackupWriter:
                 sealed = encode_manifest(manifest, self._repo.keys.sealer)
                 self._repo.store.put(backup_key(manifest.backup_id), sealed)
             self._state = "committed"
+            self._shutdown_locked()
             return manifest.backup_id
 
     def abort(self) -> None:
-        """Give up: what was uploaded stays (indexed packs are reused by the next backup)."""
+        """Give up: what was uploaded stays (indexed packs are reused by the next backup).
+
+        Waits for uploads in flight, so none outlives the caller's lock."""
         with self._mutex:
-            self._state = "aborted"
+            if self._state in ("open", "failed"):
+                self._state = "aborted"
+            self._cond.wait_for(lambda: self._shipping == 0)
+            for upload in self._uploads:
+                upload.future.exception()  # waits; the error no longer matters
+            self._uploads.clear()
+            self._shutdown_locked()
+
+    def _shutdown_locked(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
     # --- internals, all called with the mutex held ---
 
@@ -194,18 +256,78 @@ class BackupWriter:
             raise
 
     def _flush_all_locked(self) -> None:
+        self._cond.wait_for(lambda: self._shipping == 0)
         if len(self._pack):
-            self._flush_pack_locked()
+            self._uploads.append(self._ship(*self._detach_locked()))
+            self._shipping -= 1
+        self._reap_locked(wait=True)
         if self._unindexed.pack_sizes:
             self._flush_index_locked()
 
-    def _flush_pack_locked(self) -> None:
-        finished = self._pack.finish(self._repo.keys.sealer)
-        key = pack_key(finished.pack_id)
-        self._repo.store.put(key, finished.data)
-        self._unindexed.add_pack(finished.pack_id, len(finished.data), finished.entries)
+    def _detach_locked(self) -> tuple[PackBuilder, frozenset[bytes]]:
+        """Take the open pack out for shipping; its chunks count as in flight."""
+        detached = self._pack, frozenset(self._in_open_pack)
         self._pack = PackBuilder()
-        self._in_open_pack.clear()
+        self._in_open_pack = set()
+        self._in_flight |= detached[1]
+        self._shipping += 1
+        return detached
+
+    def _ship_unlocked(self, detached: tuple[PackBuilder, frozenset[bytes]]) -> None:
+        """Ship a detached pack without holding the mutex, then record it."""
+        try:
+            upload = self._ship(*detached)
+        except BaseException:
+            with self._mutex:
+                self._state = "failed"
+                self._shipping -= 1
+                self._cond.notify_all()
+            raise
+        with self._mutex:
+            self._uploads.append(upload)
+            self._shipping -= 1
+            self._cond.notify_all()
+            with self._failing_on_error():
+                self._reap_locked(wait=False)
+
+    def _ship(self, builder: PackBuilder, chunk_ids: frozenset[bytes]) -> _Upload:
+        """Finish the pack and upload it: here (no upload threads), or in an upload thread
+        once one of the slots is free (backpressure). Upload threads never take the mutex."""
+        finished = builder.finish(self._repo.keys.sealer)
+        key = pack_key(finished.pack_id)
+        size, entries = len(finished.data), finished.entries
+        future: Future[None] = Future()
+        if self._executor is None:
+            self._repo.store.put(key, finished.data)
+            future.set_result(None)
+        else:
+            self._slots.acquire()
+            try:
+                future = self._executor.submit(self._upload, key, finished.data)
+            except BaseException:
+                self._slots.release()
+                raise
+        return _Upload(finished.pack_id, size, entries, key, chunk_ids, future)
+
+    def _upload(self, key: str, data: bytes) -> None:
+        try:
+            self._repo.store.put(key, data)
+        finally:
+            self._slots.release()
+
+    def _reap_locked(self, *, wait: bool) -> None:
+        """Move finished uploads into the unindexed set (all of them, waiting, if `wait`);
+        re-raise the first upload failure."""
+        while self._uploads and (wait or self._uploads[0].future.done()):
+            upload = self._uploads.pop(0)
+            upload.future.result()
+            self._in_flight -= upload.chunk_ids
+            self._pack_uploaded_locked(upload.pack_id, upload.size, upload.entries, upload.key)
+
+    def _pack_uploaded_locked(
+        self, pack_id: bytes, size: int, entries: tuple[PackEntry, ...], key: str
+    ) -> None:
+        self._unindexed.add_pack(pack_id, size, entries)
         self._counters.packs_written += 1
         self.pack_keys.append(key)
         if self._lock is not None:

@@ -11,7 +11,16 @@ import click
 import typer
 
 from amber import __version__
-from amber.cli import csi_cmd, demo, node_cmd, pool_cmd, snapshot_cmd, volume_cmd
+from amber.cli import (
+    backup_cmd,
+    csi_cmd,
+    demo,
+    node_cmd,
+    pool_cmd,
+    snapshot_cmd,
+    target_cmd,
+    volume_cmd,
+)
 from amber.cli.output import err_console
 from amber.cli.state import OutputFormat, make_state
 from amber.domain.errors import AmberError
@@ -25,6 +34,8 @@ app = typer.Typer(
 app.add_typer(pool_cmd.app, name="pool")
 app.add_typer(volume_cmd.app, name="volume")
 app.add_typer(snapshot_cmd.app, name="snapshot")
+app.add_typer(target_cmd.app, name="target")
+app.add_typer(backup_cmd.app, name="backup")
 app.command("demo")(demo.demo)
 app.command("node")(node_cmd.node)
 app.command("controller")(node_cmd.controller)

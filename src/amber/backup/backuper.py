@@ -1,0 +1,546 @@
+"""Backing up a snapshot: plan by extent maps, then read, hash, compress and upload in threads.
+
+**Plan.** The snapshot image is cut into the repository's aligned chunks (`chunker`). Chunks
+that overlap no mapped range (SEEK_DATA) are holes and are never read. If the pair (volume,
+target) has a usable *base* (`state`: the last backup's manifest and a reflink copy of the
+snapshot it read), the extent maps of the base image and the new snapshot are compared
+(`extents`): a chunk mapped to the same physical blocks is unchanged, and its id is taken from
+the base manifest without reading a byte. Every other chunk is read. Without a usable base
+(first backup, base image or base backup gone, another repository, a re-created volume, a pool
+without reflink, a different chunk size) every data chunk is read and hashed, and deduplication
+against the repository index uploads only what is new: the fallback costs reading time, never
+upload.
+
+**Pipeline.** One reader thread preads the chunks to read, in order, into a bounded queue;
+`hash_threads` workers take them, drop all-zero chunks, compute the keyed chunk id, skip chunks
+the repository (or this backup) already holds, and compress + seal the rest; the writer packs
+them. The worker whose chunk fills a pack takes it out of the writer and uploads it (or hands it
+to `upload_threads` upload threads) while the other workers go on hashing into the next pack.
+Every stage blocks when the next is full, so memory is bounded by the queue (`queue_chunks`
+chunks), a chunk per worker and `hash_threads + upload_threads + 1` packs, whatever the volume
+size. pread, HMAC-SHA256, zstd, AES-GCM, SHA-256 and the store's writes release the GIL, so the
+threads really run in parallel. (Measured on 2 cores: 2 workers uploading their own packs beat
+separate upload threads in both time and memory, see docs/backup.md.)
+
+**Commit and crash safety.** Packs, then index objects (every `index_every_packs` packs), then
+the manifest (`amber.backup.writer`). Only after the manifest exists does the base move to the
+new snapshot. A run that dies leaves a marker in the state store; the next run of the pair then
+*adopts* the packs no index lists (it reads their headers and indexes them), so everything a
+killed backup uploaded is reused, not only what had been indexed. A run that fails cleanly
+indexes what it uploaded before it gives up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from amber.backup.chunker import ChunkGrid, chunks_with_data, is_zero, read_exactly
+from amber.backup.extents import unchanged_chunks
+from amber.backup.index import PackRecord, write_index
+from amber.backup.keeper import DEFAULT_LOCK_WAIT, LockKeeper, acquire, holder
+from amber.backup.layout import Clock
+from amber.backup.manifest import HOLE, ZERO, ChunkRef, Manifest
+from amber.backup.pack import read_pack_header
+from amber.backup.progress import NullProgress, Progress
+from amber.backup.repository import Repository
+from amber.backup.state import BackupState, BaseRecord
+from amber.backup.writer import BackupWriter, ManifestDraft
+from amber.domain.errors import AmberError, Corrupt, InvalidArgument, NotFound
+from amber.domain.models import Snapshot
+from amber.pool import Pool
+from amber.system.ioctl import fiemap
+
+SYSTEM_LABEL_PREFIX = "amber/"
+LABEL_MODE = "amber/mode"
+LABEL_FS_TYPE = "amber/fs-type"
+LABEL_VOLUME_UID = "amber/volume-uid"
+
+log = logging.getLogger(__name__)
+
+MODE_EXTENT_MAP = "extent-map"
+MODE_FULL_READ = "full-read"
+
+
+def no_failpoint(_name: str) -> None:
+    """The production failpoint: does nothing."""
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    """How one backup runs (defaults suit a 2-core node)."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """User labels stored in the manifest (keys starting with `amber/` are reserved)."""
+    tags: Sequence[str] = ()
+    """Tags stored in the manifest (prune can keep tagged backups)."""
+    hash_threads: int = 2
+    """Workers that hash, compress and encrypt chunks (and upload the packs they fill)."""
+    upload_threads: int = 0
+    """Extra upload threads; 0 = the worker that fills a pack uploads it, while the others go
+    on hashing. Each extra thread lets one more pack (16 MiB) wait in memory."""
+    queue_chunks: int = 4
+    """Chunks read ahead of the workers."""
+    index_every_packs: int = 16
+    """Write an index object every this many packs, so a killed run leaves them reusable."""
+    use_extent_map: bool = True
+    """Compare extent maps with the base; False always reads every data chunk."""
+    lock_wait: float = DEFAULT_LOCK_WAIT
+    """Seconds to wait for a prune holding the repository lock."""
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    """What one backup did."""
+
+    backup_id: str
+    target: str
+    volume: str
+    snapshot: str
+    size: int
+    mode: str
+    """`extent-map` (only changed chunks read) or `full-read`."""
+    fallback_reason: str | None
+    """Why the extent map could not be used (None in extent-map mode)."""
+    parent_id: str | None
+    chunks_total: int
+    chunks_hole: int
+    chunks_unchanged: int
+    """Chunks skipped by the extent map (never read)."""
+    chunks_read: int
+    chunks_zero: int
+    chunks_deduplicated: int
+    chunks_new: int
+    bytes_read: int
+    bytes_new: int
+    bytes_stored: int
+    packs_written: int
+    packs_adopted: int
+    """Packs left by an interrupted run that this run indexed and reused."""
+    duration_seconds: float
+
+
+@dataclass
+class _Base:
+    record: BaseRecord
+    manifest: Manifest
+
+
+@dataclass
+class _Plan:
+    grid: ChunkGrid
+    refs: list[ChunkRef | None]
+    to_read: list[int]
+    mode: str
+    reason: str | None
+    parent_id: str | None
+    holes: int = 0
+    unchanged: int = 0
+
+
+@dataclass
+class _Counters:
+    read: int = 0
+    zero: int = 0
+    dedup: int = 0
+    bytes_read: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, *, read: int = 0, zero: int = 0, dedup: int = 0, nbytes: int = 0) -> None:
+        with self.lock:
+            self.read += read
+            self.zero += zero
+            self.dedup += dedup
+            self.bytes_read += nbytes
+
+
+def check_labels(labels: Mapping[str, str]) -> None:
+    """User labels must not use the reserved `amber/` prefix."""
+    reserved = sorted(k for k in labels if k.startswith(SYSTEM_LABEL_PREFIX))
+    if reserved:
+        raise InvalidArgument(
+            f"label(s) {', '.join(reserved)} use the reserved prefix {SYSTEM_LABEL_PREFIX!r}"
+        )
+
+
+def backup_snapshot(
+    pool: Pool,
+    repo: Repository,
+    target: str,
+    snapshot_name: str,
+    *,
+    options: BackupOptions | None = None,
+    progress: Progress | None = None,
+    clock: Clock = time.time,
+    failpoint: Callable[[str], None] = no_failpoint,
+) -> BackupReport:
+    """Back up one pool snapshot to an open repository; return what it did."""
+    options = options or BackupOptions()
+    progress = progress or NullProgress()
+    check_labels(options.labels)
+    snapshot = pool.snapshots.get(snapshot_name)
+    with BackupState(pool, clock) as state, state.hold(snapshot.volume_name, target):
+        name = holder(f"backup {snapshot.volume_name} ({snapshot.name})")
+        lock = acquire(repo, name, wait=options.lock_wait, on_wait=_waiting(progress))
+        try:
+            with LockKeeper(lock) as keeper:
+                job = _Job(
+                    pool=pool,
+                    repo=repo,
+                    state=state,
+                    target=target,
+                    snapshot=snapshot,
+                    options=options,
+                    progress=progress,
+                    clock=clock,
+                )
+                return job.run(keeper, failpoint)
+        finally:
+            lock.release()
+            progress.done()
+
+
+def _waiting(progress: Progress) -> Callable[[str], None]:
+    def note(reason: str) -> None:
+        progress.phase(f"waiting for the repository lock ({reason})", None, "checks")
+
+    return note
+
+
+class _Job:
+    """One backup run with the pair and the repository lock held."""
+
+    def __init__(
+        self,
+        *,
+        pool: Pool,
+        repo: Repository,
+        state: BackupState,
+        target: str,
+        snapshot: Snapshot,
+        options: BackupOptions,
+        progress: Progress,
+        clock: Clock,
+    ) -> None:
+        self.pool = pool
+        self.repo = repo
+        self.state = state
+        self.target = target
+        self.snapshot = snapshot
+        self.options = options
+        self.progress = progress
+        self.clock = clock
+        self.counters = _Counters()
+
+    def run(self, keeper: LockKeeper, failpoint: Callable[[str], None]) -> BackupReport:
+        started = self.clock()
+        volume = self.snapshot.volume_name
+        adopted = 0
+        if self.state.begin_run(volume, self.target):
+            self.progress.phase("indexing packs of an interrupted backup", None, "packs")
+            adopted = adopt_unindexed_packs(self.repo)
+        writer = self.repo.writer(
+            keeper.lock, self.options.index_every_packs, self.options.upload_threads
+        )
+        try:
+            backup_id, plan = self._write(writer, keeper, failpoint)
+        except BaseException:
+            _give_up(writer)
+            self.state.end_run(volume, self.target)
+            raise
+        failpoint("backup.committed")
+        self._install_base(backup_id, plan.grid.size)
+        failpoint("backup.base-installed")
+        self.state.end_run(volume, self.target)
+        return self._report(backup_id, plan, writer, adopted, self.clock() - started)
+
+    def _write(
+        self, writer: BackupWriter, keeper: LockKeeper, failpoint: Callable[[str], None]
+    ) -> tuple[str, _Plan]:
+        with open(self.snapshot.image, "rb") as image:
+            fd = image.fileno()
+            grid = ChunkGrid(os.fstat(fd).st_size, self.repo.chunk_size)
+            self.progress.phase("comparing extent maps", None, "chunks")
+            plan = self._plan(fd, grid, writer)
+            failpoint("backup.planned")
+            total = sum(grid.length(i) for i in plan.to_read)
+            self.progress.phase("reading changed chunks", total, "bytes")
+            pipeline = _Pipeline(self, writer, fd, grid, keeper)
+            pipeline.run(plan)
+        failpoint("backup.uploaded")
+        keeper.check()
+        self.progress.phase("committing", None, "objects")
+        draft = ManifestDraft(
+            volume_name=self.snapshot.volume_name,
+            volume_size=grid.size,
+            chunk_map=[ref if ref is not None else HOLE for ref in plan.refs],
+            source_snapshot=self.snapshot.name,
+            parent_id=plan.parent_id,
+            labels={**self.options.labels, **self._system_labels()},
+            tags=tuple(self.options.tags),
+            bytes_read=self.counters.bytes_read,
+        )
+        if any(ref is None for ref in plan.refs):
+            raise AssertionError("the pipeline left chunks without a reference")
+        return writer.commit(draft), plan
+
+    def _system_labels(self) -> dict[str, str]:
+        labels = {
+            LABEL_MODE: self.snapshot.mode.value,
+            LABEL_VOLUME_UID: self.snapshot.volume_uid,
+        }
+        if self.snapshot.fs_type:
+            labels[LABEL_FS_TYPE] = self.snapshot.fs_type
+        return labels
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def _plan(self, fd: int, grid: ChunkGrid, writer: BackupWriter) -> _Plan:
+        base, reason, parent_id = self._base(grid)
+        plan = _Plan(
+            grid=grid,
+            refs=[None] * grid.count,
+            to_read=[],
+            mode=MODE_EXTENT_MAP if base else MODE_FULL_READ,
+            reason=reason,
+            parent_id=parent_id,
+        )
+        has_data = chunks_with_data(fd, grid)
+        same = self._unchanged(fd, grid, base) if base else bytearray(grid.count)
+        base_map = base.manifest.chunk_map if base else ()
+        for index in range(grid.count):
+            ref = base_map[index] if same[index] else None
+            if ref is not None and (not isinstance(ref, bytes) or writer.contains(ref)):
+                plan.refs[index] = ref
+                plan.holes += ref == HOLE
+                plan.unchanged += ref != HOLE
+            elif not has_data[index]:
+                plan.refs[index] = HOLE
+                plan.holes += 1
+            else:
+                plan.to_read.append(index)
+        return plan
+
+    def _unchanged(self, fd: int, grid: ChunkGrid, base: _Base) -> bytearray:
+        old = base.manifest
+        comparable = (
+            grid.count if old.volume_size == grid.size else old.volume_size // grid.chunk_size
+        )
+        with open(base.record.image, "rb") as base_image:
+            return unchanged_chunks(fiemap(base_image.fileno()), fiemap(fd), grid, comparable)
+
+    def _base(self, grid: ChunkGrid) -> tuple[_Base | None, str | None, str | None]:
+        """(usable base, why not, parent backup id)."""
+        record = self.state.get(self.snapshot.volume_name, self.target)
+        if record is None:
+            return None, "no earlier backup of this volume to this target", None
+        if record.repository_id != self.repo.config.repository_id:
+            return None, "the target now holds another repository", None
+        try:
+            manifest = self.repo.load_manifest(record.backup_id)
+        except (NotFound, Corrupt) as e:
+            return None, f"the base backup cannot be used: {e.message}", None
+        parent = manifest.backup_id
+        reason = self._base_problem(record, manifest, grid)
+        if reason is not None:
+            return None, reason, parent
+        return _Base(record, manifest), None, parent
+
+    def _base_problem(self, record: BaseRecord, manifest: Manifest, grid: ChunkGrid) -> str | None:
+        if not self.options.use_extent_map:
+            return "extent maps were turned off"
+        if not self.pool.ctx.reflink:
+            return "the pool has no reflink, so snapshots share no extents"
+        if record.volume_uid != self.snapshot.volume_uid:
+            return "the volume was deleted and created again since the base backup"
+        if not record.image.exists():
+            return f"the base image {record.image} is gone"
+        if manifest.chunk_size != grid.chunk_size or manifest.volume_name != record.volume:
+            return "the base backup's manifest does not match this volume"
+        return None
+
+    # -- after the commit -------------------------------------------------------------------
+
+    def _install_base(self, backup_id: str, size: int) -> None:
+        volume = self.snapshot.volume_name
+        if not self.pool.ctx.reflink:
+            self.state.forget(volume, self.target)
+            return
+        record = BaseRecord(
+            volume=volume,
+            target=self.target,
+            repository_id=self.repo.config.repository_id,
+            volume_uid=self.snapshot.volume_uid,
+            snapshot=self.snapshot.name,
+            snapshot_uid=self.snapshot.uid,
+            backup_id=backup_id,
+            image=self.snapshot.image,
+            size=size,
+            created=self.clock(),
+        )
+        try:
+            self.state.install(record, self.snapshot.image)
+        except (AmberError, OSError) as e:
+            # The backup is committed; without a base the next one reads everything once.
+            log.warning("backup %s committed, but its base image was not kept: %s", backup_id, e)
+            self.state.forget(volume, self.target)
+
+    def _report(
+        self, backup_id: str, plan: _Plan, writer: BackupWriter, adopted: int, duration: float
+    ) -> BackupReport:
+        stats, c = writer.stats, self.counters
+        return BackupReport(
+            backup_id=backup_id,
+            target=self.target,
+            volume=self.snapshot.volume_name,
+            snapshot=self.snapshot.name,
+            size=plan.grid.size,
+            mode=plan.mode,
+            fallback_reason=plan.reason,
+            parent_id=plan.parent_id,
+            chunks_total=plan.grid.count,
+            chunks_hole=plan.holes,
+            chunks_unchanged=plan.unchanged,
+            chunks_read=c.read,
+            chunks_zero=c.zero,
+            chunks_deduplicated=c.dedup,
+            chunks_new=stats.chunks_new,
+            bytes_read=c.bytes_read,
+            bytes_new=stats.bytes_new,
+            bytes_stored=stats.bytes_stored,
+            packs_written=len(writer.pack_keys),
+            packs_adopted=adopted,
+            duration_seconds=duration,
+        )
+
+
+def _give_up(writer: BackupWriter) -> None:
+    """Index what was uploaded (best effort), then abort: the next run reuses it."""
+    with contextlib.suppress(AmberError):
+        writer.flush()
+    writer.abort()
+
+
+_DONE = None
+
+
+class _Pipeline:
+    """The reader thread, the hashing workers and (inside the writer) the uploaders."""
+
+    def __init__(
+        self, job: _Job, writer: BackupWriter, fd: int, grid: ChunkGrid, keeper: LockKeeper
+    ) -> None:
+        self.repo = job.repo
+        self.writer = writer
+        self.fd = fd
+        self.grid = grid
+        self.counters = job.counters
+        self.progress = job.progress
+        self.options = job.options
+        self.keeper = keeper
+        self.queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(
+            maxsize=max(1, self.options.queue_chunks)
+        )
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+
+    def run(self, plan: _Plan) -> None:
+        """Fill `plan.refs` for every chunk in `plan.to_read`; raise the first failure."""
+        if not plan.to_read:
+            return
+        workers = max(1, self.options.hash_threads)
+        threads = [threading.Thread(target=self._guard, args=(self._read, plan, workers))]
+        threads += [
+            threading.Thread(target=self._guard, args=(self._work, plan, 0)) for _ in range(workers)
+        ]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+                if self.keeper.error is not None:
+                    self.stop.set()
+        if self.errors:
+            raise self.errors[0]
+        self.keeper.check()
+
+    def _guard(self, fn: Callable[[_Plan, int], None], plan: _Plan, arg: int) -> None:
+        try:
+            fn(plan, arg)
+        except BaseException as e:
+            self.errors.append(e)
+            self.stop.set()
+
+    def _put(self, item: tuple[int, bytes] | None) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _read(self, plan: _Plan, workers: int) -> None:
+        os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        for index in plan.to_read:
+            start, end = self.grid.range(index)
+            data = read_exactly(self.fd, end - start, start)
+            # The snapshot is read once: do not let it push the node's hot data out of the cache.
+            os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
+            if not self._put((index, data)):
+                return
+        for _ in range(workers):
+            self._put(_DONE)
+
+    def _work(self, plan: _Plan, _unused: int) -> None:
+        while not self.stop.is_set():
+            try:
+                item = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is _DONE:
+                return
+            index, data = item
+            plan.refs[index] = self._store(data)
+            self.progress.advance(len(data))
+
+    def _store(self, data: bytes) -> ChunkRef:
+        if is_zero(data):
+            self.counters.add(read=1, zero=1, nbytes=len(data))
+            return ZERO
+        chunk_id = self.repo.chunk_id(data)
+        known = self.writer.contains(chunk_id) or not self.writer.add_encoded(
+            self.repo.codec.encode(chunk_id, data)
+        )
+        self.counters.add(read=1, dedup=int(known), nbytes=len(data))
+        return chunk_id
+
+
+def adopt_unindexed_packs(repo: Repository) -> int:
+    """Index the packs that no index object lists (left by a killed backup); return how many.
+
+    A pack is whole or absent (stores put atomically) and its header is authenticated, so
+    indexing it is safe; a chunk listed twice is fine (the first location wins, both are
+    valid). Packs whose header cannot be read are left for prune.
+    """
+    index = repo.refresh_index()
+    records = []
+    for pack_id, info in sorted(repo.list_packs().items()):
+        if pack_id in index.pack_sizes:
+            continue
+        try:
+            entries = read_pack_header(repo.store, pack_id, info.size, repo.keys.sealer)
+        except (Corrupt, NotFound):
+            continue
+        records.append(PackRecord(pack_id, info.size, tuple(entries)))
+    if records:
+        write_index(repo.store, repo.keys.sealer, records)
+        repo.refresh_index()
+    return len(records)

@@ -1,0 +1,132 @@
+"""Holding a repository lock for a long operation: wait to take it, keep it fresh.
+
+A repository lock expires unless refreshed (`amber.backup.locks`). A backup refreshes it as
+packs go out, but a backup that finds every chunk already stored, a restore or a check may run
+for an hour without writing anything, so `LockKeeper` refreshes from a background thread. If a
+refresh fails (the lock expired or an operator removed it), the keeper remembers why and the
+operation stops at its next `check()`: a prune may have run, and going on could commit a backup
+that names deleted chunks.
+
+`acquire` takes a lock, waiting (with backoff) while a conflicting lock is held: a backup that
+starts during a prune waits for the prune instead of failing, and the other way round. Holders
+are named `<host> pid <pid>: <what>` (`holder()`); a conflicting lock whose holder is a process
+of *this* host that no longer exists (killed, crashed) is removed at once instead of blocking
+everyone until it expires. Locks of other hosts are only ever given up by expiry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from amber.backup.locks import Lock, LockKind
+from amber.backup.repository import Repository
+from amber.domain.errors import AmberError, Busy, FailedPrecondition
+
+DEFAULT_LOCK_WAIT = 300.0
+
+
+_HOLDER = re.compile(r"^(?P<host>\S+) pid (?P<pid>\d+): ")
+
+
+def holder(what: str) -> str:
+    """A lock holder name: `<host> pid <pid>: <what>`."""
+    return f"{os.uname().nodename} pid {os.getpid()}: {what}"
+
+
+def _dead_local(holder_name: str) -> bool:
+    match = _HOLDER.match(holder_name)
+    if match is None or match["host"] != os.uname().nodename:
+        return False
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_dead_local_locks(repo: Repository) -> list[str]:
+    """Delete live-looking locks held by processes of this host that no longer exist."""
+    removed = []
+    for info in repo.active_locks():
+        if info.readable and _dead_local(info.holder):
+            repo.locks.remove(info.lock_id)
+            removed.append(info.holder)
+    return removed
+
+
+def acquire(
+    repo: Repository,
+    holder_name: str,
+    kind: LockKind = LockKind.SHARED,
+    *,
+    wait: float = DEFAULT_LOCK_WAIT,
+    on_wait: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Lock:
+    """Take a lock, retrying for up to `wait` seconds while it is Busy; `on_wait` hears why."""
+    deadline = clock() + wait
+    delay = 0.5
+    while True:
+        try:
+            return repo.lock(holder_name, kind)
+        except Busy as e:
+            if remove_dead_local_locks(repo):
+                continue
+            if clock() + delay > deadline:
+                raise
+            if on_wait is not None:
+                on_wait(e.message)
+        sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+class LockKeeper:
+    """Refreshes `lock` every `interval` seconds from a daemon thread while in the `with`."""
+
+    def __init__(self, lock: Lock, interval: float = 30.0) -> None:
+        self._lock = lock
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="amber-lock-keeper", daemon=True)
+        self.error: AmberError | None = None
+
+    @property
+    def lock(self) -> Lock:
+        """The lock being kept."""
+        return self._lock
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._lock.refresh_if_due()
+            except AmberError as e:
+                self.error = e
+                return
+
+    def check(self) -> None:
+        """Raise FailedPrecondition if the lock could not be kept."""
+        if self.error is not None:
+            raise FailedPrecondition(
+                f"lost the repository lock: {self.error.message}"
+            ) from self.error
+
+    def __enter__(self) -> LockKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -1,0 +1,230 @@
+"""`amber target`: named backup targets (a filesystem path or an S3 bucket) and their health.
+
+Definitions live in a JSON file (default /etc/amber/targets.json, or --config, or the
+AMBER_CONFIG environment variable, read here at the edge); secrets are referenced by file path
+and never printed. See `amber.backup.targets` for the format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_NONE
+from amber.backup.targets import (
+    DEFAULT_CONFIG,
+    Target,
+    TargetConfig,
+    TargetStatus,
+    open_store,
+    open_target_repository,
+    target_status,
+)
+from amber.cli import output
+from amber.cli.state import state
+from amber.domain.errors import PermissionDenied, Unavailable
+from amber.domain.units import format_size
+
+CONFIG_META = "amber.targets-config"
+
+app = typer.Typer(
+    help="Add, list, check and remove backup targets (S3 buckets or directories).",
+    no_args_is_help=True,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="AMBER_CONFIG",
+        help=f"Targets file (default {DEFAULT_CONFIG}).",
+        show_envvar=True,
+    ),
+]
+
+
+def remember_config(ctx: typer.Context, config: Path | None) -> None:
+    """Keep the --config value for the subcommands of this group."""
+    if config is not None:
+        ctx.meta[CONFIG_META] = config.absolute()
+
+
+def targets_config(ctx: typer.Context) -> TargetConfig:
+    """The targets file this invocation uses."""
+    path = ctx.meta.get(CONFIG_META)
+    return TargetConfig(path if isinstance(path, Path) else DEFAULT_CONFIG)
+
+
+@app.callback()
+def group(ctx: typer.Context, config: ConfigOption = None) -> None:
+    """Backup targets."""
+    remember_config(ctx, config)
+
+
+def _absolute(path: Path | None) -> str | None:
+    return None if path is None else str(path.absolute())
+
+
+def _options(
+    endpoint: str | None,
+    region: str | None,
+    path_style: bool,
+    no_verify_tls: bool,
+    ca_bundle: Path | None,
+    access_key: str | None,
+    credentials_file: Path | None,
+) -> dict[str, str]:
+    given = {
+        "endpoint": endpoint,
+        "region": region,
+        "ca-bundle": _absolute(ca_bundle),
+        "access-key": access_key,
+        "credentials-file": _absolute(credentials_file),
+    }
+    options = {key: value for key, value in given.items() if value}
+    if path_style:
+        options["path-style"] = "true"
+    if no_verify_tls:
+        options["verify-tls"] = "false"
+    return options
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Target name: lowercase letters, digits, '-'.")],
+    url: Annotated[str, typer.Argument(help="file:///absolute/path or s3://bucket[/prefix].")],
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="S3 endpoint URL (MinIO, Ceph…).")
+    ] = None,
+    region: Annotated[str | None, typer.Option("--region", help="S3 region.")] = None,
+    path_style: Annotated[
+        bool, typer.Option("--path-style", help="Path-style S3 addressing.")
+    ] = False,
+    no_verify_tls: Annotated[
+        bool, typer.Option("--no-verify-tls", help="Do not verify the S3 certificate.")
+    ] = False,
+    ca_bundle: Annotated[
+        Path | None, typer.Option("--ca-bundle", help="PEM file of CAs to trust.")
+    ] = None,
+    access_key: Annotated[
+        str | None, typer.Option("--access-key", help="S3 access key id.")
+    ] = None,
+    secret_key_file: Annotated[
+        Path | None, typer.Option("--secret-key-file", help="File holding the S3 secret key.")
+    ] = None,
+    credentials_file: Annotated[
+        Path | None,
+        typer.Option("--credentials-file", help="AWS-style credentials file (key = value)."),
+    ] = None,
+    password_file: Annotated[
+        Path | None, typer.Option("--password-file", help="File holding the repository password.")
+    ] = None,
+    key_file: Annotated[
+        Path | None, typer.Option("--key-file", help="Key file (32+ random bytes) instead.")
+    ] = None,
+    no_encryption: Annotated[
+        bool, typer.Option("--no-encryption", help="Store backups unencrypted (explicit).")
+    ] = False,
+    init: Annotated[
+        bool,
+        typer.Option("--init", help="Create the repository now (or check it opens) before saving."),
+    ] = False,
+) -> None:
+    """Define a backup target. Secrets are referenced by file, never stored or shown."""
+    st = state(ctx)
+    target = Target(
+        name=name,
+        url=url,
+        options=_options(
+            endpoint, region, path_style, no_verify_tls, ca_bundle, access_key, credentials_file
+        ),
+        secret_key_file=_absolute(secret_key_file),
+        encryption=ENCRYPTION_NONE if no_encryption else ENCRYPTION_AES,
+        password_file=_absolute(password_file),
+        key_file=_absolute(key_file),
+    )
+    target.validate()
+    open_store(target)  # checks the URL and options (no I/O)
+    repository_id = None
+    if init:
+        repository_id = open_target_repository(target, create=True).config.repository_id
+    config = targets_config(ctx)
+    config.add(target)
+    if st.json:
+        output.print_json({"target": target.public(), "repository_id": repository_id})
+        return
+    output.console.print(f"Target {name} added to {config.path}.")
+    if repository_id:
+        output.console.print(f"Repository {repository_id} is ready.")
+
+
+@app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """Every target (no secrets are shown)."""
+    st = state(ctx)
+    targets = [t.public() for t in targets_config(ctx).load().values()]
+    if st.json:
+        output.print_json(targets)
+        return
+    table = Table(title="Backup targets", title_justify="left")
+    for column in ("NAME", "URL", "ENCRYPTION", "CREDENTIAL", "OPTIONS"):
+        table.add_column(column)
+    for t in targets:
+        options = ", ".join(f"{k}={v}" for k, v in t["options"].items()) or "-"
+        table.add_row(t["name"], t["url"], t["encryption"], t["credential"], options)
+    output.console.print(table)
+
+
+def _status_rows(s: TargetStatus) -> list[tuple[str, str]]:
+    def yes(value: bool | None) -> str:
+        return "-" if value is None else "yes" if value else "NO"
+
+    rows = [
+        ("where", s.where),
+        ("reachable", yes(s.reachable)),
+        ("writable", yes(s.writable)),
+        ("latency", "-" if s.latency_ms is None else f"{s.latency_ms:.1f} ms"),
+        ("repository", f"version {s.repository_version}" if s.initialized else "not initialized"),
+    ]
+    if s.initialized:
+        rows += [
+            ("repository id", s.repository_id or "-"),
+            ("encryption", s.encryption or "-"),
+            ("credential opens it", yes(s.unlocked)),
+            ("size", format_size(s.size_bytes or 0)),
+            ("objects", str(s.objects)),
+            ("backups", str(s.backups)),
+        ]
+    if s.error:
+        rows.append(("error", s.error))
+    return rows
+
+
+@app.command("status")
+def status(ctx: typer.Context, name: str) -> None:
+    """Reachable, writable, latency, repository version and size of one target."""
+    st = state(ctx)
+    found = target_status(targets_config(ctx).get(name))
+    if st.json:
+        output.print_json(found)
+    else:
+        output.console.print(output.details(f"Target {name}", _status_rows(found)))
+    if not (found.reachable and found.writable):
+        raise Unavailable(f"target {name!r} is not usable: {found.error}")
+    if found.unlocked is False:
+        raise PermissionDenied(f"target {name!r}: {found.error}")
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: str) -> None:
+    """Forget a target. Its repository and backups are left untouched."""
+    st = state(ctx)
+    removed = targets_config(ctx).remove(name)
+    if st.json:
+        output.print_json({"removed": removed.public()})
+    else:
+        output.console.print(f"Target {name} removed (its backups are still in {removed.url}).")
