@@ -15,6 +15,7 @@ from amber.cli import (
     backup_cmd,
     csi_cmd,
     demo,
+    import_cmd,
     node_cmd,
     pool_cmd,
     snapshot_cmd,
@@ -36,6 +37,7 @@ app.add_typer(volume_cmd.app, name="volume")
 app.add_typer(snapshot_cmd.app, name="snapshot")
 app.add_typer(target_cmd.app, name="target")
 app.add_typer(backup_cmd.app, name="backup")
+backup_cmd.app.command("import")(import_cmd.import_backup)
 app.command("demo")(demo.demo)
 app.command("node")(node_cmd.node)
 app.command("controller")(node_cmd.controller)

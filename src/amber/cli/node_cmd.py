@@ -14,7 +14,9 @@ from typing import Annotated
 
 import typer
 
+from amber.backup.targets import DEFAULT_CONFIG
 from amber.cli.state import state
+from amber.csi.backups import BackupSettings, UploadSettings
 from amber.csi.capabilities import DriverMode
 from amber.csi.driver import DriverConfig, serve
 from amber.csi.ids import validate_node_id
@@ -73,6 +75,21 @@ def node(
     ] = 0,
     grace: GraceOption = 30.0,
     log_requests: LogRequestsOption = False,
+    targets_config: Annotated[
+        Path,
+        typer.Option(
+            "--targets-config",
+            help="Targets file of backup snapshot classes (mount it from a Secret).",
+        ),
+    ] = DEFAULT_CONFIG,
+    upload_retry: Annotated[
+        float,
+        typer.Option("--upload-retry", min=0.01, help="First pause after a failed upload (s)."),
+    ] = 2.0,
+    upload_attempts: Annotated[
+        int,
+        typer.Option("--upload-attempts", min=1, help="Upload attempts before a snapshot fails."),
+    ] = 8,
 ) -> None:
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
@@ -86,6 +103,10 @@ def node(
         max_volumes=max_volumes,
         grace=grace,
         log_requests=log_requests,
+        backups=BackupSettings(
+            targets_config=targets_config,
+            uploads=UploadSettings(retry_base=upload_retry, max_attempts=upload_attempts),
+        ),
     )
 
     def open_pool(root: Path) -> Pool:

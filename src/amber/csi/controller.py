@@ -9,6 +9,11 @@ Each RPC is validate -> call the pool -> build the reply; domain errors become t
 through `@rpc_errors`, with per-RPC overrides where the spec names another code for the case.
 The pool's per-object locks serialize concurrent calls on one volume or snapshot, across threads
 and processes, so repeated calls with one name converge to one object.
+
+Backup snapshots (`type: backup` classes, IDs `amber:v1:bak:...`/`amber:v1:backup:...`) are
+handed to `amber.csi.backups.BackupSnapshots`: CreateSnapshot answers `ready_to_use=false`
+until the upload is committed, and CreateVolume from one answers ABORTED ("operation pending")
+while the restore runs in the background.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 from amber.csi import access as caps
 from amber.csi import health, params
 from amber.csi._proto import csi_pb2, csi_pb2_grpc
+from amber.csi.backups import (
+    BackupSnapshots,
+    RestoreWanted,
+    SnapshotInfo,
+    TargetUnknown,
+    parse_backup_id,
+)
 from amber.csi.capabilities import DriverMode, controller_capabilities
 from amber.csi.errors import rpc_errors
 from amber.csi.ids import ForeignObject
@@ -70,9 +82,10 @@ class CreatePlan:
 class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]  # generated
     """Controller RPCs over this node's pool."""
 
-    def __init__(self, objects: LocalObjects) -> None:
+    def __init__(self, objects: LocalObjects, backups: BackupSnapshots) -> None:
         self._objects = objects
         self._pool = objects.pool
+        self._backups = backups
 
     # -- messages -------------------------------------------------------------------------
 
@@ -81,6 +94,11 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
 
     def _content_source(self, volume: Volume) -> Any:
         source = csi_pb2.VolumeContentSource
+        if volume.source_kind is SourceKind.BACKUP:
+            snapshot_id = self._backups.restored_from(volume.name)
+            if snapshot_id is None:
+                return None
+            return source(snapshot=source.SnapshotSource(snapshot_id=snapshot_id))
         if volume.source_kind is SourceKind.SNAPSHOT and volume.source_name:
             snapshot_id = self._objects.snapshot_id(volume.source_name)
             return source(snapshot=source.SnapshotSource(snapshot_id=snapshot_id))
@@ -101,6 +119,18 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
             accessible_topology=[self._topology()],
         )
 
+    @staticmethod
+    def _backup_message(info: SnapshotInfo) -> Any:
+        created = timestamp_pb2.Timestamp()
+        created.FromNanoseconds(int(info.created * 1e9))
+        return csi_pb2.Snapshot(
+            size_bytes=info.size,
+            snapshot_id=info.snapshot_id,
+            source_volume_id=info.source_volume_id,
+            creation_time=created,
+            ready_to_use=info.ready,
+        )
+
     def _snapshot_message(self, snapshot: Snapshot) -> Any:
         created = timestamp_pb2.Timestamp()
         created.FromNanoseconds(int(snapshot.created * 1e9))
@@ -117,8 +147,11 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
     @rpc_errors({ForeignObject: Code.INVALID_ARGUMENT})
     def CreateVolume(self, request: Any, context: grpc.ServicerContext) -> Any:
         plan = self._plan_create(request)
-        volume = self._pool.volumes.find(plan.name) or self._create(plan)
-        self._check_repeat(volume, plan)
+        volume = self._pool.volumes.find(plan.name)
+        if volume is None and plan.source_kind is SourceKind.BACKUP:
+            volume = self._restore(plan, request.secrets)
+        volume = volume or self._create(plan)
+        self._check_repeat(volume, plan, self._backups.restored_from(volume.name))
         return csi_pb2.CreateVolumeResponse(volume=self._volume_message(volume))
 
     def _plan_create(self, request: Any) -> CreatePlan:
@@ -152,6 +185,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
         kind = source.WhichOneof("type")
         if kind == "snapshot":
             snapshot_id = source.snapshot.snapshot_id
+            if parse_backup_id(snapshot_id) is not None:
+                return SourceKind.BACKUP, snapshot_id
             name = self._objects.snapshot_name_of(snapshot_id)
             if name is None:
                 raise NotFound(f"source snapshot {snapshot_id[:140]!r} does not exist")
@@ -181,6 +216,13 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
         _check_source(plan, source)
         return source
 
+    def _restore(self, plan: CreatePlan, secrets: Any) -> Volume:
+        assert plan.source_name is not None
+        wanted = RestoreWanted(
+            plan.name, plan.source_name, plan.mode, plan.fs_type, plan.required, plan.limit
+        )
+        return self._backups.restore(wanted, dict(secrets))
+
     def _create(self, plan: CreatePlan) -> Volume:
         source = self._source(plan)
         fs_type = source.fs_type if source is not None else plan.effective_fs
@@ -196,12 +238,15 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
         return self._pool.volumes.create(request, exist_ok=True)
 
     @staticmethod
-    def _check_repeat(volume: Volume, plan: CreatePlan) -> None:
+    def _check_repeat(volume: Volume, plan: CreatePlan, restored_from: str | None) -> None:
         """ALREADY_EXISTS when the volume with this name does not fit the request."""
         problems = []
         if volume.mode is not plan.mode:
             problems.append(f"it is a {volume.mode.value} volume")
-        if (volume.source_kind, volume.source_name) != (plan.source_kind, plan.source_name):
+        source = volume.source_name
+        if volume.source_kind is SourceKind.BACKUP:
+            source = restored_from
+        if (volume.source_kind, source) != (plan.source_kind, plan.source_name):
             problems.append("it was made from another content source")
         wanted_fs = plan.fs_type if plan.source_kind is not SourceKind.NONE else plan.effective_fs
         if wanted_fs is not None and volume.fs_type != wanted_fs:
@@ -220,9 +265,14 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
     def DeleteVolume(self, request: Any, context: grpc.ServicerContext) -> Any:
         if not request.volume_id:
             raise InvalidArgument("volume_id is required")
+        name = self._objects.volume_name_of(request.volume_id)
+        if name is not None:
+            self._backups.cancel_restore(name)
         volume = self._objects.find_volume(request.volume_id)
         if volume is not None:
             self._delete_volume(volume)
+        if name is not None:
+            self._backups.forget_volume(name)
         return csi_pb2.DeleteVolumeResponse()
 
     def _delete_volume(self, volume: Volume) -> None:
@@ -313,15 +363,22 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
 
     # -- snapshots ------------------------------------------------------------------------
 
-    @rpc_errors()
+    @rpc_errors({TargetUnknown: Code.INVALID_ARGUMENT})
     def CreateSnapshot(self, request: Any, context: grpc.ServicerContext) -> Any:
         name = self._objects.snapshot_name(request.name)
         if not request.source_volume_id:
             raise InvalidArgument("source_volume_id is required")
-        params.parse_snapshot_parameters(request.parameters)
+        secrets = dict(request.secrets)
+        wanted = params.parse_snapshot_parameters(request.parameters, secrets)
         volume_name = self._objects.volume_name_of(request.source_volume_id)
         if volume_name is None:
             raise NotFound(f"source volume {request.source_volume_id[:140]!r} does not exist")
+        if wanted.backup:
+            if self._pool.volumes.find(volume_name) is None:
+                raise NotFound(f"source volume {request.source_volume_id[:140]!r} does not exist")
+            target = self._backups.target_of(wanted.target, secrets)
+            info = self._backups.create(request.name, target, volume_name, request.source_volume_id)
+            return csi_pb2.CreateSnapshotResponse(snapshot=self._backup_message(info))
         snapshot = self._pool.snapshots.create(volume_name, name, exist_ok=True)
         return csi_pb2.CreateSnapshotResponse(snapshot=self._snapshot_message(snapshot))
 
@@ -329,6 +386,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
     def DeleteSnapshot(self, request: Any, context: grpc.ServicerContext) -> Any:
         if not request.snapshot_id:
             raise InvalidArgument("snapshot_id is required")
+        ref = parse_backup_id(request.snapshot_id)
+        if ref is not None:
+            self._backups.delete(ref, dict(request.secrets))
+            return csi_pb2.DeleteSnapshotResponse()
         snapshot = self._objects.find_snapshot(request.snapshot_id)
         if snapshot is not None:
             with contextlib.suppress(NotFound):  # deleted concurrently
@@ -337,26 +398,41 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
 
     @rpc_errors({BadToken: Code.ABORTED})
     def ListSnapshots(self, request: Any, context: grpc.ServicerContext) -> Any:
-        snapshots, next_token = page(
-            self._filtered_snapshots(request.snapshot_id, request.source_volume_id),
-            lambda s: s.name,
-            request.starting_token,
-            request.max_entries,
-        )
-        entries = [
-            csi_pb2.ListSnapshotsResponse.Entry(snapshot=self._snapshot_message(s))
-            for s in snapshots
+        listed: list[tuple[str, Any]] = [
+            (s.name, self._snapshot_message(s))
+            for s in self._filtered_snapshots(request.snapshot_id, request.source_volume_id)
         ]
+        listed += [
+            (info.sort_key, self._backup_message(info)) for info in self._filtered_backups(request)
+        ]
+        chosen, next_token = page(
+            listed, lambda item: item[0], request.starting_token, request.max_entries
+        )
+        entries = [csi_pb2.ListSnapshotsResponse.Entry(snapshot=m) for _, m in chosen]
         return csi_pb2.ListSnapshotsResponse(entries=entries, next_token=next_token)
+
+    def _filtered_backups(self, request: Any) -> list[SnapshotInfo]:
+        """Backup snapshots matching the filters: this node's, or the one an ID names."""
+        if request.snapshot_id:
+            found = self._backups.lookup(request.snapshot_id, dict(request.secrets))
+            chosen = [found] if found is not None else []
+        else:
+            chosen = self._backups.local()
+        if request.source_volume_id:
+            chosen = [i for i in chosen if i.source_volume_id == request.source_volume_id]
+        return chosen
 
     def _filtered_snapshots(self, snapshot_id: str, source_volume_id: str) -> list[Snapshot]:
         """Snapshots matching the filters; none for IDs that are unknown or on another node."""
         try:
+            if snapshot_id and parse_backup_id(snapshot_id) is not None:
+                return []
             if snapshot_id:
                 found = self._objects.find_snapshot(snapshot_id)
                 chosen = [found] if found is not None else []
             else:
-                chosen = self._pool.snapshots.list()
+                hidden = self._backups.local_snapshot_names()
+                chosen = [s for s in self._pool.snapshots.list() if s.name not in hidden]
             if source_volume_id:
                 volume_name = self._objects.volume_name_of(source_volume_id)
                 chosen = [s for s in chosen if s.volume_name == volume_name]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from amber.csi.backups import BackupSettings, BackupSnapshots
 from amber.csi.capabilities import DriverMode, plugin_capabilities
 from amber.csi.controller import ControllerServicer, ResizerControllerServicer
 from amber.csi.identity import IdentityServicer
@@ -52,6 +53,8 @@ class DriverConfig:
     """RPCs served at once."""
     log_requests: bool = False
     """Log every request (redacted) with its RPC line."""
+    backups: BackupSettings = field(default_factory=BackupSettings)
+    """Backup snapshots: the targets file and retry settings; node mode only."""
 
 
 def pool_health(pool: Pool) -> Callable[[], bool | None]:
@@ -72,8 +75,10 @@ def pool_health(pool: Pool) -> Callable[[], bool | None]:
     return check
 
 
-def build_servicers(config: DriverConfig, pool: Pool | None) -> list[Registration]:
-    """The registrations of `config.mode` (node mode needs the open pool)."""
+def build_servicers(
+    config: DriverConfig, pool: Pool | None, backups: BackupSnapshots | None = None
+) -> list[Registration]:
+    """The registrations of `config.mode` (node mode needs the open pool and backups)."""
     if config.mode is DriverMode.CONTROLLER:
         identity = IdentityServicer(plugin_capabilities())
         return [
@@ -82,10 +87,11 @@ def build_servicers(config: DriverConfig, pool: Pool | None) -> list[Registratio
             registration_for(ResizerNodeServicer()),
         ]
     assert pool is not None
+    assert backups is not None
     objects = LocalObjects(pool, config.node_id)
     return [
         registration_for(IdentityServicer(plugin_capabilities(), pool_health(pool))),
-        registration_for(ControllerServicer(objects)),
+        registration_for(ControllerServicer(objects, backups)),
         registration_for(NodeServicer(objects, max_volumes=config.max_volumes)),
     ]
 
@@ -93,6 +99,7 @@ def build_servicers(config: DriverConfig, pool: Pool | None) -> list[Registratio
 def serve(config: DriverConfig, *, open_pool: Callable[[Path], Pool] = Pool.open) -> None:
     """Run the driver until SIGTERM/SIGINT; the pool is closed and the socket removed after."""
     pool = None
+    backups = None
     if config.mode is DriverMode.NODE:
         validate_node_id(config.node_id)
         if config.pool is None:
@@ -100,10 +107,12 @@ def serve(config: DriverConfig, *, open_pool: Callable[[Path], Pool] = Pool.open
         pool = open_pool(config.pool)
         for line in pool.recovered:
             _log.warning("pool recovery: %s", line)
+        backups = BackupSnapshots(pool, config.node_id, config.backups)
+        backups.start()
     try:
         server = CSIServer(
             config.endpoint,
-            build_servicers(config, pool),
+            build_servicers(config, pool, backups),
             max_workers=config.workers,
             grace=config.grace,
             interceptor=RpcLogInterceptor(log_requests=config.log_requests),
@@ -118,5 +127,7 @@ def serve(config: DriverConfig, *, open_pool: Callable[[Path], Pool] = Pool.open
         )
         server.wait()
     finally:
+        if backups is not None:
+            backups.close()
         if pool is not None:
             pool.close()

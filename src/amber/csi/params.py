@@ -47,7 +47,10 @@ RESERVED_PREFIX: Final = "csi.storage.k8s.io/"
 FSTYPE_KEYS: Final = ("fsType", "csi.storage.k8s.io/fstype")
 SNAPSHOT_TYPE_KEY: Final = "type"
 OPEN_LOCAL_READONLY_KEY: Final = "csi.aliyun.com/readonly"
-BACKUP_KEYS: Final = ("target", "s3URL", "s3AK", "s3SK", "s3ForcePathStyle", "s3DisableSSL")
+TARGET_KEY: Final = "target"
+OPEN_LOCAL_S3_KEYS: Final = ("s3URL", "s3AK", "s3SK", "s3ForcePathStyle", "s3DisableSSL")
+SECRET_TARGET_KEYS: Final = ("url", "s3URL")
+"""Secret keys that define a backup target (Amber's layout, open-local's `s3-config`)."""
 MAX_PATH_BYTES: Final = 4096
 
 
@@ -90,36 +93,64 @@ def parse_volume_parameters(params: Mapping[str, str]) -> VolumeParameters:
 
 @dataclass(frozen=True)
 class SnapshotParameters:
-    """A VolumeSnapshotClass's `parameters`, understood (only local snapshots for now)."""
+    """A VolumeSnapshotClass's `parameters`, understood."""
 
-    local: bool = True
+    backup: bool = False
+    """`type: backup`: the snapshot is uploaded to a backup target (False: a local snapshot)."""
+    target: str | None = None
+    """The `target` parameter (a backup snapshot may take its target from the secret)."""
 
 
-def parse_snapshot_parameters(params: Mapping[str, str]) -> SnapshotParameters:
-    """Check a CreateSnapshot `parameters` map: `type: local` (default) is what exists today."""
-    known = (SNAPSHOT_TYPE_KEY, OPEN_LOCAL_READONLY_KEY, *BACKUP_KEYS)
-    unknown = _unknown_keys(params, known)
+def _snapshot_kind(params: Mapping[str, str], secrets: Mapping[str, str]) -> str:
+    """`local` or `backup`: explicit `type`, else open-local's readonly flag, else whether
+    the snapshotter secret defines a target (open-local's read-write snapshots), else local."""
+    kind = params.get(SNAPSHOT_TYPE_KEY, "").strip().lower()
+    if kind:
+        return kind
+    if params.get(OPEN_LOCAL_READONLY_KEY, "").strip().lower() == "true":
+        return "local"
+    if params.get(TARGET_KEY) or any(secrets.get(k) for k in SECRET_TARGET_KEYS):
+        return "backup"
+    return "local"
+
+
+def parse_snapshot_parameters(
+    params: Mapping[str, str], secrets: Mapping[str, str] | None = None
+) -> SnapshotParameters:
+    """Check a CreateSnapshot `parameters` map (and see whether its secret defines a target)."""
+    unknown = _unknown_keys(params, (SNAPSHOT_TYPE_KEY, OPEN_LOCAL_READONLY_KEY, TARGET_KEY))
     if unknown:
+        hint = (
+            " (S3 settings and credentials go in the snapshotter secret, never in parameters)"
+            if any(k in OPEN_LOCAL_S3_KEYS for k in unknown)
+            else ""
+        )
         raise InvalidArgument(
             f"unknown snapshot parameter(s) {', '.join(map(repr, unknown))}: Amber understands "
-            f"{SNAPSHOT_TYPE_KEY!r} (local)"
+            f"{SNAPSHOT_TYPE_KEY!r} (local or backup), {TARGET_KEY!r} and "
+            f"{OPEN_LOCAL_READONLY_KEY!r}{hint}"
         )
-    kind = params.get(SNAPSHOT_TYPE_KEY, "local").strip().lower() or "local"
-    wants_backup = kind == "backup" or any(params.get(k) for k in BACKUP_KEYS)
-    if wants_backup:
+    kind = _snapshot_kind(params, secrets or {})
+    readonly = params.get(OPEN_LOCAL_READONLY_KEY, "").strip().lower()
+    if kind == "local":
+        if readonly not in ("true", ""):
+            raise InvalidArgument(
+                f"{OPEN_LOCAL_READONLY_KEY}={readonly!r} with type local: local snapshots are "
+                "always read-only (use type: backup for read-write snapshots)"
+            )
+        if params.get(TARGET_KEY):
+            raise InvalidArgument(f"{TARGET_KEY!r} only applies to type: backup")
+        return SnapshotParameters()
+    if kind != "backup":
+        raise InvalidArgument(f"unknown snapshot type {kind!r}: use 'local' or 'backup'")
+    if readonly == "true":
+        raise InvalidArgument(f"{OPEN_LOCAL_READONLY_KEY}=true contradicts type: backup")
+    if not params.get(TARGET_KEY) and not any((secrets or {}).get(k) for k in SECRET_TARGET_KEYS):
         raise InvalidArgument(
-            "backup snapshots (type: backup, or S3 parameters) are not available in this "
-            "version of Amber; use type: local"
+            "type: backup needs the parameter 'target' (a target of the node's targets file) "
+            "or a snapshotter secret that defines the target"
         )
-    if kind != "local":
-        raise InvalidArgument(f"unknown snapshot type {kind!r}: use 'local'")
-    readonly = params.get(OPEN_LOCAL_READONLY_KEY, "true").strip().lower()
-    if readonly not in ("true", ""):
-        raise InvalidArgument(
-            f"{OPEN_LOCAL_READONLY_KEY}={readonly!r} is not supported: local snapshots are "
-            "always read-only"
-        )
-    return SnapshotParameters()
+    return SnapshotParameters(backup=True, target=params.get(TARGET_KEY) or None)
 
 
 # -- capacity -----------------------------------------------------------------------------

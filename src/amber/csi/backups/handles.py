@@ -1,0 +1,100 @@
+"""Backup snapshot IDs: they name a target and a backup, so any node (and any cluster) that
+knows the target can find the backup.
+
+Two forms are understood:
+
+    amber:v1:bak:<target>:<key>         what CreateSnapshot returns (on its FIRST call)
+    amber:v1:backup:<target>:<id>       the engine's handle (`amber backup list`, `import`)
+
+The backup id (32 hex digits) is chosen by the repository when the backup is committed, which
+is after CreateSnapshot must have answered. So CreateSnapshot names the backup by a *key*
+derived from the CSI snapshot name (the name itself when short and valid, else a hashed name,
+like pool names), and the backup carries that key as the manifest label
+`amber.csi.dev/snapshot-key`. A key is never 32 hex digits (such names are hashed), so
+`amber:v1:bak:<target>:<32 hex>` unambiguously names a backup by id too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from amber.backup.layout import is_valid_id
+from amber.backup.targets import HANDLE_PREFIX, validate_target_name
+from amber.csi.ids import MAX_ID_BYTES, pool_name
+from amber.domain.errors import InvalidArgument
+from amber.domain.names import validate_name
+
+__all__ = [
+    "BAK_PREFIX",
+    "LABEL_KEY",
+    "LABEL_NAME",
+    "LABEL_NODE",
+    "BackupRef",
+    "format_bak_id",
+    "parse_backup_id",
+    "snapshot_key",
+]
+
+BAK_PREFIX: Final = "amber:v1:bak:"
+LABEL_KEY: Final = "amber.csi.dev/snapshot-key"
+"""Manifest label holding the key of the CSI snapshot a backup was made for."""
+LABEL_NAME: Final = "amber.csi.dev/snapshot-name"
+LABEL_NODE: Final = "amber.csi.dev/node"
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    """A parsed backup snapshot ID: a target, and a key or a backup id (never both)."""
+
+    target: str
+    key: str | None = None
+    backup_id: str | None = None
+
+    def __post_init__(self) -> None:
+        assert (self.key is None) != (self.backup_id is None)
+
+
+def snapshot_key(csi_name: str, target: str) -> str:
+    """The key of a CSI snapshot name: fits `amber:v1:bak:<target>:<key>` in 128 bytes."""
+    if not csi_name:
+        raise InvalidArgument("name is required")
+    budget = MAX_ID_BYTES - len(BAK_PREFIX) - len(target) - 1
+    key = pool_name(csi_name, budget)
+    if is_valid_id(key):
+        key = pool_name(csi_name, 0)  # forces the hashed form: never mistaken for an id
+    return key
+
+
+def format_bak_id(target: str, key: str) -> str:
+    text = f"{BAK_PREFIX}{target}:{key}"
+    assert len(text.encode()) <= MAX_ID_BYTES, text
+    return text
+
+
+def _split(text: str) -> tuple[str, str, str] | None:
+    """(prefix, target, rest) of either form, or None."""
+    if not text or len(text.encode()) > MAX_ID_BYTES:
+        return None
+    prefix = next((p for p in (BAK_PREFIX, HANDLE_PREFIX) if text.startswith(p)), None)
+    if prefix is None:
+        return None
+    target, sep, rest = text.removeprefix(prefix).partition(":")
+    try:
+        validate_target_name(target)
+        if rest and prefix == BAK_PREFIX and not is_valid_id(rest):
+            validate_name("snapshot", rest)
+    except InvalidArgument:
+        return None
+    return (prefix, target, rest) if sep and rest else None
+
+
+def parse_backup_id(text: str) -> BackupRef | None:
+    """Parse either form; None when `text` is not a backup snapshot ID."""
+    parts = _split(text)
+    if parts is None:
+        return None
+    prefix, target, rest = parts
+    if is_valid_id(rest):
+        return BackupRef(target, backup_id=rest)
+    return BackupRef(target, key=rest) if prefix == BAK_PREFIX else None
