@@ -52,11 +52,34 @@ def test_pool_init_rejects_a_tiny_image(tmp_path: Path) -> None:
 def test_the_main_job_story_runs_and_cleans_up(tmp_path: Path) -> None:
     root = tmp_path / "pool"
     try:
-        done = amber(root, "demo", "--image-size", "8Gi", "--data", "16Mi", timeout=300)
+        config = tmp_path / "targets.json"
+        done = amber(
+            root,
+            "demo",
+            "--image-size",
+            "8Gi",
+            "--data",
+            "16Mi",
+            "--targets-config",
+            str(config),
+            timeout=300,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         out = " ".join(done.stdout.split())
         assert "restored data is byte-identical to the snapshot moment" in out
         assert "filesystem now 1.9 GiB, data intact" in out
+        assert "the volume restored from the backup equals the snapshot moment" in out
+        assert "chunks unchanged (not read)" in out
+        assert json.loads(config.read_text())["targets"]["local"]["url"] == (
+            f"file://{tmp_path / 'backups'}"
+        )
+        assert (tmp_path / "backup.password").stat().st_mode & 0o777 == 0o600
+        # Clean-up removed the demo's backups from the target.
+        listed = amber(
+            root, "--output", "json", "backup", "--config", str(config), "list", "--target", "local"
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout) == []
         assert (tmp_path / "pool.img").exists()
         assert amber_json(root, "volume", "list") == []
         assert amber_json(root, "snapshot", "list") == []

@@ -17,6 +17,8 @@ from typing import Annotated
 
 import typer
 
+from amber.backup.targets import DEFAULT_CONFIG, TargetConfig
+from amber.cli.demo_backup import backup_story, forget_backups
 from amber.cli.output import console
 from amber.cli.state import state
 from amber.domain.errors import AmberError, Corrupt
@@ -71,22 +73,44 @@ def demo(
         str, typer.Option("--image-size", help="Size of a new default pool image.")
     ] = "20Gi",
     keep: Annotated[
-        bool, typer.Option("--keep", help="Keep the demo's volumes and snapshots.")
+        bool, typer.Option("--keep", help="Keep the demo's volumes, snapshots and backups.")
     ] = False,
+    targets_config: Annotated[
+        Path,
+        typer.Option(
+            "--targets-config",
+            help="Targets file; the demo adds a 'local' file target to it if it has none.",
+        ),
+    ] = DEFAULT_CONFIG,
 ) -> None:
-    """Walk through the Amber story on the pool: volume, snapshot, restore, clone, expand."""
+    """Walk through the Amber story on the pool: volume, snapshot, restore, clone, expand,
+    then a full and an incremental backup to a local target and a restore from it."""
     st = state(ctx)
     pool = ensure_pool(st.pool, parse_size(image_size))
     tag = time.strftime("%Y%m%d-%H%M%S")
     work = Path(f"/run/amber/demo-{tag}")
-    names: dict[str, str] = {k: f"demo-{k}-{tag}" for k in ("app", "snap", "restored", "clone")}
+    kinds = ("app", "snap", "restored", "clone", "snap2", "from-backup")
+    names: dict[str, str] = {k: f"demo-{k}-{tag}" for k in kinds}
+    config = TargetConfig(targets_config)
+    backups: list[str] = []
     console.print(
         f"[bold]Amber demo[/] on pool {pool.root} (reflink: {'yes' if pool.ctx.reflink else 'no'})"
     )
     try:
-        _story(pool, work, names, parse_size(data))
+        before = _story(pool, work, names, parse_size(data))
+        backup_story(
+            pool,
+            config,
+            names,
+            _step,
+            lambda name: _quiet(pool.snapshots.create(names["app"], name)),
+            lambda directory: _digest(directory) == before,
+            work / "from-backup",
+            backups,
+        )
     finally:
         if not keep:
+            forget_backups(pool, config, backups, names["app"])
             _cleanup(pool, names, work)
     status = pool.status()
     console.print(
@@ -95,7 +119,12 @@ def demo(
     )
 
 
-def _story(pool: Pool, work: Path, names: dict[str, str], nbytes: int) -> None:
+def _quiet(_value: object) -> None:
+    """Discard a result (for lambdas that must return None)."""
+
+
+def _story(pool: Pool, work: Path, names: dict[str, str], nbytes: int) -> str:
+    """The local part of the story; returns the digest of the data at the snapshot moment."""
     app_dir, restored_dir, clone_dir = work / "app", work / "restored", work / "clone"
     with _step(f"created volume {names['app']} (1 GiB, ext4)"):
         pool.volumes.create(VolumeRequest(names["app"], 1 * GiB))
@@ -145,6 +174,7 @@ def _story(pool: Pool, work: Path, names: dict[str, str], nbytes: int) -> None:
     st = os.statvfs(app_dir)
     console.print(f"    filesystem now {format_size(st.f_blocks * st.f_frsize)}, data intact")
     _check(lambda: (app_dir / "version.txt").read_text() == "v2-broken\n", "data lost")
+    return before
 
 
 def _check(condition: Callable[[], bool], message: str) -> None:
@@ -153,17 +183,23 @@ def _check(condition: Callable[[], bool], message: str) -> None:
 
 
 def _cleanup(pool: Pool, names: dict[str, str], work: Path) -> None:
-    for kind, key in (("volume", "clone"), ("volume", "restored"), ("volume", "app")):
+    for kind, key in (
+        ("volume", "from-backup"),
+        ("volume", "clone"),
+        ("volume", "restored"),
+        ("volume", "app"),
+    ):
         try:
             if pool.volumes.find(names[key]) is not None:
                 pool.attachments.release(kind, names[key])
                 pool.volumes.delete(names[key])
         except AmberError as e:
             console.print(f"  cleanup of {names[key]} failed: {e}")
-    if pool.snapshots.find(names["snap"]) is not None:
-        pool.snapshots.delete(names["snap"])
-    for sub in ("app", "restored", "clone"):
+    for key in ("snap", "snap2"):
+        if pool.snapshots.find(names[key]) is not None:
+            pool.snapshots.delete(names[key])
+    for sub in ("app", "restored", "clone", "from-backup"):
         (work / sub).rmdir() if (work / sub).exists() else None
     if work.exists():
         work.rmdir()
-    console.print("  cleaned up the demo's volumes and snapshot (use --keep to keep them)")
+    console.print("  cleaned up the demo's volumes, snapshots and backups (--keep keeps them)")
