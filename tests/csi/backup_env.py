@@ -135,3 +135,14 @@ def volume_image(pool: Path, volume_id: str) -> Path:
         row = db.execute("SELECT image FROM volumes WHERE name = ?", (name,)).fetchone()
     assert row is not None, f"no volume {name} in {pool}"
     return Path(row[0])
+
+
+def pool_names(pool: Path, table: str, volume_name: str | None = None) -> set[str]:
+    """Names in the pool's `volumes` or `snapshots` table (snapshots of `volume_name` only)."""
+    assert table in ("volumes", "snapshots")
+    sql = f"SELECT name FROM {table}"
+    args: tuple[str, ...] = ()
+    if volume_name is not None:
+        sql, args = f"{sql} WHERE volume_name = ?", (volume_name,)
+    with contextlib.closing(sqlite3.connect(pool / "amber.db")) as db:
+        return {str(row[0]) for row in db.execute(sql, args)}

@@ -21,7 +21,14 @@ from amber.cli.main import app
 from amber.csi._proto import csi_pb2
 from amber.domain.units import MiB
 from tests.blobstore.conftest import MotoServer, _run_moto
-from tests.csi.backup_env import PASSWORD, TcpProxy, repository, volume_image, write_targets
+from tests.csi.backup_env import (
+    PASSWORD,
+    TcpProxy,
+    pool_names,
+    repository,
+    volume_image,
+    write_targets,
+)
 from tests.csi.conftest import make_pool, remove_pool
 from tests.csi.driver import (
     RPC_TIMEOUT,
@@ -470,3 +477,111 @@ def test_import_prints_valid_objects_usable_by_another_cluster(env: Env) -> None
         ],
     )
     assert bad.exit_code != 0
+
+
+# -- keepLocalSnapshot, and a target outage while a restore downloads -------------------------
+
+
+def _restart(env: Env, index: int, node: str) -> Csi:
+    env.drivers[index].stop()
+    env.drivers[index].cleanup()
+    env.drivers[index] = start_driver(
+        env.pools[index],
+        node_id=node,
+        extra=[f"--targets-config={env.targets}", "--upload-retry=0.3", "--upload-attempts=60"],
+    )
+    return client(env, index)
+
+
+def test_keep_local_snapshot_policy(env: Env) -> None:
+    a = client(env, 0)
+    volume = a.create("pvc-keep", 16 * MiB, cap=block_cap())
+    pool_volume = volume.volume_id.rsplit(":", 1)[1]
+    data = os.urandom(MiB)
+    write(env.pools[0], volume.volume_id, 0, data)
+    keep = {**BACKUP, "keepLocalSnapshot": "true"}
+    bad = csi_pb2.CreateSnapshotRequest(
+        name="snapshot-keep-bad",
+        source_volume_id=volume.volume_id,
+        parameters={**BACKUP, "keepLocalSnapshot": "yes"},
+    )
+    message = expect_code(
+        Code.INVALID_ARGUMENT, lambda: a.controller.CreateSnapshot(bad, timeout=RPC_TIMEOUT)
+    )
+    assert "keepLocalSnapshot" in message
+    assert pool_names(env.pools[0], "snapshots", pool_volume) == set()
+
+    # The default drops the local snapshot after the upload.
+    _, dropped = ready_snapshot(a, volume.volume_id, "snapshot-keep-default", BACKUP)
+    assert pool_names(env.pools[0], "snapshots", pool_volume) == set()
+
+    # keepLocalSnapshot is stored with the job: a restart before the upload honours it.
+    env.proxy.block()
+    try:
+        snap = a.snapshot(volume.volume_id, "snapshot-keep", keep)
+        assert not snap.ready_to_use
+        a = _restart(env, 0, "node-a")
+    finally:
+        env.proxy.unblock()
+    _, snap = ready_snapshot(a, volume.volume_id, "snapshot-keep", keep)
+    kept = pool_names(env.pools[0], "snapshots", pool_volume)
+    assert len(kept) == 1
+    # It belongs to the backup snapshot: not listed as a local snapshot of its own.
+    listed = {e.snapshot.snapshot_id for e in a.list_snapshots().entries}
+    assert snap.snapshot_id in listed
+    assert not any(i.startswith("amber:v1:snap:") for i in listed)
+    manifest = next(
+        m
+        for m in env.repo().load_manifests()
+        if m.labels.get("amber.csi.dev/snapshot-name") == "snapshot-keep"
+    )
+
+    a.delete_snapshot(snap.snapshot_id)
+    assert pool_names(env.pools[0], "snapshots", pool_volume) == set()
+    assert manifest.backup_id not in env.repo().list_backups()
+    a.delete_snapshot(snap.snapshot_id)
+    a.delete_snapshot(dropped.snapshot_id)
+
+
+def test_s3_outage_during_restore_download(env: Env) -> None:
+    a, b = client(env, 0), client(env, 1)
+    volume = a.create("pvc-dl", 64 * MiB, cap=block_cap())
+    data = os.urandom(24 * MiB)
+    write(env.pools[0], volume.volume_id, 0, data)
+    _, snap = ready_snapshot(a, volume.volume_id, "snapshot-dl", BACKUP)
+    write(env.pools[0], volume.volume_id, 0, b"after the snapshot" * 1000)
+    request = csi_pb2.CreateVolumeRequest(
+        name="pvc-dl-restore",
+        volume_capabilities=[block_cap()],
+        volume_content_source=snapshot_source(snap.snapshot_id),
+    )
+
+    def create() -> tuple[Code, str] | None:
+        try:
+            b.controller.CreateVolume(request, timeout=RPC_TIMEOUT)
+        except grpc.RpcError as e:
+            return e.code(), str(e.details())
+        return None
+
+    env.proxy.delay = 0.01
+    try:
+        message = expect_code(
+            Code.ABORTED, lambda: b.controller.CreateVolume(request, timeout=RPC_TIMEOUT)
+        )
+        assert "being restored" in message
+        env.proxy.block()  # the target goes away while the restore downloads
+        failure = until(create, lambda r: r is None or r[0] is not Code.ABORTED, timeout=90)
+        assert failure is not None, "the restore completed with the target blocked"
+        assert failure[0] is Code.UNAVAILABLE, failure
+        # No half volume is left, and repeats fail cleanly while the target is down.
+        assert "pvc-dl-restore" not in pool_names(env.pools[1], "volumes")
+        assert not any("pvc-dl-restore" in e.volume.volume_id for e in b.list_volumes().entries)
+        assert create() is not None
+        assert "pvc-dl-restore" not in pool_names(env.pools[1], "volumes")
+    finally:
+        env.proxy.delay = 0.0
+        env.proxy.unblock()
+    restored, pending = restore(b, "pvc-dl-restore", snap.snapshot_id)
+    assert all("being restored" in m for m in pending)
+    assert read(env.pools[1], restored.volume_id, len(data)) == data
+    assert restored.content_source.snapshot.snapshot_id == snap.snapshot_id

@@ -377,7 +377,13 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
             if self._pool.volumes.find(volume_name) is None:
                 raise NotFound(f"source volume {request.source_volume_id[:140]!r} does not exist")
             target = self._backups.target_of(wanted.target, secrets)
-            info = self._backups.create(request.name, target, volume_name, request.source_volume_id)
+            info = self._backups.create(
+                request.name,
+                target,
+                volume_name,
+                request.source_volume_id,
+                keep_local=wanted.keep_local,
+            )
             return csi_pb2.CreateSnapshotResponse(snapshot=self._backup_message(info))
         snapshot = self._pool.snapshots.create(volume_name, name, exist_ok=True)
         return csi_pb2.CreateSnapshotResponse(snapshot=self._snapshot_message(snapshot))

@@ -48,6 +48,7 @@ FSTYPE_KEYS: Final = ("fsType", "csi.storage.k8s.io/fstype")
 SNAPSHOT_TYPE_KEY: Final = "type"
 OPEN_LOCAL_READONLY_KEY: Final = "csi.aliyun.com/readonly"
 TARGET_KEY: Final = "target"
+KEEP_LOCAL_KEY: Final = "keepLocalSnapshot"
 OPEN_LOCAL_S3_KEYS: Final = ("s3URL", "s3AK", "s3SK", "s3ForcePathStyle", "s3DisableSSL")
 SECRET_TARGET_KEYS: Final = ("url", "s3URL")
 """Secret keys that define a backup target (Amber's layout, open-local's `s3-config`)."""
@@ -99,6 +100,9 @@ class SnapshotParameters:
     """`type: backup`: the snapshot is uploaded to a backup target (False: a local snapshot)."""
     target: str | None = None
     """The `target` parameter (a backup snapshot may take its target from the secret)."""
+    keep_local: bool = False
+    """`keepLocalSnapshot: "true"`: the local reflink snapshot stays after the upload (until
+    DeleteSnapshot); by default it is dropped (the engine keeps its own incremental base)."""
 
 
 def _snapshot_kind(params: Mapping[str, str], secrets: Mapping[str, str]) -> str:
@@ -118,7 +122,9 @@ def parse_snapshot_parameters(
     params: Mapping[str, str], secrets: Mapping[str, str] | None = None
 ) -> SnapshotParameters:
     """Check a CreateSnapshot `parameters` map (and see whether its secret defines a target)."""
-    unknown = _unknown_keys(params, (SNAPSHOT_TYPE_KEY, OPEN_LOCAL_READONLY_KEY, TARGET_KEY))
+    unknown = _unknown_keys(
+        params, (SNAPSHOT_TYPE_KEY, OPEN_LOCAL_READONLY_KEY, TARGET_KEY, KEEP_LOCAL_KEY)
+    )
     if unknown:
         hint = (
             " (S3 settings and credentials go in the snapshotter secret, never in parameters)"
@@ -127,9 +133,10 @@ def parse_snapshot_parameters(
         )
         raise InvalidArgument(
             f"unknown snapshot parameter(s) {', '.join(map(repr, unknown))}: Amber understands "
-            f"{SNAPSHOT_TYPE_KEY!r} (local or backup), {TARGET_KEY!r} and "
+            f"{SNAPSHOT_TYPE_KEY!r} (local or backup), {TARGET_KEY!r}, {KEEP_LOCAL_KEY!r} and "
             f"{OPEN_LOCAL_READONLY_KEY!r}{hint}"
         )
+    keep_local = _keep_local(params)
     kind = _snapshot_kind(params, secrets or {})
     readonly = params.get(OPEN_LOCAL_READONLY_KEY, "").strip().lower()
     if kind == "local":
@@ -140,6 +147,8 @@ def parse_snapshot_parameters(
             )
         if params.get(TARGET_KEY):
             raise InvalidArgument(f"{TARGET_KEY!r} only applies to type: backup")
+        if keep_local:
+            raise InvalidArgument(f"{KEEP_LOCAL_KEY!r} only applies to type: backup")
         return SnapshotParameters()
     if kind != "backup":
         raise InvalidArgument(f"unknown snapshot type {kind!r}: use 'local' or 'backup'")
@@ -150,7 +159,21 @@ def parse_snapshot_parameters(
             "type: backup needs the parameter 'target' (a target of the node's targets file) "
             "or a snapshotter secret that defines the target"
         )
-    return SnapshotParameters(backup=True, target=params.get(TARGET_KEY) or None)
+    return SnapshotParameters(
+        backup=True, target=params.get(TARGET_KEY) or None, keep_local=keep_local
+    )
+
+
+def _keep_local(params: Mapping[str, str]) -> bool:
+    """The `keepLocalSnapshot` parameter: "true" or "false" (default false)."""
+    value = params.get(KEEP_LOCAL_KEY)
+    if value is None:
+        return False
+    if value.strip().lower() not in ("true", "false"):
+        raise InvalidArgument(
+            f'snapshot parameter {KEEP_LOCAL_KEY!r} must be "true" or "false", not {value[:64]!r}'
+        )
+    return value.strip().lower() == "true"
 
 
 # -- capacity -----------------------------------------------------------------------------

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     started INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     error_kind TEXT,
+    keep_local INTEGER NOT NULL DEFAULT 0,
     UNIQUE (target, key)
 );
 CREATE TABLE IF NOT EXISTS restored (
@@ -71,7 +72,8 @@ class UploadJob:
     """The source volume's pool name."""
     volume_id: str
     snapshot: str
-    """The local (reflink) snapshot the upload reads; dropped once the backup is committed."""
+    """The local (reflink) snapshot the upload reads; dropped once the backup is committed
+    unless `keep_local`."""
     size: int
     created: float
     state: UploadState
@@ -83,11 +85,14 @@ class UploadJob:
     error: str | None = None
     error_kind: str | None = None
     """The domain error class of a failure (its gRPC code is that class's)."""
+    keep_local: bool = False
+    """Keep the local snapshot after the upload (class parameter `keepLocalSnapshot`); it is
+    removed with the backup by DeleteSnapshot."""
 
 
 _COLUMNS: Final = (
     "name, target, key, volume, volume_id, snapshot, size, created, state, backup_id, "
-    "attempts, next_try, started, error, error_kind"
+    "attempts, next_try, started, error, error_kind, keep_local"
 )
 
 
@@ -95,6 +100,7 @@ def _job(row: tuple[Any, ...]) -> UploadJob:
     values = list(row)
     values[8] = UploadState(values[8])
     values[12] = bool(values[12])
+    values[15] = bool(values[15])
     return UploadJob(*values)
 
 
@@ -110,6 +116,11 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(uploads)")}
+            if "keep_local" not in columns:  # a table made before the column existed
+                self._db.execute(
+                    "ALTER TABLE uploads ADD COLUMN keep_local INTEGER NOT NULL DEFAULT 0"
+                )
 
     def close(self) -> None:
         with self._lock:
@@ -160,10 +171,11 @@ class JobStore:
             int(job.started),
             job.error,
             job.error_kind,
+            int(job.keep_local),
         )
         with self._lock:
             self._db.execute(
-                f"INSERT OR REPLACE INTO uploads ({_COLUMNS}) VALUES ({','.join('?' * 15)})",
+                f"INSERT OR REPLACE INTO uploads ({_COLUMNS}) VALUES ({','.join('?' * 16)})",
                 values,
             )
         return job

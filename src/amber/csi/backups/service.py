@@ -125,16 +125,29 @@ class BackupSnapshots:
             return defined
         return self._resolver.resolve(parameter, secrets)
 
-    def create(self, name: str, target: TargetAccess, volume: str, volume_id: str) -> SnapshotInfo:
-        """Take the local snapshot now and queue its upload; repeats report the job."""
+    def create(
+        self,
+        name: str,
+        target: TargetAccess,
+        volume: str,
+        volume_id: str,
+        *,
+        keep_local: bool = False,
+    ) -> SnapshotInfo:
+        """Take the local snapshot now and queue its upload; repeats report the job.
+
+        `keep_local`: the local snapshot stays after the upload (until DeleteSnapshot)."""
         key = snapshot_key(name, target.name)
         with self._names.hold(name, f"snapshot {name!r}"):
             job = self._store.get(name)
             if job is None:
-                job = self._new_job(name, key, target.name, volume, volume_id)
-            elif (job.volume, job.target) != (volume, target.name):
+                job = self._new_job(
+                    name, key, target.name, volume, volume_id, keep_local=keep_local
+                )
+            elif (job.volume, job.target, job.keep_local) != (volume, target.name, keep_local):
                 raise AlreadyExists(
-                    f"snapshot {name!r} already exists for another volume or target"
+                    f"snapshot {name!r} already exists for another volume, target or "
+                    "keepLocalSnapshot setting"
                 )
         if job.state is UploadState.FAILED:
             raise _failure(job)
@@ -142,7 +155,9 @@ class BackupSnapshots:
             self._uploads.wake()
         return self._info(job)
 
-    def _new_job(self, name: str, key: str, target: str, volume: str, volume_id: str) -> UploadJob:
+    def _new_job(
+        self, name: str, key: str, target: str, volume: str, volume_id: str, *, keep_local: bool
+    ) -> UploadJob:
         snapshot = self._pool.snapshots.create(volume, key, exist_ok=True)
         job = UploadJob(
             name=name,
@@ -154,6 +169,7 @@ class BackupSnapshots:
             size=snapshot.size,
             created=snapshot.created,
             state=UploadState.UPLOADING,
+            keep_local=keep_local,
         )
         return self._store.put(job)
 
@@ -212,8 +228,13 @@ class BackupSnapshots:
         return [self._info(j) for j in self._store.jobs() if j.state is not UploadState.DELETING]
 
     def local_snapshot_names(self) -> set[str]:
-        """Pool snapshots that are uploads in progress (not local snapshots of their own)."""
-        return {j.snapshot for j in self._store.jobs() if j.state is not UploadState.READY}
+        """Pool snapshots that belong to backup snapshots (uploads in progress, and local
+        snapshots kept by `keepLocalSnapshot`): not local snapshots of their own."""
+        return {
+            j.snapshot
+            for j in self._store.jobs()
+            if j.state is not UploadState.READY or j.keep_local
+        }
 
     def lookup(self, snapshot_id: str, secrets: Mapping[str, str]) -> SnapshotInfo | None:
         """The snapshot an ID names: from this node's jobs, else from the target."""

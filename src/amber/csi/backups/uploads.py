@@ -4,7 +4,7 @@ CreateSnapshot takes the reflink snapshot at once (the point in time is exact) a
 `uploading` job; this worker (one thread in the node process) backs the snapshot up to its
 target as an incremental backup against the volume's base (`amber.backup.state`), labelled with
 the snapshot's key, then drops the local snapshot: the engine keeps its own reflink base image,
-which is all the next incremental needs.
+which is all the next incremental needs (a job with `keep_local` keeps it until DeleteSnapshot).
 
 Failures that may heal (target unreachable, repository busy) are retried with exponential
 backoff up to `max_attempts`; others (wrong password, damaged repository, snapshot gone) fail
@@ -206,7 +206,8 @@ class Uploads:
             return
         state = UploadState.DELETING if current.state is UploadState.DELETING else UploadState.READY
         self._store.update(current, state=state, backup_id=backup_id, error=None, next_try=0.0)
-        self._drop_local(current)
+        if not current.keep_local:
+            self._drop_local(current)
         if state is UploadState.DELETING:
             self._wake.set()
 
