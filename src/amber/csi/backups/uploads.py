@@ -204,10 +204,13 @@ class Uploads:
         current = self._store.get(job.name)
         if current is None:
             return
-        state = UploadState.DELETING if current.state is UploadState.DELETING else UploadState.READY
-        self._store.update(current, state=state, backup_id=backup_id, error=None, next_try=0.0)
+        # Drop the local snapshot before the job reads as ready, so that a caller who sees
+        # ready_to_use never finds it still there (a crash in between is resolved on restart:
+        # the job finds its committed backup by label).
         if not current.keep_local:
             self._drop_local(current)
+        state = UploadState.DELETING if current.state is UploadState.DELETING else UploadState.READY
+        self._store.update(current, state=state, backup_id=backup_id, error=None, next_try=0.0)
         if state is UploadState.DELETING:
             self._wake.set()
 
