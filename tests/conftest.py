@@ -53,12 +53,17 @@ def make_xfs(directory: Path, size: str) -> tuple[Path, Path]:
 def teardown_mounts_under(directory: Path) -> None:
     """Unmount everything below `directory` and free loop devices of images below it."""
     prefix = str(directory) + "/"
+    # Find the loop devices first: once their filesystem is lazily unmounted, the kernel names
+    # their backing files relative to the detached mount and they no longer match the prefix.
+    loops = [
+        loop.device for loop in loopdev.list_loops() if str(loop.backing_file).startswith(prefix)
+    ]
     for entry in reversed(mount.mount_table()):
         if str(entry.target).startswith(prefix):
             subprocess.run(["umount", "-l", str(entry.target)], check=False)
-    for loop in loopdev.list_loops():
-        if str(loop.backing_file).startswith(prefix):
-            subprocess.run(["losetup", "-d", str(loop.device)], check=False)
+    for device in loops:
+        # Detaches now, or (if still open) as soon as the last user goes: never leaked.
+        subprocess.run(["losetup", "-d", str(device)], check=False)
 
 
 @pytest.fixture(scope="session")
