@@ -38,6 +38,7 @@ from pathlib import Path
 from amber.backup.layout import Clock, new_id
 from amber.domain.errors import Busy
 from amber.pool import Pool
+from amber.pool.context import fsync_dir
 from amber.system import ioctl
 
 STATE_DB = "backup-state.db"
@@ -159,7 +160,7 @@ class BackupState:
         image = directory / f"{new_id()}.img"
         ioctl.reflink(snapshot_image, image)
         os.chmod(image, 0o400)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         stored = dataclasses.replace(record, image=image, created=self._clock())
         self._db.execute(
             "INSERT OR REPLACE INTO bases VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -199,7 +200,7 @@ class BackupState:
         for path in directory.iterdir():
             if path != keep:
                 path.unlink(missing_ok=True)
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 def _record(row: tuple[object, ...]) -> BaseRecord:
@@ -218,11 +219,3 @@ def _record(row: tuple[object, ...]) -> BaseRecord:
         size=int(str(size)),
         created=float(str(created)),
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

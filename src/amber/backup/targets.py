@@ -309,6 +309,17 @@ class TargetRuntime:
     scrypt: ScryptParams = field(default_factory=ScryptParams)
     """scrypt cost for the password slot written when a repository is created."""
 
+    def retrying(self, store: BlobStore) -> RetryingStore:
+        """`store` (unwrapped if it already retries) retried within this budget."""
+        inner = store.inner if isinstance(store, RetryingStore) else store
+        return RetryingStore(
+            inner,
+            attempts=self.attempts,
+            base_delay=self.base_delay,
+            max_delay=self.max_delay,
+            deadline=self.deadline,
+        )
+
 
 def _read_secret(path: str | None, what: str) -> bytes | None:
     """A secret file's bytes; errors name the file, never its content."""
@@ -370,19 +381,10 @@ def open_store(target: Target, runtime: TargetRuntime | None = None) -> BlobStor
     """
     runtime = runtime or TargetRuntime()
     if target.url.startswith("file:"):
-        inner = _file_store(target.url, target.options)
-    else:
-        from amber.blobstore.target import open_store as open_url
+        return runtime.retrying(_file_store(target.url, target.options))
+    from amber.blobstore.target import open_store as open_url
 
-        store = open_url(target.url, store_options(target))
-        inner = store.inner if isinstance(store, RetryingStore) else store
-    return RetryingStore(
-        inner,
-        attempts=runtime.attempts,
-        base_delay=runtime.base_delay,
-        max_delay=runtime.max_delay,
-        deadline=runtime.deadline,
-    )
+    return runtime.retrying(open_url(target.url, store_options(target)))
 
 
 def open_target_repository(
@@ -394,16 +396,36 @@ def open_target_repository(
 ) -> Repository:
     """Open the target's repository; with `create`, initialize it if there is none yet."""
     runtime = runtime or TargetRuntime()
-    store = open_store(target, runtime)
-    creds = credentials(target)
+    return open_or_init_repository(
+        open_store(target, runtime),
+        credentials(target),
+        create=create,
+        encryption=target.encryption,
+        scrypt=runtime.scrypt,
+        clock=clock,
+    )
+
+
+def open_or_init_repository(
+    store: BlobStore,
+    creds: Credentials | None,
+    *,
+    create: bool,
+    encryption: str,
+    scrypt: ScryptParams,
+    clock: Clock,
+) -> Repository:
+    """Open the repository in `store`; with `create`, initialize it if the store has none.
+
+    A store whose `config` exists but whose repository does not open (e.g. a missing key
+    slot) is never initialized over.
+    """
     try:
         return open_repository(store, creds, clock=clock)
     except NotFound:
         if not create or _has_config(store):
             raise
-    return init_repository(
-        store, creds, encryption=target.encryption, scrypt=runtime.scrypt, clock=clock
-    )
+    return init_repository(store, creds, encryption=encryption, scrypt=scrypt, clock=clock)
 
 
 def _has_config(store: BlobStore) -> bool:

@@ -35,16 +35,15 @@ from urllib.parse import urlsplit
 from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_NONE
 from amber.backup.keys import Password
 from amber.backup.layout import Clock
-from amber.backup.repository import Repository, init_repository, open_repository, read_config
+from amber.backup.repository import Repository
 from amber.backup.targets import (
     DEFAULT_CONFIG,
     TargetConfig,
     TargetRuntime,
+    open_or_init_repository,
     open_target_repository,
     validate_target_name,
 )
-from amber.blobstore.base import BlobStore
-from amber.blobstore.retry import RetryingStore
 from amber.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = ["TargetAccess", "TargetResolver", "TargetUnknown", "target_from_secrets"]
@@ -167,14 +166,6 @@ def target_from_secrets(secrets: Mapping[str, str]) -> SecretTarget | None:
     return SecretTarget(name, url, options, None if unencrypted else password)
 
 
-def _has_config(store: BlobStore) -> bool:
-    try:
-        read_config(store)
-    except NotFound:
-        return False
-    return True
-
-
 class TargetResolver:
     """Targets by name: from the call's secrets, those learned earlier, the targets file."""
 
@@ -234,23 +225,13 @@ class TargetResolver:
     def _open_secret(self, target: SecretTarget, create: bool) -> Repository:
         from amber.blobstore.target import open_store  # imports the S3 client
 
-        store = open_store(target.url, target.options)
-        inner = store.inner if isinstance(store, RetryingStore) else store
-        runtime = self._runtime
-        store = RetryingStore(
-            inner,
-            attempts=runtime.attempts,
-            base_delay=runtime.base_delay,
-            max_delay=runtime.max_delay,
-            deadline=runtime.deadline,
-        )
+        store = self._runtime.retrying(open_store(target.url, target.options))
         creds = Password(target.password) if target.password else None
-        try:
-            return open_repository(store, creds, clock=self._clock)
-        except NotFound:
-            if not create or _has_config(store):
-                raise
-        encryption = ENCRYPTION_AES if creds is not None else ENCRYPTION_NONE
-        return init_repository(
-            store, creds, encryption=encryption, scrypt=runtime.scrypt, clock=self._clock
+        return open_or_init_repository(
+            store,
+            creds,
+            create=create,
+            encryption=ENCRYPTION_AES if creds is not None else ENCRYPTION_NONE,
+            scrypt=self._runtime.scrypt,
+            clock=self._clock,
         )
