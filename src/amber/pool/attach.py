@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,17 +107,9 @@ class Attachments:
                 return existing
             self._prepare_dir(target, create_target)
             read_only = read_only or obj.snapshot
-            payload = {"uid": obj.uid, "image": str(obj.image), "target": str(target)}
-            journal_id = self._ctx.store.journal_add("attach", f"{kind}:{name}", payload)
-            try:
-                attachment = self._mount_locked(obj, target, read_only, extra)
-                with self._ctx.store.transaction() as db:
-                    self._ctx.store.add_attachment(db, attachment)
-                    self._ctx.store.journal_remove(journal_id, db)
-            except BaseException:
-                undo_attach(self._ctx, payload)
-                self._ctx.store.journal_remove(journal_id)
-                raise
+            attachment = self._journaled_attach(
+                obj, target, lambda: self._mount_locked(obj, target, read_only, extra)
+            )
             fresh = self._ctx.store.volume_by_uid(obj.uid)
             if fresh is not None and fresh.fs_resize_pending and not read_only:
                 grow_filesystem_if_mounted(self._ctx, fresh)
@@ -192,18 +184,26 @@ class Attachments:
                     return existing
                 if mount.is_mounted(path):
                     raise FailedPrecondition(f"something else is already mounted at {path}")
-            payload = {"uid": obj.uid, "image": str(obj.image), "target": str(path or "")}
-            journal_id = self._ctx.store.journal_add("attach", f"{kind}:{name}", payload)
-            try:
-                attachment = self._expose_locked(obj, path, read_only or obj.snapshot)
-                with self._ctx.store.transaction() as db:
-                    self._ctx.store.add_attachment(db, attachment)
-                    self._ctx.store.journal_remove(journal_id, db)
-            except BaseException:
-                undo_attach(self._ctx, payload)
-                self._ctx.store.journal_remove(journal_id)
-                raise
-            return attachment
+            return self._journaled_attach(
+                obj, path, lambda: self._expose_locked(obj, path, read_only or obj.snapshot)
+            )
+
+    def _journaled_attach(
+        self, obj: _Target, target: Path | None, attach: Callable[[], Attachment]
+    ) -> Attachment:
+        """Journal an attach, do it, record it; undo it on any failure (the object's lock held)."""
+        payload = {"uid": obj.uid, "image": str(obj.image), "target": str(target or "")}
+        journal_id = self._ctx.store.journal_add("attach", f"{obj.kind}:{obj.name}", payload)
+        try:
+            attachment = attach()
+            with self._ctx.store.transaction() as db:
+                self._ctx.store.add_attachment(db, attachment)
+                self._ctx.store.journal_remove(journal_id, db)
+        except BaseException:
+            undo_attach(self._ctx, payload)
+            self._ctx.store.journal_remove(journal_id)
+            raise
+        return attachment
 
     def _expose_locked(self, obj: _Target, path: Path | None, read_only: bool) -> Attachment:
         loop = self._loop_for(obj)
