@@ -303,6 +303,21 @@ def test_commit_validates_the_draft_without_side_effects(
         writer.add_chunk(b"more")
 
 
+def test_commit_under_a_chosen_id_refuses_a_taken_one(repo: Repository, store: BlobStore) -> None:
+    chosen = "0123456789abcdef" * 2
+    writer = repo.writer()
+    chunk_id = writer.add_chunk(random_bytes(CHUNK, 7))
+    with pytest.raises(InvalidArgument, match="32 hex digits"):
+        writer.commit(ManifestDraft("vol-a", CHUNK, [chunk_id], backup_id="not-an-id"))
+    assert writer.commit(ManifestDraft("vol-a", CHUNK, [chunk_id], backup_id=chosen)) == chosen
+    assert repo.load_manifest(chosen).chunk_map == (chunk_id,)
+    second = repo.writer()
+    with pytest.raises(AlreadyExists, match=chosen):
+        second.commit(ManifestDraft("vol-b", CHUNK, [chunk_id], backup_id=chosen))
+    assert repo.load_manifest(chosen).volume_name == "vol-a"
+    assert repo.list_backups() == [chosen]
+
+
 def test_rebuild_index_recovers_a_deleted_index(repo: Repository, store: BlobStore) -> None:
     data = sample_volume(8, chunks=20)
     backup_id = backup(repo, data)

@@ -93,6 +93,8 @@ class BackupOptions:
     """Compare extent maps with the base; False always reads every data chunk."""
     lock_wait: float = DEFAULT_LOCK_WAIT
     """Seconds to wait for a prune holding the repository lock."""
+    backup_id: str | None = None
+    """Commit under this id (32 hex digits) instead of a random one; AlreadyExists if taken."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,7 @@ class _Job:
             labels={**self.options.labels, **self._system_labels()},
             tags=tuple(self.options.tags),
             bytes_read=self.counters.bytes_read,
+            backup_id=self.options.backup_id,
         )
         if any(ref is None for ref in plan.refs):
             raise AssertionError("the pipeline left chunks without a reference")

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from amber.backup.index import RepositoryIndex, write_index
-from amber.backup.layout import backup_key, new_id, pack_key
+from amber.backup.layout import backup_key, is_valid_id, new_id, pack_key
 from amber.backup.locks import Lock
 from amber.backup.manifest import (
     BackupStats,
@@ -46,7 +46,7 @@ from amber.backup.manifest import (
     validate_manifest,
 )
 from amber.backup.pack import EncodedBlob, PackBuilder, PackEntry, short
-from amber.domain.errors import FailedPrecondition, InvalidArgument
+from amber.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
     from amber.backup.repository import Repository
@@ -70,6 +70,10 @@ class ManifestDraft:
     labels: Mapping[str, str] = field(default_factory=dict)
     tags: Sequence[str] = ()
     bytes_read: int | None = None
+    backup_id: str | None = None
+    """The id to commit under (32 hex digits), e.g. one derived from a caller's own name so
+    the backup can be found without listing; None draws a random one. The commit refuses
+    an id that an existing backup already has."""
 
 
 @dataclass
@@ -216,8 +220,11 @@ class BackupWriter:
                 self._flush_all_locked()
                 if self._lock is not None:
                     self._lock.refresh()
+                key = backup_key(manifest.backup_id)
+                if draft.backup_id is not None and self._repo.store.exists(key):
+                    raise AlreadyExists(f"a backup with id {manifest.backup_id} already exists")
                 sealed = encode_manifest(manifest, self._repo.keys.sealer)
-                self._repo.store.put(backup_key(manifest.backup_id), sealed)
+                self._repo.store.put(key, sealed)
             self._state = "committed"
             self._shutdown_locked()
             return manifest.backup_id
@@ -343,6 +350,8 @@ class BackupWriter:
         self.index_keys.extend(keys)
 
     def _manifest_locked(self, draft: ManifestDraft) -> Manifest:
+        if draft.backup_id is not None and not is_valid_id(draft.backup_id):
+            raise InvalidArgument(f"backup id {draft.backup_id!r} is not 32 hex digits")
         for position, ref in enumerate(draft.chunk_map):
             if isinstance(ref, bytes) and not self._contains_locked(ref):
                 raise InvalidArgument(
@@ -359,7 +368,7 @@ class BackupWriter:
             duration_seconds=max(0.0, created - self._started),
         )
         manifest = Manifest(
-            backup_id=new_id(),
+            backup_id=draft.backup_id or new_id(),
             volume_name=draft.volume_name,
             volume_size=draft.volume_size,
             chunk_size=self._repo.chunk_size,
