@@ -44,6 +44,12 @@ class MemStore:
         with self._lock:
             self._objects[key] = (bytes(data), self._clock())
 
+    def stage(self, key: str, data: bytes) -> None:
+        self.put(key, data)
+
+    def flush(self) -> None:
+        pass
+
     def _data(self, key: str) -> bytes:
         with self._lock:
             found = self._objects.get(key)
@@ -88,12 +94,26 @@ class ClockedFileStore:
     def __init__(self, inner: FileStore, clock: Callable[[], float]) -> None:
         self.inner = inner
         self._clock = clock
+        self._staged: list[str] = []
 
     def describe(self) -> str:
         return self.inner.describe()
 
     def put(self, key: str, data: bytes) -> None:
         self.inner.put(key, data)
+        self._stamp(key)
+
+    def stage(self, key: str, data: bytes) -> None:
+        self.inner.stage(key, data)
+        self._staged.append(key)
+
+    def flush(self) -> None:
+        self.inner.flush()
+        for key in self._staged:
+            self._stamp(key)
+        self._staged.clear()
+
+    def _stamp(self, key: str) -> None:
         now = self._clock()
         os.utime(self.inner.root.joinpath(*key.split("/")), (now, now))
 
@@ -135,6 +155,12 @@ class FailingPuts:
                 raise Unavailable(f"put {key}: injected failure")
             self.left -= 1
         self.inner.put(key, data)
+
+    def stage(self, key: str, data: bytes) -> None:
+        self.put(key, data)
+
+    def flush(self) -> None:
+        self.inner.flush()
 
     def get(self, key: str) -> bytes:
         return self.inner.get(key)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-
+import blake3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -43,7 +42,7 @@ def build_pack(chunks: list[bytes], keys=KEYS) -> tuple[bytes, list[PackEntry], 
     for chunk in chunks:
         builder.add(codec.encode(keys.chunk_id(chunk), chunk))
     finished = builder.finish(keys.sealer)
-    assert finished.pack_id == hashlib.sha256(finished.data).digest()
+    assert finished.pack_id == blake3.blake3(finished.data).digest()
     return finished.data, list(finished.entries), codec
 
 

@@ -121,6 +121,12 @@ class _RacingStore:
             self.competitor = None
         self.inner.put(key, data)
 
+    def stage(self, key: str, data: bytes) -> None:
+        self.put(key, data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import blake3
 import pytest
 
 from amber.backup import (
@@ -124,7 +124,7 @@ def test_packs_are_filled_to_the_target_and_named_by_hash(
     assert len(pack_keys) >= 4
     for key in pack_keys:
         content = store.get(key)
-        assert pack_id_from_key(key) == hashlib.sha256(content).digest()
+        assert pack_id_from_key(key) == blake3.blake3(content).digest()
     sizes = sorted(store.stat(k).size for k in pack_keys)
     assert all(size >= PACK for size in sizes[1:])  # only the last pack may be short
 
@@ -233,7 +233,7 @@ def test_swapped_object_kinds_are_corrupt(repo: Repository, store: BlobStore) ->
         repo.load_manifest(first)
     # A manifest stored as an index object under its proper hash name.
     manifest_bytes = store.get(f"backups/{second}")
-    store.put(f"index/{hashlib.sha256(manifest_bytes).hexdigest()}", manifest_bytes)
+    store.put(f"index/{blake3.blake3(manifest_bytes).hexdigest()}", manifest_bytes)
     with pytest.raises(Corrupt, match="index object"):
         repo.reload_index()
 

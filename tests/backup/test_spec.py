@@ -3,12 +3,12 @@ only hashlib/hmac/struct/json, zstandard and `cryptography`, restores a backup b
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import struct
 import unicodedata
 
+import blake3
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -51,7 +51,9 @@ def _master_key(store: BlobStore, config: dict[str, object], password: str) -> b
 def _index(store: BlobStore, key: bytes) -> dict[bytes, tuple[bytes, int, int, int, int]]:
     chunks = {}
     for info in store.list("index/"):
-        plain = _open(key, "index", store.get(info.key))
+        sealed = store.get(info.key)
+        assert info.key == f"index/{blake3.blake3(sealed).hexdigest()}"
+        plain = _open(key, "index", sealed)
         assert plain[:8] == b"AMBRIDX1"
         (superseded,) = struct.unpack_from("<I", plain, 8)
         pos = 12 + 32 * superseded
@@ -127,7 +129,7 @@ def restore_from_spec(store: BlobStore, password: str, backup_id: str) -> bytes:
             continue
         pack_id, offset, stored, raw, flags = index[ref]
         pack = store.get(f"data/{pack_id.hex()[:2]}/{pack_id.hex()}")
-        assert hashlib.sha256(pack).digest() == pack_id
+        assert blake3.blake3(pack).digest() == pack_id
         magic, version, header_length = struct.unpack("<8sII", pack[-16:])
         assert (magic, version) == (b"AMBRPACK", 1)
         header = _open(enc, "pack-header", pack[-16 - header_length : -16])
@@ -135,7 +137,7 @@ def restore_from_spec(store: BlobStore, password: str, backup_id: str) -> bytes:
         payload = _open(enc, "blob", pack[offset : offset + stored], ref)
         plain = zstandard.ZstdDecompressor().decompress(payload) if flags & 1 else payload
         assert len(plain) == raw == length
-        assert hmac.digest(id_key, plain, "sha256") == ref
+        assert blake3.blake3(plain, key=id_key).digest() == ref
         out += plain
     return bytes(out)
 

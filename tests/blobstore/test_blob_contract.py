@@ -66,6 +66,24 @@ def test_overwrite_replaces_content(store: BlobStore) -> None:
     assert [(i.key, i.size) for i in store.list("k")] == [("k", 6)]
 
 
+def test_staged_objects_are_whole_after_flush(store: BlobStore) -> None:
+    store.stage("data/aa/one", b"first" * 1000)
+    store.stage("data/bb/two", EVERY_BYTE)
+    store.flush()
+    assert store.get("data/aa/one") == b"first" * 1000
+    assert store.get("data/bb/two") == EVERY_BYTE
+    assert keys(store.list("data/")) == ["data/aa/one", "data/bb/two"]
+    store.flush()  # nothing staged: a no-op
+    assert store.get("data/aa/one") == b"first" * 1000
+
+
+def test_staging_checks_the_key_at_once(store: BlobStore) -> None:
+    with pytest.raises(InvalidArgument):
+        store.stage("../escape", b"x")
+    store.flush()
+    assert keys(store.list()) == []
+
+
 def test_missing_key_is_not_found(store: BlobStore) -> None:
     with pytest.raises(NotFound, match="nope"):
         store.get("nope")

@@ -78,6 +78,52 @@ def test_failed_fsync_fails_the_put(file_store: FileStore, monkeypatch: pytest.M
     assert files_under(file_store.root) == []
 
 
+def test_a_staged_object_stays_invisible_until_the_flush(file_store: FileStore) -> None:
+    file_store.stage("data/3f/3f9a", b"payload")
+    assert not file_store.exists("data/3f/3f9a")
+    assert list(file_store.list()) == []
+    [temp] = files_under(file_store.root)
+    assert temp.startswith(f"data/3f/{TEMP_MARKER}")  # a crash now leaves only a temp file
+    file_store.flush()
+    assert file_store.get("data/3f/3f9a") == b"payload"
+    assert files_under(file_store.root) == ["data/3f/3f9a"]
+
+
+def test_a_failed_flush_keeps_the_rest_staged_for_a_retry(
+    file_store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b", "c"):
+        file_store.stage(f"data/{name}", name.encode() * 10)
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(Unavailable, match="EIO"):
+        file_store.flush()
+    assert [info.key for info in file_store.list("data/")] == ["data/a"]
+    file_store.flush()
+    assert sorted(info.key for info in file_store.list("data/")) == ["data/a", "data/b", "data/c"]
+    assert file_store.get("data/c") == b"c" * 10
+    assert all(TEMP_MARKER not in name for name in files_under(file_store.root))
+
+
+def test_a_torn_staged_write_leaves_nothing(
+    file_store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "write", failing_write_after(1000, errno.ENOSPC))
+    with pytest.raises(OutOfSpace, match="data/ab/torn"):
+        file_store.stage("data/ab/torn", b"z" * 5000)
+    monkeypatch.undo()
+    file_store.flush()
+    assert not file_store.exists("data/ab/torn")
+    assert files_under(file_store.root) == []
+
+
 def test_put_writes_the_final_name_only(file_store: FileStore) -> None:
     file_store.put("data/3f/3f9a", b"payload")
     assert (file_store.root / "data" / "3f" / "3f9a").read_bytes() == b"payload"

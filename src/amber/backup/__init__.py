@@ -1,11 +1,11 @@
 """The backup repository: how Amber stores volume backups in a `BlobStore`.
 
 A volume image is cut into fixed, aligned chunks (1 MiB by default). Holes and all-zero chunks
-are not stored. Every other chunk is named by a keyed hash of its content (HMAC-SHA256 under a
+are not stored. Every other chunk is named by a keyed hash of its content (keyed BLAKE3 under a
 per-repository key), so equal chunks are stored once across all backups of all volumes; it is
 compressed with zstd level 1 when that helps, sealed with AES-256-GCM and appended to a *pack*.
 A pack (16 MiB by default) ends with a sealed header that lists its chunks, so the packs alone
-describe everything stored. Packs are named by the SHA-256 of their bytes and never rewritten.
+describe everything stored. Packs are named by the BLAKE3 hash of their bytes and never rewritten.
 
 The *index* maps each chunk id to its pack and position; it is written after the packs it
 describes and can always be rebuilt from the pack headers. A *manifest* per backup lists, for
@@ -16,8 +16,8 @@ once its manifest does, and then every chunk it needs is in an indexed, existing
 ```
 config                  what the repository is (format version, ids, parameters)
 keys/<id>               the master key wrapped by a password or key file (one per credential)
-data/<xx>/<sha256>      packs of sealed chunks with a trailing sealed header
-index/<sha256>          chunk id -> (pack, offset, length, raw length, flags)
+data/<xx>/<blake3>      packs of sealed chunks with a trailing sealed header
+index/<blake3>          chunk id -> (pack, offset, length, raw length, flags)
 backups/<backup id>     one manifest per backup
 locks/<id>              who is using the repository (shared: backup/restore; exclusive: prune)
 ```

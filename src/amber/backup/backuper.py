@@ -18,7 +18,7 @@ them. The worker whose chunk fills a pack takes it out of the writer and uploads
 to `upload_threads` upload threads) while the other workers go on hashing into the next pack.
 Every stage blocks when the next is full, so memory is bounded by the queue (`queue_chunks`
 chunks), a chunk per worker and `hash_threads + upload_threads + 1` packs, whatever the volume
-size. pread, HMAC-SHA256, zstd, AES-GCM, SHA-256 and the store's writes release the GIL, so the
+size. pread, BLAKE3, zstd and the store's writes release the GIL (AES-GCM holds it, briefly), so the
 threads really run in parallel. (Measured on 2 cores: 2 workers uploading their own packs beat
 separate upload threads in both time and memory, see docs/backup.md.)
 
@@ -275,6 +275,7 @@ class _Job:
             self.progress.phase("reading changed chunks", total, "bytes")
             pipeline = _Pipeline(self, writer, fd, grid, keeper)
             pipeline.run(plan)
+            writer.publish()
         failpoint("backup.uploaded")
         keeper.check()
         self.progress.phase("committing", None, "objects")

@@ -23,11 +23,11 @@ true when there are no errors (warnings do not make a repository unhealthy).
 from __future__ import annotations
 
 import enum
-import hashlib
 import math
 import random
 from dataclasses import dataclass, field
 
+from amber.backup.crypto import content_hash
 from amber.backup.index import (
     IndexEntry,
     RepositoryIndex,
@@ -247,7 +247,7 @@ class _Checker:
         key = pack_key(pack_id)
         data = self.repo.store.get(key)
         self.result.packs_read += 1
-        if hashlib.sha256(data).digest() != pack_id:
+        if content_hash(data) != pack_id:
             message = f"pack {key}: content does not match its name (damaged)"
             self.add(Severity.ERROR, "pack-hash", message, object_key=key)
         for chunk_id, entry in entries:

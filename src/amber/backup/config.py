@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from amber.backup import _codec
-from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_MODES, ENCRYPTION_NONE, KEY_BYTES
+from amber.backup.crypto import (
+    ENCRYPTION_AES,
+    ENCRYPTION_MODES,
+    ENCRYPTION_NONE,
+    HASH_ALGORITHM,
+    KEY_BYTES,
+)
 from amber.domain.errors import Corrupt, FailedPrecondition, InvalidArgument
 from amber.domain.units import KiB, MiB
 
@@ -79,7 +85,7 @@ class RepositoryConfig:
             "chunk_size": self.chunk_size,
             "pack_size": self.pack_size,
             "compression": {"algorithm": "zstd", "level": self.compression_level},
-            "chunk_id": "hmac-sha256",
+            "hash": HASH_ALGORITHM,
             "encryption": self.encryption,
         }
         if self.id_key is not None:
@@ -122,8 +128,8 @@ def parse_config(data: bytes, where: str) -> tuple[RepositoryConfig, bytes]:
     document = _codec.loads_object(data, what)
     _check_version(document, where)
     compression = _codec.get(document, "compression", dict, what)
-    if compression.get("algorithm") != "zstd" or document.get("chunk_id") != "hmac-sha256":
-        raise Corrupt(f"{what}: unsupported compression or chunk id algorithm")
+    if compression.get("algorithm") != "zstd" or document.get("hash") != HASH_ALGORITHM:
+        raise Corrupt(f"{what}: unsupported compression or hash algorithm")
     id_key_text = document.get("id_key")
     config = RepositoryConfig(
         repository_id=_codec.get(document, "repository_id", str, what),

@@ -16,9 +16,13 @@ Two sealers exist:
 
 Both use subkeys derived with HKDF-SHA256 from one 256-bit secret (the master key, or for an
 unencrypted repository the stored id key), one per purpose, so no key is ever used for two jobs.
-Chunk ids are HMAC-SHA256 of the plaintext under the id subkey: equal data gets equal ids inside
+Chunk ids are keyed BLAKE3 of the plaintext under the id subkey: equal data gets equal ids inside
 one repository (deduplication) while the ids reveal nothing about the data to whoever lacks the
-key.
+key. Packs and index objects are named by the (unkeyed) BLAKE3 hash of their stored bytes.
+BLAKE3 rather than HMAC-SHA256 because every byte of a backup and of a restore is hashed: on the
+2-core nodes Amber targets it hashes 1 MiB chunks ~2.6x faster than SHA-256 with the CPU's SHA
+extensions (0.23 s against 0.60 s per GiB, measured with `bench/backup_bench.py`'s volume), and
+it releases the GIL, so the hashing threads run in parallel.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
+import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -42,6 +47,8 @@ ENCRYPTION_NONE = "none"
 ENCRYPTION_MODES = (ENCRYPTION_AES, ENCRYPTION_NONE)
 
 KEY_BYTES = 32
+HASH_ALGORITHM = "blake3"
+"""The repository's hash: keyed for chunk ids, unkeyed for object names (config `hash`)."""
 CHUNK_ID_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -61,6 +68,11 @@ class ObjectKind(enum.Enum):
 def associated_data(kind: ObjectKind, context: bytes) -> bytes:
     """`amber/1/<kind>` NUL `<context>`: binds an object to its kind and name."""
     return b"amber/1/" + kind.value.encode("ascii") + b"\x00" + context
+
+
+def content_hash(data: bytes) -> bytes:
+    """The 32-byte BLAKE3 hash that names a pack or an index object by its stored bytes."""
+    return blake3.blake3(data).digest()
 
 
 def derive_subkey(secret: bytes, salt: bytes, purpose: str) -> bytes:
@@ -154,8 +166,8 @@ class RepositoryKeys:
     config_mac_key: bytes
 
     def chunk_id(self, plaintext: bytes) -> bytes:
-        """HMAC-SHA256 of the plaintext under the repository's id key."""
-        return hmac.digest(self.id_key, plaintext, "sha256")
+        """Keyed BLAKE3 of the plaintext under the repository's id key."""
+        return blake3.blake3(plaintext, key=self.id_key).digest()
 
     def config_mac(self, canonical: bytes) -> bytes:
         """The MAC that authenticates the plaintext `config` object."""

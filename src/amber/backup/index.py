@@ -1,6 +1,6 @@
 """The index: which pack holds each chunk, and where.
 
-Index objects (`index/<sha256 of the object>`) are written after the packs they describe and
+Index objects (`index/<BLAKE3 of the object>`) are written after the packs they describe and
 before any manifest that uses them. Each lists whole packs (id and size) with their entries, and
 the index objects it *supersedes*. Plaintext layout before sealing as kind `index`
 (little-endian):
@@ -27,12 +27,11 @@ that no longer points into it. The index is a cache of what the pack headers say
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from amber.backup.crypto import ObjectKind, Sealer
+from amber.backup.crypto import ObjectKind, Sealer, content_hash
 from amber.backup.layout import INDEX_PREFIX, index_digest_from_key, index_key
 from amber.backup.pack import HEADER_ENTRY, PackEntry
 from amber.blobstore.base import BlobStore
@@ -197,7 +196,7 @@ def read_index_object(store: BlobStore, sealer: Sealer, key: str) -> IndexObject
     if digest is None:
         raise Corrupt(f"{key} is not a valid index object name")
     sealed = store.get(key)
-    if hashlib.sha256(sealed).digest() != digest:
+    if content_hash(sealed) != digest:
         raise Corrupt(f"index object {key}: content does not match its name")
     return decode_index(sealer.open(ObjectKind.INDEX, sealed, f"index object {key}"), key)
 
@@ -258,7 +257,7 @@ def write_index(
         last = position == len(batches) - 1
         plaintext = encode_index(batch, replaced if last else ())
         sealed = sealer.seal(ObjectKind.INDEX, plaintext)
-        key = index_key(hashlib.sha256(sealed).digest())
+        key = index_key(content_hash(sealed))
         store.put(key, sealed)
         keys.append(key)
     return keys

@@ -21,7 +21,6 @@ recompute the keyed chunk id. Anything that does not match is `Corrupt`, naming 
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import threading
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from amber.backup.crypto import CHUNK_ID_BYTES, ObjectKind, RepositoryKeys, Sealer
+from amber.backup.crypto import CHUNK_ID_BYTES, ObjectKind, RepositoryKeys, Sealer, content_hash
 from amber.backup.layout import pack_key
 from amber.blobstore.base import BlobStore
 from amber.domain.errors import Corrupt
@@ -189,7 +188,7 @@ def read_pack_header(
 
 @dataclass(frozen=True)
 class FinishedPack:
-    """A complete pack: its id (SHA-256 of `data`), bytes and entries."""
+    """A complete pack: its id (`content_hash` of `data`), bytes and entries."""
 
     pack_id: bytes
     data: bytes
@@ -229,4 +228,4 @@ class PackBuilder:
         footer = FOOTER.pack(FOOTER_MAGIC, PACK_VERSION, len(sealed))
         data = b"".join([*self._blobs, sealed, footer])  # one allocation, one copy
         self._blobs = []
-        return FinishedPack(hashlib.sha256(data).digest(), data, tuple(self._entries))
+        return FinishedPack(content_hash(data), data, tuple(self._entries))

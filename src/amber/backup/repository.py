@@ -116,7 +116,7 @@ class Repository:
         return self.config.chunk_size
 
     def chunk_id(self, plaintext: bytes) -> bytes:
-        """The keyed id of a chunk (HMAC-SHA256 under the repository's id key)."""
+        """The keyed id of a chunk (keyed BLAKE3 under the repository's id key)."""
         return self.keys.chunk_id(plaintext)
 
     # --- index ---

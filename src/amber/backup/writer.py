@@ -2,7 +2,9 @@
 
 The commit order is what makes a crash harmless:
 
-1. packs (`data/…`): each full pack is uploaded as soon as it fills;
+1. packs (`data/…`): each full pack is uploaded as soon as it fills, *staged*
+   (`BlobStore.stage`: a file target writes it and starts its writeback without waiting), and
+   flushed — made durable and visible — right before the index object that names it;
 2. index objects (`index/…`): every `index_every_packs` packs and at commit, so a long backup
    that dies midway still leaves most of its uploads indexed and reusable by the next run;
 3. the manifest (`backups/<id>`), last: only now is the backup visible, and every chunk it names
@@ -199,6 +201,17 @@ class BackupWriter:
         self._counters.bytes_new += blob.raw_length
         self._counters.bytes_stored += len(blob.data)
 
+    def publish(self) -> None:
+        """Wait for the uploads in flight and make every finished pack durable and visible
+        (`BlobStore.flush`), without indexing them yet: a run killed after this leaves packs
+        the next run adopts instead of uploading again. The open pack stays open."""
+        with self._mutex:
+            self._check_open_locked()
+            with self._failing_on_error():
+                self._cond.wait_for(lambda: self._shipping == 0)
+                self._reap_locked(wait=True)
+                self._repo.store.flush()
+
     def flush(self) -> None:
         """Upload the open pack (if any) and index everything uploaded so far."""
         with self._mutex:
@@ -305,7 +318,7 @@ class BackupWriter:
         size, entries = len(finished.data), finished.entries
         future: Future[None] = Future()
         if self._executor is None:
-            self._repo.store.put(key, finished.data)
+            self._repo.store.stage(key, finished.data)
             future.set_result(None)
         else:
             self._slots.acquire()
@@ -318,7 +331,7 @@ class BackupWriter:
 
     def _upload(self, key: str, data: bytes) -> None:
         try:
-            self._repo.store.put(key, data)
+            self._repo.store.stage(key, data)
         finally:
             self._slots.release()
 
@@ -343,6 +356,7 @@ class BackupWriter:
             self._flush_index_locked()
 
     def _flush_index_locked(self) -> None:
+        self._repo.store.flush()  # the packs first, durable, then the index that names them
         keys = write_index(self._repo.store, self._repo.keys.sealer, self._unindexed.records())
         self._unindexed.object_keys.update(keys)
         self._known.merge(self._unindexed)

@@ -42,6 +42,17 @@ class BlobStore(Protocol):
         only with identical content by the engine's own rules (content-addressed names)."""
         ...
 
+    def stage(self, key: str, data: bytes) -> None:
+        """Like `put`, but without waiting for durability: the object becomes visible (whole)
+        and durable at the next `flush()`, and a crash before that loses it (never exposes part
+        of it). Lets a writer overlap the disk's flushing with its own work and pay for it
+        once per batch; stores whose puts are durable on return (S3) simply put."""
+        ...
+
+    def flush(self) -> None:
+        """Make every object staged on this store object so far visible and durable."""
+        ...
+
     def get(self, key: str) -> bytes:
         """Return the whole object."""
         ...

@@ -29,7 +29,7 @@ from amber.blobstore.base import BlobInfo, BlobStore
 from amber.domain.errors import InvalidArgument, Unavailable
 
 FaultKind = Literal["error", "timeout", "reset", "partial_write", "corrupt_read"]
-Method = Literal["put", "get", "get_range", "stat", "exists", "delete", "list"]
+Method = Literal["put", "get", "get_range", "stat", "exists", "delete", "list", "flush"]
 
 _KIND_METHODS: dict[str, tuple[str, ...]] = {
     "partial_write": ("put",),
@@ -101,6 +101,20 @@ class FaultyStore:
             self._inner.put(key, data[: len(data) // 2])
         self._fail(fault, key)
         self._inner.put(key, data)
+
+    def stage(self, key: str, data: bytes) -> None:
+        """Stage, or fail as scripted for `put` (a staged write is a put whose durability
+        waits for the flush; a torn write stages half the data first)."""
+        fault = self._take("put", key)
+        if fault is not None and fault.kind == "partial_write":
+            self._inner.stage(key, data[: len(data) // 2])
+        self._fail(fault, key)
+        self._inner.stage(key, data)
+
+    def flush(self) -> None:
+        """Flush, or fail as scripted (operation `flush`, key "")."""
+        self._fail(self._take("flush", ""), "")
+        self._inner.flush()
 
     def get(self, key: str) -> bytes:
         """Get, or fail or corrupt as scripted."""

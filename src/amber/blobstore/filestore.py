@@ -3,9 +3,13 @@
 Each key is a relative path under the root (`data/3f/3f9a…` is the file `<root>/data/3f/3f9a…`).
 A put writes a temporary file next to its final name, fsyncs it, renames it into place and
 fsyncs the directory, so a reader sees the old object, the new one or nothing — never half a
-file, even across a crash. Temporary files start with `TEMP_MARKER`; `list` skips them and no
-key may look like one. A crash can leave such files behind: they hold no committed data, and
-the engine's own garbage collection may remove old ones.
+file, even across a crash. A *staged* put (`stage`) writes the temporary file and only asks the
+kernel to start writing it back; `flush` later fsyncs each staged file and renames it into
+place, so a batch of packs costs the writer one wait for the disk instead of one per pack, and
+the same guarantee holds (a crash before the flush leaves only temporary files). Temporary
+files start with `TEMP_MARKER`; `list` skips them and no key may look like one. A crash can
+leave such files behind: they hold no committed data, and the engine's own garbage collection
+may remove old ones.
 
 Every filesystem call runs on a small pool of daemon threads and the caller waits at most
 `timeout` seconds: a hard NFS mount that stops answering blocks a worker thread, never the
@@ -28,6 +32,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -288,6 +293,8 @@ class FileStore:
             raise InvalidArgument("file store timeout and max_workers must be positive")
         self._root = root
         self._runner = _CallRunner(timeout, max_workers)
+        self._staged: list[tuple[str, Path, Path]] = []  # (key, temporary file, final path)
+        self._staged_lock = threading.Lock()
 
     @property
     def root(self) -> Path:
@@ -305,6 +312,31 @@ class FileStore:
         """Store `data` under `key` atomically (temp file, fsync, rename, fsync directory)."""
         path = self._path(key)
         self._run(lambda: self._put_sync(path, data), f"writing {path}", key)
+
+    def stage(self, key: str, data: bytes) -> None:
+        """Write `data` to a temporary file and start its writeback without waiting for it;
+        the next `flush` makes it durable and renames it to `key`."""
+        path = self._path(key)
+        tmp = self._run(lambda: self._stage_sync(path, data), f"writing {path}", key)
+        with self._staged_lock:
+            self._staged.append((key, tmp, path))
+
+    def flush(self) -> None:
+        """fsync every staged file, rename it into place, then fsync the directories. What a
+        failure leaves unpublished stays staged, so a retried flush finishes the job."""
+        with self._staged_lock:
+            staged, self._staged = self._staged, []
+        done = 0
+        try:
+            for key, tmp, path in staged:
+                self._run(partial(self._publish_sync, tmp, path), f"writing {path}", key)
+                done += 1
+            for directory in {path.parent for _, _, path in staged}:
+                self._run(partial(_fsync_dir, directory), f"syncing {directory}", "")
+        except BaseException:
+            with self._staged_lock:
+                self._staged[:0] = staged[done:]
+            raise
 
     def get(self, key: str) -> bytes:
         """Return the whole object."""
@@ -401,6 +433,32 @@ class FileStore:
                 raise self._conflict(path) from e
             raise
         _fsync_dir(path.parent)
+
+    def _stage_sync(self, path: Path, data: bytes) -> Path:
+        tmp = path.parent / f"{TEMP_MARKER}{secrets.token_hex(8)}"
+        fd = self._create_temp(tmp)
+        try:
+            _write_all(fd, data)
+            # Starts writeback now (asynchronously), so the flush finds little left to write.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+        finally:
+            os.close(fd)
+        return tmp
+
+    def _publish_sync(self, tmp: Path, path: Path) -> None:
+        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.rename(tmp, path)
+        except (IsADirectoryError, NotADirectoryError) as e:
+            _remove_quietly(tmp)
+            raise self._conflict(path) from e
 
     def _create_temp(self, tmp: Path) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC

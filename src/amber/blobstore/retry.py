@@ -77,6 +77,15 @@ class RetryingStore:
         """Store the object, retrying transient failures."""
         self._call(lambda: self._inner.put(key, data))
 
+    def stage(self, key: str, data: bytes) -> None:
+        """Stage the object, retrying transient failures."""
+        self._call(lambda: self._inner.stage(key, data))
+
+    def flush(self) -> None:
+        """Publish what was staged, retrying transient failures (a failed flush keeps what it
+        could not publish staged, so the retry finishes it)."""
+        self._call(self._inner.flush)
+
     def get(self, key: str) -> bytes:
         """Return the whole object, retrying transient failures."""
         return self._call(lambda: self._inner.get(key))

@@ -215,6 +215,13 @@ class S3Store:
                 ContentMD5=_content_md5(data),
             )
 
+    def stage(self, key: str, data: bytes) -> None:
+        """A PUT is durable when S3 answers: staging is putting."""
+        self.put(key, data)
+
+    def flush(self) -> None:
+        """Nothing is ever staged on S3."""
+
     def get(self, key: str) -> bytes:
         """Download the whole object; a body cut short raises Unavailable."""
         with self._errors("reading", key):
