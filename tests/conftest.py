@@ -6,6 +6,7 @@ import itertools
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,14 @@ def _cap_sys_resource() -> bool:
 
 
 HAS_CAP_SYS_RESOURCE = _cap_sys_resource()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The CLI remembers unlocked keys in /run/amber/keys: the tests keep theirs to themselves
+    (every `amber` subprocess inherits this), so the machine's cache is never touched."""
+    if "AMBER_KEY_CACHE" not in os.environ:
+        os.environ["AMBER_KEY_CACHE"] = tempfile.mkdtemp(prefix="amber-test-keys-")
+        config.add_cleanup(lambda: shutil.rmtree(os.environ.pop("AMBER_KEY_CACHE"), True))
 
 
 def pytest_report_header() -> list[str]:

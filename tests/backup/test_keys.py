@@ -55,7 +55,7 @@ def test_unlock_skips_unreadable_slots() -> None:
     store = MemStore(FakeClock())
     store.put("keys/" + "1" * 32, b"not json")
     store.put("keys/" + "2" * 32, slot(Password("pw")))
-    assert unlock_master_key(store, Password("pw"), REPO_ID) == MASTER
+    assert unlock_master_key(store, Password("pw"), REPO_ID)[0] == MASTER
     with pytest.raises(PermissionDenied, match="1 password key slot"):
         unlock_master_key(store, Password("nope"), REPO_ID)
 

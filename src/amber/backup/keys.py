@@ -226,13 +226,16 @@ def load_key_slots(store: BlobStore) -> list[KeySlot]:
     return sorted(slots, key=lambda slot: slot.slot_id)
 
 
-def unlock_master_key(store: BlobStore, credentials: Credentials, repository_id: str) -> bytes:
-    """Find the slot `credentials` open and return the master key, or raise PermissionDenied."""
+def unlock_master_key(
+    store: BlobStore, credentials: Credentials, repository_id: str
+) -> tuple[bytes, KeySlot]:
+    """Find the slot `credentials` open; return the master key and that slot, or raise
+    PermissionDenied."""
     slots = load_key_slots(store)
     for slot in slots:
         master = try_unwrap(slot, credentials, repository_id)
         if master is not None:
-            return master
+            return master, slot
     kind = "password" if isinstance(credentials, Password) else "key file"
     matching = sum(1 for slot in slots if slot.slot_type == _slot_type(credentials))
     raise PermissionDenied(

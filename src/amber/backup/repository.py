@@ -3,7 +3,8 @@
 `init_repository` writes a key slot and then the `config` (the config last, so a half-made
 repository has no config and is not mistaken for one). `open_repository` reads the config,
 refuses unknown format versions, unlocks the master key with the given password or key file,
-derives the working keys and authenticates the config.
+derives the working keys and authenticates the config. Given a `KeyCache`, it first tries the
+key remembered there (`amber.backup.keycache`), which spares a password's scrypt.
 
 A `Repository` is the open handle the engine works with: it reads chunks (verified), manifests
 and the index, hands out `BackupWriter`s and locks, and rebuilds the index from pack headers.
@@ -46,6 +47,7 @@ from amber.backup.index import (
     load_index,
     write_index,
 )
+from amber.backup.keycache import CachedKey, KeyCache
 from amber.backup.keys import Credentials, ScryptParams
 from amber.backup.layout import (
     BACKUPS_PREFIX,
@@ -386,7 +388,11 @@ def read_config(store: BlobStore) -> tuple[RepositoryConfig, bytes]:
 
 
 def open_repository(
-    store: BlobStore, credentials: Credentials | None, *, clock: Clock = time.time
+    store: BlobStore,
+    credentials: Credentials | None,
+    *,
+    clock: Clock = time.time,
+    key_cache: KeyCache | None = None,
 ) -> Repository:
     """Open an existing repository.
 
@@ -396,19 +402,50 @@ def open_repository(
     'none' must not silently downgrade new backups); Corrupt for a damaged or edited config.
     """
     config, mac = read_config(store)
-    master = _unlock(store, config, credentials)
+    if key_cache is not None and credentials is not None:
+        cached = _open_cached(store, config, mac, key_cache)
+        if cached is not None:
+            return Repository(
+                store, config, keys_from_master(cached, config.repository_id), clock, cached
+            )
+    master, slot = _unlock(store, config, credentials)
     keys = _working_keys(config, master)
     if not hmac.compare_digest(mac, keys.config_mac(config.canonical())):
         raise Corrupt(
             f"the config of the backup repository at {store.describe()} fails authentication: "
             "it was modified or damaged"
         )
+    if key_cache is not None and master is not None and slot is not None:
+        key_cache.remember(config.repository_id, CachedKey(slot.slot_id, slot.wrapped, master))
     return Repository(store, config, keys, clock, master)
+
+
+def _open_cached(
+    store: BlobStore, config: RepositoryConfig, mac: bytes, key_cache: KeyCache
+) -> bytes | None:
+    """The cached master key, if the cache holds one that still fits the repository."""
+    if config.encryption == ENCRYPTION_NONE:
+        return None
+    cached = key_cache.lookup(config.repository_id)
+    if cached is None:
+        return None
+    try:
+        slot = keyslots.parse_key_slot(cached.slot_id, store.get(key_slot_key(cached.slot_id)))
+    except (NotFound, Corrupt, InvalidArgument):
+        slot = None
+    keys = keys_from_master(cached.master, config.repository_id)
+    if slot is None or slot.wrapped != cached.wrapped:
+        key_cache.forget(config.repository_id)  # the slot was removed or re-keyed: revoked
+        return None
+    if not hmac.compare_digest(mac, keys.config_mac(config.canonical())):
+        key_cache.forget(config.repository_id)
+        return None
+    return cached.master
 
 
 def _unlock(
     store: BlobStore, config: RepositoryConfig, credentials: Credentials | None
-) -> bytes | None:
+) -> tuple[bytes | None, keyslots.KeySlot | None]:
     if config.encryption == ENCRYPTION_NONE:
         if credentials is not None:
             raise FailedPrecondition(
@@ -416,7 +453,7 @@ def _unlock(
                 "with encryption='none'), yet a password or key file was given; open it without "
                 "one if that is expected"
             )
-        return None
+        return None, None
     if credentials is None:
         raise PermissionDenied(
             f"the backup repository at {store.describe()} is encrypted: give its password or "

@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_NONE
+from amber.backup.keycache import DEFAULT_KEY_CACHE_DIR, KeyCache
 from amber.backup.keys import Credentials, KeyFile, Password, ScryptParams
 from amber.backup.layout import BACKUPS_PREFIX, Clock
 from amber.backup.repository import Repository, init_repository, open_repository, read_config
@@ -59,6 +60,7 @@ from amber.domain.errors import (
 )
 
 DEFAULT_CONFIG = Path("/etc/amber/targets.json")
+KEY_CACHE_ENV = "AMBER_KEY_CACHE"
 CONFIG_VERSION = 1
 TARGET_NAME_RULE = "1 to 63 characters: lowercase letters, digits and '-', not at either end"
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -308,6 +310,9 @@ class TargetRuntime:
     """No new try starts this many seconds after a call began."""
     scrypt: ScryptParams = field(default_factory=ScryptParams)
     """scrypt cost for the password slot written when a repository is created."""
+    key_cache: Path | None = field(default_factory=lambda: key_cache_dir(os.environ))
+    """Where unlocked keys of password targets are remembered (`amber.backup.keycache`);
+    None: nowhere. Set by `AMBER_KEY_CACHE` (a directory, or `off`)."""
 
     def retrying(self, store: BlobStore) -> RetryingStore:
         """`store` (unwrapped if it already retries) retried within this budget."""
@@ -319,6 +324,24 @@ class TargetRuntime:
             max_delay=self.max_delay,
             deadline=self.deadline,
         )
+
+
+def key_cache_dir(environ: Mapping[str, str]) -> Path | None:
+    """The key cache directory `AMBER_KEY_CACHE` asks for (default `/run/amber/keys`)."""
+    value = environ.get(KEY_CACHE_ENV, "")
+    if value.lower() in ("off", "no", "0", "false"):
+        return None
+    return Path(value) if value else DEFAULT_KEY_CACHE_DIR
+
+
+def _key_cache(target: Target, runtime: TargetRuntime) -> KeyCache | None:
+    """The cache for a password target (key files unlock without scrypt: nothing to save)."""
+    if runtime.key_cache is None or target.password_file is None:
+        return None
+    try:
+        return KeyCache(runtime.key_cache, Path(target.password_file))
+    except OSError:
+        return None  # the password file cannot be read either: `credentials` says so
 
 
 def _read_secret(path: str | None, what: str) -> bytes | None:
@@ -403,6 +426,7 @@ def open_target_repository(
         encryption=target.encryption,
         scrypt=runtime.scrypt,
         clock=clock,
+        key_cache=_key_cache(target, runtime),
     )
 
 
@@ -414,6 +438,7 @@ def open_or_init_repository(
     encryption: str,
     scrypt: ScryptParams,
     clock: Clock,
+    key_cache: KeyCache | None = None,
 ) -> Repository:
     """Open the repository in `store`; with `create`, initialize it if the store has none.
 
@@ -421,7 +446,7 @@ def open_or_init_repository(
     slot) is never initialized over.
     """
     try:
-        return open_repository(store, creds, clock=clock)
+        return open_repository(store, creds, clock=clock, key_cache=key_cache)
     except NotFound:
         if not create or _has_config(store):
             raise
