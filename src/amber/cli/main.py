@@ -1,4 +1,9 @@
-"""The `amber` command: noun-verb subcommands over one pool."""
+"""The `amber` command: noun-verb subcommands over one pool.
+
+Each subcommand's module is imported only when that subcommand runs (`amber.cli.lazy`), so
+`amber backup create` does not pay for gRPC and the CSI commands. The help lines below are what
+`amber --help` lists; tests/cli/test_lazy_loading.py checks they match the commands' own help.
+"""
 
 from __future__ import annotations
 
@@ -11,37 +16,119 @@ import click
 import typer
 
 from amber import __version__
-from amber.cli import (
-    backup_cmd,
-    csi_cmd,
-    demo,
-    import_cmd,
-    node_cmd,
-    pool_cmd,
-    snapshot_cmd,
-    target_cmd,
-    volume_cmd,
-)
-from amber.cli.output import err_console
+from amber.cli.lazy import LazyCommand, LazyGroup, Mountable
 from amber.cli.state import OutputFormat, make_state
 from amber.domain.errors import AmberError
 
+# Each loader imports one command module; it runs once, when its command is first invoked.
+
+
+def _demo() -> Mountable:
+    from amber.cli import demo
+
+    return demo.demo
+
+
+def _node() -> Mountable:
+    from amber.cli import node_cmd
+
+    return node_cmd.node
+
+
+def _controller() -> Mountable:
+    from amber.cli import node_cmd
+
+    return node_cmd.controller
+
+
+def _pool() -> Mountable:
+    from amber.cli import pool_cmd
+
+    return pool_cmd.app
+
+
+def _volume() -> Mountable:
+    from amber.cli import volume_cmd
+
+    return volume_cmd.app
+
+
+def _snapshot() -> Mountable:
+    from amber.cli import snapshot_cmd
+
+    return snapshot_cmd.app
+
+
+def _target() -> Mountable:
+    from amber.cli import target_cmd
+
+    return target_cmd.app
+
+
+def _backup() -> Mountable:
+    """`amber backup`, with `amber backup import` from its own module mounted under it."""
+    from amber.cli import backup_cmd, import_cmd
+
+    backup_cmd.app.command("import")(import_cmd.import_backup)
+    return backup_cmd.app
+
+
+def _csi() -> Mountable:
+    from amber.cli import csi_cmd
+
+    return csi_cmd.app
+
+
+class AmberGroup(LazyGroup):
+    """The top-level group: every subcommand, in the order `amber --help` lists them."""
+
+    lazy = (
+        LazyCommand(
+            "demo",
+            "Walk through the Amber story on the pool: volume, snapshot, restore, clone, expand,\n"
+            "then a full and an incremental backup to a local target and a restore from it.",
+            _demo,
+        ),
+        LazyCommand(
+            "node",
+            "Run the node plugin: Identity, Controller and Node services over this node's pool.",
+            _node,
+        ),
+        LazyCommand(
+            "controller",
+            "Run the controller endpoint for csi-resizer (volumes grow on their nodes).",
+            _controller,
+        ),
+        LazyCommand("pool", "Create and inspect the pool (where volume images live).", _pool),
+        LazyCommand("volume", "Create, clone, restore, grow, mount and delete volumes.", _volume),
+        LazyCommand(
+            "snapshot", "Take, list, mount and delete instant read-only snapshots.", _snapshot
+        ),
+        LazyCommand(
+            "target",
+            "Add, list, check and remove backup targets (S3 buckets or directories).",
+            _target,
+        ),
+        LazyCommand(
+            "backup",
+            "Back up snapshots to a target, restore backups into new volumes, list, prune, check.",
+            _backup,
+        ),
+        LazyCommand(
+            "csi",
+            "Call a running Amber CSI driver over its socket (debugging without Kubernetes).",
+            _csi,
+        ),
+    )
+
+
 app = typer.Typer(
+    cls=AmberGroup,
     help="Amber: node-local volumes with instant reflink snapshots, clones and restores.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(pool_cmd.app, name="pool")
-app.add_typer(volume_cmd.app, name="volume")
-app.add_typer(snapshot_cmd.app, name="snapshot")
-app.add_typer(target_cmd.app, name="target")
-app.add_typer(backup_cmd.app, name="backup")
-backup_cmd.app.command("import")(import_cmd.import_backup)
-app.command("demo")(demo.demo)
-app.command("node")(node_cmd.node)
-app.command("controller")(node_cmd.controller)
-app.add_typer(csi_cmd.app, name="csi")
 
 
 def _version(value: bool) -> None:
@@ -75,22 +162,28 @@ def main(
     ctx.obj = make_state(pool, output)
 
 
+def _print_error(message: str) -> None:
+    """`error: MESSAGE` as one line on stderr. rich is imported here, not at start-up, so that
+    `amber --version` does not pay ~30 ms for it."""
+    from amber.cli.output import err_console
+
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
 def run() -> None:
     """Entry point: every error becomes one line on stderr and a non-zero exit code."""
     try:
         code = app(standalone_mode=False)
     except AmberError as e:
-        err_console.print(f"error: {e.message}", markup=False, highlight=False, soft_wrap=True)
+        _print_error(e.message)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
-        err_console.print(
-            f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True
-        )
+        _print_error(e.format_message())
         sys.exit(2)
     except click.exceptions.Abort:
-        err_console.print("error: aborted", markup=False)
+        _print_error("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)

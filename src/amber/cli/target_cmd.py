@@ -96,7 +96,9 @@ def _options(
 def add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Target name: lowercase letters, digits, '-'.")],
-    url: Annotated[str, typer.Argument(help="file:///absolute/path or s3://bucket[/prefix].")],
+    url: Annotated[
+        str, typer.Argument(help="file:///absolute/path or s3://bucket or s3://bucket/prefix.")
+    ],
     endpoint: Annotated[
         str | None, typer.Option("--endpoint", help="S3 endpoint URL (MinIO, Ceph…).")
     ] = None,
