@@ -1,10 +1,12 @@
 """Helpers for the backup snapshot tests: a TCP proxy in front of moto (to cut and restore the
-target's network), a targets file, and direct access to pool images and repositories."""
+target's network), a targets file, direct access to pool images and repositories, and the
+requests moto logged."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import sqlite3
 import threading
@@ -146,3 +148,18 @@ def pool_names(pool: Path, table: str, volume_name: str | None = None) -> set[st
         sql, args = f"{sql} WHERE volume_name = ?", (volume_name,)
     with contextlib.closing(sqlite3.connect(pool / "amber.db")) as db:
         return {str(row[0]) for row in db.execute(sql, args)}
+
+
+def listings(moto_log: Path, start: int, prefix: str) -> list[str]:
+    """The requests moto logged (from byte `start` of its log) that list objects which may be
+    backup manifests: `<prefix>/backups/`, or the whole repository under `<prefix>/`."""
+    listing = re.compile(rf"[?&]prefix={re.escape(prefix)}(?:/|%2F)(?:backups(?:/|%2F))?[& ]")
+    with moto_log.open("rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    return [line for line in text.splitlines() if "list-type=2" in line and listing.search(line)]
+
+
+def restore_locks(repo: Repository, backup_id: str) -> list[str]:
+    """Holders of the lock objects (live or not) of restores of `backup_id`."""
+    return [i.holder for i in repo.locks.all() if f": restore {backup_id} to " in i.holder]

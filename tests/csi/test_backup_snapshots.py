@@ -1,9 +1,12 @@
 """Backup snapshots end to end: two real `amber node` processes (two pools, as two nodes or two
-clusters), a real moto S3 server behind a TCP proxy that can cut the network."""
+clusters), a real moto S3 server behind a TCP proxy that can cut the network; the server's
+request log shows what the nodes asked of the target."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,14 +21,20 @@ import yaml
 from typer.testing import CliRunner
 
 from amber.cli.main import app
+from amber.cli.state import CRASH_ENV
 from amber.csi._proto import csi_pb2
+from amber.csi.backups.handles import LABEL_KEY, key_backup_id
+from amber.csi.backups.jobs import JOBS_DB
+from amber.domain.errors import NotFound
 from amber.domain.units import MiB
 from tests.blobstore.conftest import MotoServer, _run_moto
 from tests.csi.backup_env import (
     PASSWORD,
     TcpProxy,
+    listings,
     pool_names,
     repository,
+    restore_locks,
     volume_image,
     write_targets,
 )
@@ -53,6 +62,8 @@ class Env:
     targets: Path
     pools: list[Path]
     drivers: list[DriverProcess]
+    moto_log: Path
+    """Every request the S3 server answered, one line each."""
 
     @property
     def keys(self) -> tuple[str, str]:
@@ -62,15 +73,19 @@ class Env:
         return repository(self.moto.endpoint, prefix or self.prefix, self.keys)
 
     def start(self, pool: Path, node: str) -> DriverProcess:
-        extra = [f"--targets-config={self.targets}", "--upload-retry=0.3", "--upload-attempts=60"]
-        driver = start_driver(pool, node_id=node, extra=extra)
+        driver = start_driver(pool, node_id=node, extra=self.driver_args)
         self.drivers.append(driver)
         return driver
+
+    @property
+    def driver_args(self) -> list[str]:
+        return [f"--targets-config={self.targets}", "--upload-retry=0.3", "--upload-attempts=60"]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, xfs_root: Path) -> Iterator[Env]:
-    with _run_moto(tmp_path_factory.mktemp("moto"), auth=False) as moto:
+    moto_dir = tmp_path_factory.mktemp("moto")
+    with _run_moto(moto_dir, auth=False) as moto:
         proxy = TcpProxy(int(moto.endpoint.rsplit(":", 1)[1]))
         prefix = f"csi-{uuid.uuid4().hex[:8]}"
         targets = write_targets(
@@ -80,7 +95,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, xfs_root: Path) -> Iterator[En
             prefix,
             (moto.access_key, moto.secret_key),
         )
-        env = Env(moto, proxy, prefix, targets, [make_pool(xfs_root), make_pool(xfs_root)], [])
+        pools = [make_pool(xfs_root), make_pool(xfs_root)]
+        env = Env(moto, proxy, prefix, targets, pools, [], moto_dir / "server.log")
         env.start(env.pools[0], "node-a")
         env.start(env.pools[1], "node-b")
         try:
@@ -262,7 +278,7 @@ def test_s3_outage_during_upload_and_restart(env: Env) -> None:
         env.drivers[0] = start_driver(
             env.pools[0],
             node_id="node-a",
-            extra=[f"--targets-config={env.targets}", "--upload-retry=0.3", "--upload-attempts=60"],
+            extra=env.driver_args,
         )
         a = client(env, 0)
         assert not a.list_snapshots(snapshot_id=snap.snapshot_id).entries[0].snapshot.ready_to_use
@@ -488,7 +504,7 @@ def _restart(env: Env, index: int, node: str) -> Csi:
     env.drivers[index] = start_driver(
         env.pools[index],
         node_id=node,
-        extra=[f"--targets-config={env.targets}", "--upload-retry=0.3", "--upload-attempts=60"],
+        extra=env.driver_args,
     )
     return client(env, index)
 
@@ -585,3 +601,199 @@ def test_s3_outage_during_restore_download(env: Env) -> None:
     assert all("being restored" in m for m in pending)
     assert read(env.pools[1], restored.volume_id, len(data)) == data
     assert restored.content_source.snapshot.snapshot_id == snap.snapshot_id
+
+
+# -- a backup is found by its key with one read; a crashed upload is finished, not redone ------
+
+
+def test_another_node_finds_a_backup_by_key_without_listing(env: Env) -> None:
+    a, b = client(env, 0), client(env, 1)
+    volume = a.create("pvc-bykey", 16 * MiB, cap=block_cap())
+    data = os.urandom(MiB)
+    write(env.pools[0], volume.volume_id, 0, data)
+    mark = env.moto_log.stat().st_size
+    _, snap = ready_snapshot(a, volume.volume_id, "snapshot-bykey", BACKUP)
+    assert snap.snapshot_id == f"amber:v1:bak:{TARGET}:snapshot-bykey"
+    # The upload committed under the id derived from the key, and labelled it with the key.
+    backup_id = key_backup_id("snapshot-bykey")
+    assert env.repo().load_manifest(backup_id).labels[LABEL_KEY] == "snapshot-bykey"
+
+    # Node B has no job for it: it reads the one manifest the key names on the target.
+    found = b.list_snapshots(snapshot_id=snap.snapshot_id).entries
+    assert [e.snapshot.ready_to_use for e in found] == [True]
+    assert found[0].snapshot.source_volume_id == volume.volume_id
+    restored, _ = restore(b, "pvc-bykey-r", snap.snapshot_id)
+    assert read(env.pools[1], restored.volume_id, MiB) == data
+    b.delete_snapshot(snap.snapshot_id)
+    assert b.list_snapshots(snapshot_id=snap.snapshot_id).entries == []
+
+    # None of that listed the manifests. A listing made now shows up in moto's log: the check
+    # sees listings when there are any.
+    env.repo().list_backups()
+    seen = until(lambda: listings(env.moto_log, mark, env.prefix), lambda lines: lines != [])
+    assert len(seen) == 1, seen
+    with pytest.raises(NotFound):
+        env.repo().load_manifest(backup_id)
+    a.delete_snapshot(snap.snapshot_id)  # the job of node A goes; the backup is already gone
+    assert a.list_snapshots(snapshot_id=snap.snapshot_id).entries == []
+
+
+def _crash_during_upload(env: Env, request: Any, crash_at: str) -> None:
+    """Node A restarts with a failpoint, takes the snapshot and kills itself at `crash_at`; it
+    stays down (`_start_node_a` brings it back)."""
+    env.drivers[0].stop()
+    env.drivers[0].cleanup()
+    env.drivers[0] = start_driver(
+        env.pools[0], node_id="node-a", extra=env.driver_args, env={CRASH_ENV: crash_at}
+    )
+    csi = env.drivers[0].client()
+    assert not csi.controller.CreateSnapshot(request, timeout=RPC_TIMEOUT).snapshot.ready_to_use
+    until(env.drivers[0].proc.poll, lambda code: code is not None)
+    assert env.drivers[0].proc.returncode == -9, env.drivers[0].log.read_text()[-2000:]
+    env.drivers[0].cleanup()
+
+
+def _start_node_a(env: Env) -> Csi:
+    env.drivers[0] = start_driver(env.pools[0], node_id="node-a", extra=env.driver_args)
+    return client(env, 0)
+
+
+def _backups_labelled(env: Env, key: str) -> list[str]:
+    return [m.backup_id for m in env.repo().load_manifests() if m.labels.get(LABEL_KEY) == key]
+
+
+def _forget_upload_started(pool: Path, name: str) -> None:
+    with contextlib.closing(sqlite3.connect(pool / JOBS_DB)) as db, db:
+        assert db.execute("UPDATE uploads SET started = 0 WHERE name = ?", (name,)).rowcount == 1
+
+
+def test_upload_committed_before_a_crash_is_found_not_redone(env: Env) -> None:
+    a = client(env, 0)
+    volume = a.create("pvc-crash", 16 * MiB, cap=block_cap())
+    pool_volume = volume.volume_id.rsplit(":", 1)[1]
+    write(env.pools[0], volume.volume_id, 0, os.urandom(MiB))
+
+    # The node dies after the commit and after dropping the local snapshot, before the job
+    # reads as ready: after the restart the job reads its manifest and is done, without
+    # uploading again (it could not: the local snapshot is gone).
+    dropped = csi_pb2.CreateSnapshotRequest(
+        name="snapshot-crash-dropped", source_volume_id=volume.volume_id, parameters=BACKUP
+    )
+    _crash_during_upload(env, dropped, "backup-snapshot.local-dropped")
+    assert pool_names(env.pools[0], "snapshots", pool_volume) == set()
+    a = _start_node_a(env)
+    _, snap = ready_snapshot(a, volume.volume_id, dropped.name, BACKUP)
+    assert _backups_labelled(env, dropped.name) == [key_backup_id(dropped.name)]
+    assert f"backup snapshot {dropped.name} committed" not in env.drivers[0].log.read_text()
+
+    # The node dies right after the commit, and the job does not know it had started (as if
+    # the commit landed only after the next attempt had looked for it): the next attempt
+    # uploads again, its commit finds the id taken by this very snapshot, and that is success.
+    late = csi_pb2.CreateSnapshotRequest(
+        name="snapshot-crash-late", source_volume_id=volume.volume_id, parameters=BACKUP
+    )
+    _crash_during_upload(env, late, "backup.committed")
+    assert _backups_labelled(env, late.name) == [key_backup_id(late.name)]
+    _forget_upload_started(env.pools[0], late.name)
+    a = _start_node_a(env)
+    _, snap2 = ready_snapshot(a, volume.volume_id, late.name, BACKUP)
+    assert _backups_labelled(env, late.name) == [key_backup_id(late.name)]
+    log = env.drivers[0].log.read_text()
+    assert f"an earlier attempt already committed backup {key_backup_id(late.name)}" in log
+    assert pool_names(env.pools[0], "snapshots", pool_volume) == set()
+
+    # Another volume's snapshot of the same name on the same target (another cluster's, say)
+    # finds the id taken by a backup that is not its own: ALREADY_EXISTS, and deleting it
+    # leaves the other backup alone.
+    b = client(env, 1)
+    other = b.create("pvc-crash-other", 16 * MiB, cap=block_cap())
+    clash = csi_pb2.CreateSnapshotRequest(
+        name=late.name, source_volume_id=other.volume_id, parameters=BACKUP
+    )
+    error = until(
+        lambda: _code_of(lambda: b.controller.CreateSnapshot(clash, timeout=RPC_TIMEOUT)),
+        lambda c: c is not None,
+    )
+    assert error[0] is Code.ALREADY_EXISTS, error
+    assert "another snapshot or volume" in error[1]
+    b.delete_snapshot(snap2.snapshot_id)
+    until(lambda: _job_names(env.pools[1]), lambda names: late.name not in names)
+    assert _backups_labelled(env, late.name) == [key_backup_id(late.name)]
+    a.delete_snapshot(snap.snapshot_id)
+    a.delete_snapshot(snap2.snapshot_id)
+    assert _backups_labelled(env, dropped.name) == _backups_labelled(env, late.name) == []
+
+
+def _job_names(pool: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(pool / JOBS_DB)) as db:
+        return {str(row[0]) for row in db.execute("SELECT name FROM uploads")}
+
+
+# -- a restore cut off by an outage leaves no lock that blocks DeleteSnapshot -----------------
+
+
+def _delete_code(csi: Csi, snapshot_id: str) -> Code | None:
+    request = csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id)
+    try:
+        csi.controller.DeleteSnapshot(request, timeout=RPC_TIMEOUT)
+    except grpc.RpcError as e:
+        return e.code()
+    return None
+
+
+def test_restore_cut_off_by_an_outage_does_not_block_delete_snapshot(env: Env) -> None:
+    a, b = client(env, 0), client(env, 1)
+    volume = a.create("pvc-lock", 64 * MiB, cap=block_cap())
+    write(env.pools[0], volume.volume_id, 0, os.urandom(24 * MiB))
+    _, snap = ready_snapshot(a, volume.volume_id, "snapshot-lock", BACKUP)
+    backup_id = key_backup_id("snapshot-lock")
+    request = csi_pb2.CreateVolumeRequest(
+        name="pvc-lock-r",
+        volume_capabilities=[block_cap()],
+        volume_content_source=snapshot_source(snap.snapshot_id),
+    )
+    delete = csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id)
+    env.proxy.delay = 0.01
+    try:
+        expect_code(Code.ABORTED, lambda: b.controller.CreateVolume(request, timeout=RPC_TIMEOUT))
+        # A restore that runs blocks DeleteSnapshot, on its own node and on any other.
+        for csi in (b, a):
+            message = expect_code(
+                Code.FAILED_PRECONDITION,
+                lambda csi=csi: csi.controller.DeleteSnapshot(delete, timeout=RPC_TIMEOUT),
+            )
+            assert "being restored" in message
+        env.proxy.block()  # the target goes away while the restore downloads
+        failure = until(
+            lambda: _code_of_create(b, request),
+            lambda r: r is None or r[0] is not Code.ABORTED,
+            timeout=90,
+        )
+        assert failure is not None, "the restore completed with the target blocked"
+        assert failure[0] is Code.UNAVAILABLE, failure
+        # The restore has ended, but it could not delete its lock from the target.
+        assert len(restore_locks(env.repo(), backup_id)) == 1
+    finally:
+        env.proxy.delay = 0.0
+        env.proxy.unblock()
+    # The target is back: node B removes its ended restore's lock within seconds (not when it
+    # expires, 30 minutes on), so DeleteSnapshot on node A goes through.
+    codes: list[Code | None] = []
+
+    def delete_once() -> Code | None:
+        codes.append(_delete_code(a, snap.snapshot_id))
+        return codes[-1]
+
+    until(delete_once, lambda code: code is None, timeout=30)
+    assert set(codes) <= {Code.FAILED_PRECONDITION, None}, codes
+    assert restore_locks(env.repo(), backup_id) == []
+    assert backup_id not in env.repo().list_backups()
+    assert "pvc-lock-r" not in pool_names(env.pools[1], "volumes")
+
+
+def _code_of_create(csi: Csi, request: Any) -> tuple[Code, str] | None:
+    try:
+        csi.controller.CreateVolume(request, timeout=RPC_TIMEOUT)
+    except grpc.RpcError as e:
+        return e.code(), str(e.details())
+    return None

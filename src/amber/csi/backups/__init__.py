@@ -9,7 +9,8 @@ the pool (`jobs`) survives restarts; credentials never leave memory (`targets`).
 
 Modules: `handles` (IDs), `targets` (targets file and secrets), `jobs` (SQLite job table),
 `watch` (progress with a cancel switch), `lookup` (finding/removing a backup in a repository),
-`uploads` (the worker), `restores` (background restores), `service` (what the servicer calls).
+`uploads` (the worker), `restores` (background restores), `leftovers` (removing the locks of
+restores that ended while the target was unreachable), `service` (what the servicer calls).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Finding and removing the backup a snapshot ID names, in an open repository.
 
-A key (`amber:v1:bak:<target>:<key>`) is matched against the `amber.csi.dev/snapshot-key`
-label of the manifests, newest first; an id names the manifest directly. Removing a backup
+Either form is one manifest read, never a listing: an id names the manifest directly, and a key
+(`amber:v1:bak:<target>:<key>`) names the manifest of the id derived from it
+(`handles.key_backup_id`), which counts only when its `amber.csi.dev/snapshot-key` label is
+that key (anything else under the id is not the backup of that snapshot). Removing a backup
 deletes its manifest (its chunks are reclaimed by the next `amber backup prune`), refused while
 a restore from it holds the repository, and drops this node's incremental base when it pointed
 at that backup (the base could no longer be used).
@@ -16,23 +18,20 @@ from amber.backup.layout import Clock
 from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
 from amber.backup.state import BackupState
-from amber.csi.backups.handles import LABEL_KEY, BackupRef
-from amber.domain.errors import Busy, Corrupt, FailedPrecondition, NotFound
+from amber.csi.backups.handles import LABEL_KEY, BackupRef, key_backup_id
+from amber.domain.errors import Busy, FailedPrecondition, NotFound
 from amber.pool import Pool
 
 __all__ = ["find_backup", "find_by_key", "remove_backup"]
 
 
 def find_by_key(repo: Repository, key: str) -> Manifest | None:
-    """The newest backup labelled with `key`, or None."""
-    for backup_id in reversed(repo.list_backups()):
-        try:
-            manifest = repo.load_manifest(backup_id)
-        except (NotFound, Corrupt):
-            continue  # deleted meanwhile, or damaged: not the one we look for
-        if manifest.labels.get(LABEL_KEY) == key:
-            return manifest
-    return None
+    """The backup committed for snapshot key `key` (one manifest read), or None."""
+    try:
+        manifest = repo.load_manifest(key_backup_id(key))
+    except NotFound:
+        return None
+    return manifest if manifest.labels.get(LABEL_KEY) == key else None
 
 
 def find_backup(repo: Repository, ref: BackupRef, known_id: str | None = None) -> Manifest | None:

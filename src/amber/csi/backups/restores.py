@@ -9,6 +9,11 @@ the creation journaled and verifies every chunk, so a failed, cancelled or crash
 leaves no volume. DeleteVolume of a volume being restored cancels the restore and waits for
 the cleanup.
 
+A restore holds a repository lock, which tells every node that the backup is being read
+(DeleteSnapshot is refused meanwhile). A restore that ends while the target is unreachable
+cannot delete that lock; `leftovers` removes it once the target answers again, instead of
+leaving it to block DeleteSnapshot until it expires.
+
 Jobs live in memory: after a restart the pool journal has removed the half volume, and the
 next CreateVolume starts the restore again.
 """
@@ -28,6 +33,7 @@ from amber.backup.restorer import restore_backup
 from amber.csi import params
 from amber.csi.backups.handles import BackupRef
 from amber.csi.backups.jobs import JobStore
+from amber.csi.backups.leftovers import LeftoverLocks, restore_holder
 from amber.csi.backups.lookup import find_backup
 from amber.csi.backups.targets import TargetAccess
 from amber.csi.backups.watch import Cancelled, Watch
@@ -83,12 +89,26 @@ class Restores:
         self._jobs: dict[str, _Job] = {}
         self._mutex = threading.Lock()
         self._names = KeyedLocks()
+        self._leftovers = LeftoverLocks(clock)
+
+    def start(self) -> None:
+        self._leftovers.start()
+
+    def close(self) -> None:
+        """Cancel every restore and stop removing leftover locks (they expire by themselves)."""
+        self.cancel_all()
+        self._leftovers.stop()
 
     def running_from(self, backup_id: str) -> bool:
         """Whether a restore of `backup_id` runs on this node."""
         with self._mutex:
             jobs = list(self._jobs.values())
         return any(j.backup_id == backup_id and _alive(j) for j in jobs)
+
+    def release_ended(self, backup_id: str) -> None:
+        """Remove now the repository locks that ended restores of `backup_id` on this node left
+        on the target (best effort: those that stay are retried in the background)."""
+        self._leftovers.sweep_backup(backup_id)
 
     def start_or_poll(
         self, wanted: RestoreWanted, ref: BackupRef, access: TargetAccess, known_id: str | None
@@ -115,6 +135,9 @@ class Restores:
                 f"snapshot {wanted.snapshot_id!r}: no such backup on target {ref.target!r}"
             )
         job = _Job(wanted, manifest.backup_id, _size(wanted, manifest))
+        # The same backup into the same volume takes its lock under the same holder name: the
+        # lock an earlier, ended attempt left must be gone before this one takes a new lock.
+        self._leftovers.settle(restore_holder(manifest.backup_id, wanted.volume))
         self._store.record_restore(wanted.volume, wanted.snapshot_id)
         job.thread = threading.Thread(
             target=self._run,
@@ -155,6 +178,12 @@ class Restores:
                 report.duration_seconds,
             )
             return
+        # The engine could not delete its lock if the target went away. Recorded while the
+        # thread still runs, so that DeleteSnapshot on this node sees the restore either
+        # running or ended with a lock to remove, never neither.
+        self._leftovers.add(
+            restore_holder(job.backup_id, volume), job.backup_id, repo, access.secrets
+        )
         self._store.forget_restore(volume)
         if not isinstance(job.error, Cancelled):
             _log.warning("restore of volume %s failed: %s", volume, job.error.message)

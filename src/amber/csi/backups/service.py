@@ -43,6 +43,7 @@ __all__ = ["BackupSettings", "BackupSnapshots", "SnapshotInfo", "parse_backup_id
 _FAILURE_KINDS: dict[str, type[AmberError]] = {
     cls.__name__: cls
     for cls in (
+        AlreadyExists,
         Unavailable,
         PermissionDenied,
         InvalidArgument,
@@ -107,11 +108,12 @@ class BackupSnapshots:
 
     def start(self) -> None:
         self._uploads.start()
+        self._restores.start()
 
     def close(self) -> None:
         """Stop the worker and cancel restores (they resume or restart after a restart)."""
         self._uploads.stop()
-        self._restores.cancel_all()
+        self._restores.close()
         self._store.close()
 
     # -- CreateSnapshot ----------------------------------------------------------------------
@@ -215,11 +217,17 @@ class BackupSnapshots:
             remove_backup(self._pool, repo, manifest, ref.target, self._clock)
 
     def _refuse_if_restoring(self, backup_id: str | None) -> None:
-        if backup_id is not None and self._restores.running_from(backup_id):
+        """FAILED_PRECONDITION while a restore of the backup runs on this node. The locks that
+        ended restores of it left on the target are removed first: they would make the
+        deletion look at a restore that no longer runs."""
+        if backup_id is None:
+            return
+        if self._restores.running_from(backup_id):
             raise FailedPrecondition(
                 f"backup {backup_id} is being restored on this node; delete the snapshot again "
                 "when the restore has finished"
             )
+        self._restores.release_ended(backup_id)
 
     # -- ListSnapshots -----------------------------------------------------------------------
 

@@ -9,9 +9,15 @@ which is all the next incremental needs (a job with `keep_local` keeps it until 
 Failures that may heal (target unreachable, repository busy) are retried with exponential
 backoff up to `max_attempts`; others (wrong password, damaged repository, snapshot gone) fail
 the job at once. A job whose target is unknown after a restart (it came from a secret) waits
-for the next call that brings the secret, without using up attempts. A job started before a
-crash first looks for its backup on the target (the commit may have happened), so no backup is
-made twice. Deleting a job cancels its upload, then removes whatever was committed.
+for the next call that brings the secret, without using up attempts.
+
+A backup is never made twice: every upload commits under the id derived from the snapshot's
+key (`handles.key_backup_id`). A job that started before (a crash, a failed attempt) first
+reads the manifest under that id -- the commit may have happened, and the local snapshot may
+already be gone -- and an attempt whose commit finds the id taken by an earlier attempt of the
+same job (AlreadyExists: a commit that landed late) counts as done. The same id taken by a
+backup of another snapshot or volume fails the job. Deleting a job cancels its upload, then
+removes whatever was committed.
 """
 
 from __future__ import annotations
@@ -25,13 +31,15 @@ from dataclasses import dataclass
 
 from amber.backup.backuper import BackupOptions, backup_snapshot
 from amber.backup.layout import Clock
-from amber.csi.backups.handles import LABEL_KEY, LABEL_NAME, LABEL_NODE, BackupRef
+from amber.backup.manifest import Manifest
+from amber.backup.repository import Repository
+from amber.csi.backups.handles import LABEL_KEY, LABEL_NAME, LABEL_NODE, BackupRef, key_backup_id
 from amber.csi.backups.jobs import JobStore, UploadJob, UploadState
-from amber.csi.backups.lookup import find_backup, remove_backup
+from amber.csi.backups.lookup import find_backup, find_by_key, remove_backup
 from amber.csi.backups.targets import TargetAccess, TargetUnknown
 from amber.csi.backups.watch import Cancelled, Watch
 from amber.csi.logging import scrub
-from amber.domain.errors import AmberError, Busy, NotFound, Unavailable
+from amber.domain.errors import AlreadyExists, AmberError, Busy, NotFound, Unavailable
 from amber.pool import Pool
 
 __all__ = ["LABEL_SOURCE_VOLUME", "UploadSettings", "Uploads"]
@@ -168,10 +176,8 @@ class Uploads:
 
     def _backup(self, job: UploadJob, access: TargetAccess, watch: Watch) -> str:
         repo = access.open(create=True)
-        if job.started:
-            found = find_backup(repo, BackupRef(job.target, key=job.key))
-            if found is not None:
-                return found.backup_id
+        if job.started and _committed_for(repo, job) is not None:
+            return key_backup_id(job.key)  # an earlier attempt committed it
         job = self._store.update(job, started=True)
         labels = {
             LABEL_KEY: job.key,
@@ -179,15 +185,20 @@ class Uploads:
             LABEL_NODE: self._node_id,
             LABEL_SOURCE_VOLUME: job.volume_id,
         }
-        report = backup_snapshot(
-            self._pool,
-            repo,
-            job.target,
-            job.snapshot,
-            options=BackupOptions(labels=labels),
-            progress=watch,
-            clock=self._clock,
-        )
+        options = BackupOptions(labels=labels, backup_id=key_backup_id(job.key))
+        try:
+            report = backup_snapshot(
+                self._pool,
+                repo,
+                job.target,
+                job.snapshot,
+                options=options,
+                progress=watch,
+                clock=self._clock,
+                failpoint=self._pool.ctx.failpoint,
+            )
+        except AlreadyExists:
+            return self._adopt(repo, job)
         _log.info(
             "backup snapshot %s committed to target %s as backup %s (%s, %d bytes read, "
             "%d bytes new)",
@@ -200,15 +211,33 @@ class Uploads:
         )
         return report.backup_id
 
+    def _adopt(self, repo: Repository, job: UploadJob) -> str:
+        """The id of the backup an earlier attempt of `job` committed while this one ran;
+        AlreadyExists when the id holds a backup of another snapshot or volume."""
+        backup_id = key_backup_id(job.key)
+        if _committed_for(repo, job) is None:
+            raise AlreadyExists(
+                f"target {job.target!r} already holds backup {backup_id} under this snapshot's "
+                f"id, made for another snapshot or volume (snapshot key {job.key!r})"
+            )
+        _log.info(
+            "backup snapshot %s: an earlier attempt already committed backup %s to target %s",
+            job.name,
+            backup_id,
+            job.target,
+        )
+        return backup_id
+
     def _committed(self, job: UploadJob, backup_id: str) -> None:
         current = self._store.get(job.name)
         if current is None:
             return
         # Drop the local snapshot before the job reads as ready, so that a caller who sees
         # ready_to_use never finds it still there (a crash in between is resolved on restart:
-        # the job finds its committed backup by label).
+        # the job reads the manifest under its key's id and finds its backup committed).
         if not current.keep_local:
             self._drop_local(current)
+        self._pool.ctx.failpoint("backup-snapshot.local-dropped")
         state = UploadState.DELETING if current.state is UploadState.DELETING else UploadState.READY
         self._store.update(current, state=state, backup_id=backup_id, error=None, next_try=0.0)
         if state is UploadState.DELETING:
@@ -273,10 +302,26 @@ class Uploads:
             repo = access.open()
         except NotFound:  # no repository yet: nothing was ever committed there
             repo = None
-        ref = BackupRef(job.target, key=job.key)
-        found = None if repo is None else find_backup(repo, ref, job.backup_id)
+        found = None if repo is None else _backup_of(repo, job)
         if repo is not None and found is not None:
             remove_backup(self._pool, repo, found, job.target, self._clock)
         with contextlib.suppress(NotFound):
             self._pool.snapshots.delete(job.snapshot)
         self._store.remove(job.name)
+
+
+def _committed_for(repo: Repository, job: UploadJob) -> Manifest | None:
+    """The backup committed for `job`'s key from `job`'s volume (one read), or None."""
+    found = find_by_key(repo, job.key)
+    if found is None or found.labels.get(LABEL_SOURCE_VOLUME) != job.volume_id:
+        return None
+    return found
+
+
+def _backup_of(repo: Repository, job: UploadJob) -> Manifest | None:
+    """The backup `job` committed: the one it recorded, else the one under its key's id made
+    from its volume (never another snapshot's that took the id: a failed job must not remove
+    what it did not make)."""
+    if job.backup_id is not None:
+        return find_backup(repo, BackupRef(job.target, key=job.key), job.backup_id)
+    return _committed_for(repo, job)
