@@ -294,6 +294,7 @@ class FileStore:
         self._root = root
         self._runner = _CallRunner(timeout, max_workers)
         self._staged: list[tuple[str, Path, Path]] = []  # (key, temporary file, final path)
+        self._unsynced_dirs: set[Path] = set()  # made for staged objects, fsynced at the flush
         self._staged_lock = threading.Lock()
 
     @property
@@ -326,16 +327,19 @@ class FileStore:
         failure leaves unpublished stays staged, so a retried flush finishes the job."""
         with self._staged_lock:
             staged, self._staged = self._staged, []
+            directories, self._unsynced_dirs = self._unsynced_dirs, set()
+        directories |= {path.parent for _, _, path in staged}
         done = 0
         try:
             for key, tmp, path in staged:
                 self._run(partial(self._publish_sync, tmp, path), f"writing {path}", key)
                 done += 1
-            for directory in {path.parent for _, _, path in staged}:
+            for directory in sorted(directories):
                 self._run(partial(_fsync_dir, directory), f"syncing {directory}", "")
         except BaseException:
             with self._staged_lock:
                 self._staged[:0] = staged[done:]
+                self._unsynced_dirs |= directories
             raise
 
     def get(self, key: str) -> bytes:
@@ -436,7 +440,7 @@ class FileStore:
 
     def _stage_sync(self, path: Path, data: bytes) -> Path:
         tmp = path.parent / f"{TEMP_MARKER}{secrets.token_hex(8)}"
-        fd = self._create_temp(tmp)
+        fd = self._create_temp(tmp, self._sync_at_flush)
         try:
             _write_all(fd, data)
             # Starts writeback now (asynchronously), so the flush finds little left to write.
@@ -447,6 +451,10 @@ class FileStore:
         finally:
             os.close(fd)
         return tmp
+
+    def _sync_at_flush(self, directory: Path) -> None:
+        with self._staged_lock:
+            self._unsynced_dirs.add(directory)
 
     def _publish_sync(self, tmp: Path, path: Path) -> None:
         fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
@@ -460,19 +468,20 @@ class FileStore:
             _remove_quietly(tmp)
             raise self._conflict(path) from e
 
-    def _create_temp(self, tmp: Path) -> int:
+    def _create_temp(self, tmp: Path, sync_dir: Callable[[Path], None] = _fsync_dir) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             return os.open(tmp, flags, 0o600)
         except FileNotFoundError:
-            self._make_dirs(tmp.parent)
+            self._make_dirs(tmp.parent, sync_dir)
             return os.open(tmp, flags, 0o600)
         except (NotADirectoryError, IsADirectoryError) as e:
             raise self._conflict(tmp.parent) from e
 
-    def _make_dirs(self, directory: Path) -> None:
-        """Create the missing directories between the root and `directory`, fsyncing each
-        parent so that the new entries survive a crash together with the object."""
+    def _make_dirs(self, directory: Path, sync_dir: Callable[[Path], None]) -> None:
+        """Create the missing directories between the root and `directory`, and `sync_dir`
+        each parent (fsync now, or later for a staged object) so that the new entries survive
+        a crash together with the object."""
         self._require_root()
         current = self._root
         for part in directory.relative_to(self._root).parts:
@@ -485,7 +494,7 @@ class FileStore:
                 continue
             except NotADirectoryError as e:
                 raise self._conflict(parent) from e
-            _fsync_dir(parent)
+            sync_dir(parent)
 
     def _conflict(self, path: Path) -> InvalidArgument:
         return InvalidArgument(
