@@ -178,7 +178,8 @@ class Restorer:
         self.progress.phase("downloading", total, "bytes")
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            self._download(fd, requests)
+            with _Writeback(fd):
+                self._download(fd, requests)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -255,9 +256,6 @@ class Restorer:
             for start, piece in _nonzero_runs(plaintext):
                 os.pwrite(fd, piece, offset + start)
                 written += len(piece)
-            # Start writing back now (asynchronously) rather than leave the whole volume dirty
-            # for the final fsync, and keep the restore from filling the node's page cache.
-            os.posix_fadvise(fd, offset, len(plaintext), os.POSIX_FADV_DONTNEED)
         with self.outcome.lock:
             self.outcome.written += written
             self.outcome.chunks += len(self.uses[chunk_id])
@@ -309,6 +307,37 @@ class Restorer:
             damaged=tuple(self.damaged_ranges()),
             duration_seconds=duration,
         )
+
+
+class _Writeback:
+    """Starts the kernel writing back what the restore wrote, every `period` seconds, from a
+    thread of its own, and drops the written pages from the cache.
+
+    Without it the final fsync would write the whole volume at once, after the downloads; with
+    a `POSIX_FADV_DONTNEED` per chunk from the download threads (an earlier design) each
+    thread paid for starting writeback of its megabyte and the restore took twice as long
+    (3.6-5.4 s against 2.5-2.6 s for the benchmark's 1.9 GiB, in-process). DONTNEED starts
+    asynchronous writeback of the dirty pages in the range and drops the clean ones, which
+    also keeps a restore from pushing the node's hot data out of the page cache.
+    """
+
+    def __init__(self, fd: int, period: float = 0.2) -> None:
+        self._fd = fd
+        self._period = period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="amber-writeback", daemon=True)
+
+    def __enter__(self) -> _Writeback:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def describe_damage(ranges: Sequence[DamagedRange], limit: int = 5) -> str:
