@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from amber.backup import LockKind, Repository
+from amber.backup import LockKind, Repository, open_repository
+from amber.backup.keeper import release_quietly
 from amber.backup.locks import LockInfo, encode_lock
 from amber.blobstore.base import BlobInfo, BlobStore
+from amber.blobstore.faulty import Fault, FaultyStore
 from amber.domain.errors import Busy, FailedPrecondition, InvalidArgument
+from tests.backup.helpers import PASSWORD
 from tests.backup.memstore import FakeClock, keys
 
 
@@ -164,3 +167,15 @@ def test_a_lock_that_lost_the_race_backs_off(
 def test_lock_ttl_must_be_positive(repo: Repository) -> None:
     with pytest.raises(InvalidArgument):
         repo.lock("backup", ttl=0)
+
+
+def test_release_quietly_logs_a_failed_release_instead_of_raising(
+    repo: Repository, store: BlobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    faulty = FaultyStore(store, [Fault("delete", "locks/")])  # fails the release only
+    lock = open_repository(faulty, PASSWORD, clock=repo.clock).lock("backup of vol-a")
+    release_quietly(lock)
+    assert faulty.fired
+    assert keys(store, "locks/") == [f"locks/{lock.info.lock_id}"]  # left to expire
+    assert "expires by itself" in caplog.text
+    assert not lock.released

@@ -44,7 +44,13 @@ from dataclasses import dataclass, field
 from amber.backup.chunker import ChunkGrid, chunks_with_data, is_zero, read_exactly
 from amber.backup.extents import unchanged_chunks
 from amber.backup.index import PackRecord, write_index
-from amber.backup.keeper import DEFAULT_LOCK_WAIT, LockKeeper, acquire, holder
+from amber.backup.keeper import (
+    DEFAULT_LOCK_WAIT,
+    LockKeeper,
+    acquire,
+    holder,
+    release_quietly,
+)
 from amber.backup.layout import Clock
 from amber.backup.manifest import HOLE, ZERO, ChunkRef, Manifest
 from amber.backup.pack import read_pack_header
@@ -204,7 +210,7 @@ def backup_snapshot(
                 )
                 return job.run(keeper, failpoint)
         finally:
-            lock.release()
+            release_quietly(lock)
             progress.done()
 
 
@@ -432,6 +438,7 @@ def _give_up(writer: BackupWriter) -> None:
 
 
 _DONE = None
+_DROP_EVERY = 16 * 1024 * 1024
 
 
 class _Pipeline:
@@ -493,13 +500,18 @@ class _Pipeline:
 
     def _read(self, plan: _Plan, workers: int) -> None:
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        dropped = 0  # the snapshot's pages before this offset were dropped from the cache
         for index in plan.to_read:
             start, end = self.grid.range(index)
             data = read_exactly(self.fd, end - start, start)
-            # The snapshot is read once: do not let it push the node's hot data out of the cache.
-            os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
+            # The snapshot is read once: do not let it push the node's hot data out of the
+            # cache (every 16 MiB: a call per chunk cost more than the dropping itself).
+            if end - dropped >= _DROP_EVERY:
+                os.posix_fadvise(self.fd, dropped, end - dropped, os.POSIX_FADV_DONTNEED)
+                dropped = end
             if not self._put((index, data)):
                 return
+        os.posix_fadvise(self.fd, dropped, 0, os.POSIX_FADV_DONTNEED)
         for _ in range(workers):
             self._put(_DONE)
 

