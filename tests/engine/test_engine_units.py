@@ -96,6 +96,8 @@ def test_nonzero_runs_skip_zero_blocks() -> None:
     runs = list(_nonzero_runs(data))
     assert [(offset, len(piece)) for offset, piece in runs] == [(0, block), (3 * block, block + 5)]
     assert b"".join(piece for _, piece in runs).count(b"c") == 5
+    leading_zero = bytes(1) + b"d" * (block - 1) + bytes(block)  # a data block may start with 0
+    assert [(o, bytes(p)) for o, p in _nonzero_runs(leading_zero)] == [(0, leading_zero[:block])]
 
 
 def test_damage_is_described_with_byte_ranges() -> None:

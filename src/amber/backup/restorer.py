@@ -396,16 +396,23 @@ def _request(pack_id: bytes, group: list[tuple[bytes, IndexEntry]]) -> _Request:
     return _Request(pack_id, start, end - start, tuple(group))
 
 
-def _nonzero_runs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """(offset, bytes) of the runs of `SPARSE_BLOCK` blocks that are not all zero."""
+def _nonzero_runs(data: bytes) -> Iterator[tuple[int, memoryview]]:
+    """(offset, view) of the runs of `SPARSE_BLOCK` blocks that are not all zero.
+
+    Views, not copies: a chunk is written without copying it again. A block is compared with
+    zeros only when its first byte is zero (data blocks rarely start with one)."""
+    view = memoryview(data)
     run_start = None
     for offset in range(0, len(data), SPARSE_BLOCK):
-        block = data[offset : offset + SPARSE_BLOCK]
-        zero = block == _ZERO_BLOCK if len(block) == SPARSE_BLOCK else not block.strip(b"\0")
+        zero = data[offset] == 0 and _is_zero_block(data[offset : offset + SPARSE_BLOCK])
         if zero and run_start is not None:
-            yield run_start, data[run_start:offset]
+            yield run_start, view[run_start:offset]
             run_start = None
         elif not zero and run_start is None:
             run_start = offset
     if run_start is not None:
-        yield run_start, data[run_start:]
+        yield run_start, view[run_start:]
+
+
+def _is_zero_block(block: bytes) -> bool:
+    return block == _ZERO_BLOCK if len(block) == SPARSE_BLOCK else not block.strip(b"\0")
