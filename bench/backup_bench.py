@@ -7,7 +7,11 @@ thousands of small files — and snapshots it. Then, for each tool:
 1. a full backup of the snapshot;
 2. three incrementals, each after about 1% of the data changed (binaries overwritten in
    place, a log appended, small files rewritten), each of a new snapshot;
-3. a restore of the last backup.
+3. a restore of the last backup;
+
+first to a directory on the same disk (the filesystem target), then to a local S3 server (moto's
+server mode on 127.0.0.1, objects held in memory): one full backup of the first snapshot, the
+three incrementals of the same snapshots, one restore.
 
 What restic backs up: the snapshot's *image file* (`restic backup <pool>/snapshots/<uid>.img`,
 repository version 2, `--compression auto`). That is the block-level equivalent of what Amber
@@ -39,10 +43,12 @@ import os
 import platform
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,9 +330,13 @@ class Results:
     """(Amber, restic, Amber uploaded, restic uploaded, bytes changed) per incremental."""
     restore: list[tuple[Run, Run, float]] = field(default_factory=list)
     """(Amber, restic, the `sync` that makes restic's restore durable) per repetition."""
+    images: list[Path] = field(default_factory=list)
+    """The snapshot images s0..s3, in order."""
     identical: tuple[bool, bool] = (False, False)
     allocated: tuple[int, int, int] = (0, 0, 0)
     big: Run | None = None
+    s3: list[tuple[str, Run, Run]] = field(default_factory=list)
+    """(step, Amber, restic) against the S3 server."""
 
 
 def backup_pair(bench: Bench, label: str, snapshot: str, image: Path) -> tuple[Run, Run, int, int]:
@@ -343,12 +353,14 @@ def run_backups(
 ) -> tuple[Results, Path]:
     results = Results()
     image = pool.snapshots.create("data", "s0").image
+    results.images.append(image)
     for rep in range(reps):
         bench.fresh_repositories()
         results.full.append(backup_pair(bench, f"full #{rep + 1}", "s0", image))
     for round_no in range(1, 4):
         changed = change_one_percent(data_dir, rng, round_no)
         image = pool.snapshots.create("data", f"s{round_no}").image
+        results.images.append(image)
         pair = backup_pair(bench, f"incremental {round_no}", f"s{round_no}", image)
         results.incremental.append((*pair, changed))
     return results, image
@@ -402,6 +414,105 @@ def run_big_volume(pool: Pool, bench: Bench) -> Run:
     run = bench.amber("32 GiB full", "backup", "create", "big-s0", "-t", "big")
     run.extra["repo"] = repo_bytes(repo)
     return run
+
+
+# -- the S3 target -----------------------------------------------------------------------------
+
+S3_KEY, S3_SECRET = "bench", "bench-secret-key"
+
+
+def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server on a free port of 127.0.0.1, with one bucket per tool."""
+    import boto3  # the benchmark runs in Amber's environment, which has boto3
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(work / "moto.log", "wb")  # noqa: SIM115 (lives as long as the server)
+    server = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"moto server did not start: see {work / 'moto.log'}") from None
+            time.sleep(0.1)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+    )
+    for bucket in ("amber-bench", "restic-bench"):
+        s3.create_bucket(Bucket=bucket)
+    return proc, endpoint
+
+
+def run_s3(pool: Pool, bench: Bench, results: Results) -> None:
+    """The full backup, the three incrementals and a restore, both tools to the S3 server."""
+    proc, endpoint = start_moto(bench.work)
+    try:
+        secret = bench.mnt / "s3.secret"
+        secret.write_text(S3_SECRET + "\n")
+        amber = [*AMBER, "--pool", str(bench.pool_dir)]
+        bench.run(
+            [
+                *amber,
+                "target",
+                "add",
+                "s3bench",
+                "s3://amber-bench/repo",
+                "--endpoint",
+                endpoint,
+                "--region",
+                "us-east-1",
+                "--path-style",
+                "--access-key",
+                S3_KEY,
+                "--secret-key-file",
+                str(secret),
+                "--password-file",
+                str(bench.password),
+                "--init",
+            ]
+        )
+        env = dict(bench.env, AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+        restic = ["restic", "-r", f"s3:{endpoint}/restic-bench", "--json"]
+        subprocess.run(
+            [*restic, "init", "--repository-version", "2"], env=env, check=True, capture_output=True
+        )
+        labels = ["full", "incremental 1", "incremental 2", "incremental 3"]
+        for number, (label, image) in enumerate(zip(labels, results.images, strict=True)):
+            a = bench.amber(f"S3 {label}", "backup", "create", f"s{number}", "-t", "s3bench")
+            r = measure(
+                f"S3 {label}", [*restic, "backup", "--compression", "auto", str(image)], env
+            )
+            results.s3.append((label, a, r))
+            print(f"  S3 {label}: amber {a.wall:.2f} s, restic {r.wall:.2f} s", flush=True)
+        backup_id = results.s3[-1][1].extra["backup_id"]
+        a = bench.amber(
+            "S3 restore", "backup", "restore", backup_id, "s3-restored", "-t", "s3bench"
+        )
+        target = bench.mnt / "restic-restore-s3"
+        r = measure("S3 restore", [*restic, "restore", "latest", "--target", str(target)], env)
+        start = time.monotonic()
+        subprocess.run(["sync"], check=True)
+        synced = Run("restic+sync", r.wall + time.monotonic() - start, r.cpu, r.rss_mb)
+        results.s3 += [("restore", a, r), ("restore, restic + `sync`", a, synced)]
+        print(f"  S3 restore: amber {a.wall:.2f} s, restic {r.wall:.2f} s", flush=True)
+        restored = pool.volumes.get("s3-restored").image
+        if sha256_of(restored) != sha256_of(results.images[-1]):
+            raise SystemExit("the restore from S3 differs from the snapshot")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -468,6 +579,15 @@ def report(results: Results, data_bytes: int) -> None:
         f"Allocated: snapshot {alloc[0] / MiB:.0f} MiB, Amber's restore {alloc[1] / MiB:.0f} "
         f"MiB, restic's {alloc[2] / MiB:.0f} MiB."
     )
+    if results.s3:
+        print("\nTo the S3 server (moto, 127.0.0.1), same snapshots, one run each:\n")
+        print(
+            "| step | Amber wall | restic wall | speed-up | Amber CPU | restic CPU | "
+            "Amber peak RSS | restic peak RSS |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for label, a, r in results.s3:
+            print(row(label, [a], [r]))
     if results.big is not None:
         big = results.big
         print(
@@ -482,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/amber-bench"))
     parser.add_argument("--reps", type=int, default=3, help="repetitions of full and restore")
     parser.add_argument("--big-volume", action="store_true")
+    parser.add_argument("--no-s3", action="store_true", help="skip the S3 server half")
     parser.add_argument("--seed", type=int, default=4)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -501,6 +622,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         results, image = run_backups(pool, bench, data_dir, rng, args.reps)
         pool.attachments.release("volume", "data")
         run_restores(pool, bench, results, image, args.reps)
+        if not args.no_s3:
+            run_s3(pool, bench, results)
         if args.big_volume:
             results.big = run_big_volume(pool, bench)
         report(results, data_bytes)
