@@ -159,7 +159,7 @@ def test_backup_import_stays_under_backup() -> None:
     assert CliRunner().invoke(app, ["import", "--help"]).exit_code == 2
 
 
-def test_backup_and_restore_to_a_file_target_import_no_rpc_or_s3(
+def test_backup_and_restore_to_a_file_target_import_no_rpc_s3_or_rich(
     pool_dir: Path, tmp_path: Path
 ) -> None:
     config, repo, password = tmp_path / "targets.json", tmp_path / "repo", tmp_path / "password"
@@ -187,4 +187,4 @@ def test_backup_and_restore_to_a_file_target_import_no_rpc_or_s3(
     assert restored.code == 0, restored.stderr
     assert json.loads(restored.stdout)["complete"] is True
     for run in (created, restored):
-        assert run.loaded(RPC | S3) == set()
+        assert run.loaded(RPC | S3 | {"rich"}) == set()  # JSON for a script: no rich either

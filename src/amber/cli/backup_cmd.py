@@ -14,21 +14,6 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    ProgressColumn,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichBar
-from rich.table import Table
 
 from amber.backup.backuper import SYSTEM_LABEL_PREFIX, BackupOptions, backup_snapshot
 from amber.backup.check import CheckResult, check
@@ -70,42 +55,6 @@ def group(ctx: typer.Context, config: ConfigOption = None) -> None:
     remember_config(ctx, config)
 
 
-# -- progress bars ----------------------------------------------------------------------------
-
-
-class BarProgress:
-    """The engine's progress callbacks as rich progress bars on stderr, one per phase."""
-
-    def __init__(self, console: Console) -> None:
-        self._console = console
-        self._bar: RichBar | None = None
-        self._task: TaskID | None = None
-
-    def phase(self, name: str, total: int | None, unit: str = "bytes") -> None:
-        """Close the previous bar and open one for this phase."""
-        self.done()
-        columns: list[ProgressColumn] = [SpinnerColumn(), TextColumn("{task.description}")]
-        if unit == "bytes":
-            columns += [BarColumn(), DownloadColumn(), TransferSpeedColumn()]
-        else:
-            columns += [BarColumn(), MofNCompleteColumn(), TextColumn(unit)]
-        columns += [TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
-        self._bar = RichBar(*columns, console=self._console, refresh_per_second=5)
-        self._task = self._bar.add_task(name, total=total)
-        self._bar.start()
-
-    def advance(self, amount: int) -> None:
-        """Move the current bar."""
-        if self._bar is not None and self._task is not None:
-            self._bar.advance(self._task, amount)
-
-    def done(self) -> None:
-        """Stop the current bar."""
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
 M_ARENA_MAX = -8  # glibc <malloc.h>
 
 
@@ -121,7 +70,9 @@ def _one_malloc_arena() -> None:
 def _progress(st: CliState) -> Progress:
     if st.json or not sys.stderr.isatty():
         return NullProgress()
-    return BarProgress(output.err_console)
+    from amber.cli.bars import BarProgress  # rich only for a terminal
+
+    return BarProgress(output.err_console())
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -230,7 +181,7 @@ def create(
         ("stored", format_size(report.bytes_stored)),
         ("duration", f"{report.duration_seconds:.2f} s"),
     ]
-    output.console.print(output.details(f"Backup of {report.snapshot}", rows))
+    output.console().print(output.details(f"Backup of {report.snapshot}", rows))
 
 
 @app.command("restore")
@@ -274,7 +225,7 @@ def restore(
             ("duration", f"{report.duration_seconds:.2f} s"),
         ]
         rows += [("LOST", f"bytes {r.start}-{r.end}: {r.reason}") for r in report.damaged]
-        output.console.print(output.details(f"Restore of {report.backup_id}", rows))
+        output.console().print(output.details(f"Restore of {report.backup_id}", rows))
     if report.damaged:
         raise Corrupt(
             f"volume {volume} was restored INCOMPLETE: {describe_damage(report.damaged)} are zero"
@@ -297,7 +248,7 @@ def list_(
     if st.json:
         output.print_json(rows)
         return
-    table = Table(title=f"Backups in {target}", title_justify="left")
+    table = output.new_table(title=f"Backups in {target}", title_justify="left")
     for column in ("ID", "VOLUME", "CREATED", "SIZE", "NEW", "STORED", "TAGS", "HANDLE"):
         table.add_column(column)
     for r in rows:
@@ -311,7 +262,7 @@ def list_(
             ",".join(r["tags"]) or "-",
             r["handle"],
         )
-    output.console.print(table)
+    output.console().print(table)
 
 
 @app.command("show")
@@ -356,7 +307,7 @@ def show(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
         ("tags", ", ".join(manifest.tags) or "-"),
         ("system labels", ", ".join(f"{k}={v}" for k, v in summary["system_labels"].items())),
     ]
-    output.console.print(output.details(f"Backup {backup_id}", rows))
+    output.console().print(output.details(f"Backup {backup_id}", rows))
 
 
 @app.command("delete")
@@ -370,7 +321,7 @@ def delete(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
     if st.json:
         output.print_json({"deleted": backup_id, "target": name})
     else:
-        output.console.print(f"Backup {backup_id} deleted from {name}; prune frees its data.")
+        output.console().print(f"Backup {backup_id} deleted from {name}; prune frees its data.")
 
 
 # -- prune and check --------------------------------------------------------------------------
@@ -425,15 +376,15 @@ def _print_prune(st: CliState, target: str, result: PruneResult) -> None:
         output.print_json(result)
         return
     verb = "would be" if result.dry_run else "were"
-    table = Table(title=f"Prune of {target}" + (" (dry run)" if result.dry_run else ""))
+    table = output.new_table(title=f"Prune of {target}" + (" (dry run)" if result.dry_run else ""))
     table.add_column("BACKUP")
     table.add_column("DECISION")
     for backup_id, reason in sorted(result.kept_backups.items()):
         table.add_row(backup_id, f"keep: {reason}")
     for backup_id in result.removed_backups:
         table.add_row(backup_id, "remove")
-    output.console.print(table)
-    output.console.print(
+    output.console().print(table)
+    output.console().print(
         f"{len(result.removed_backups)} backup(s) and {len(result.deleted_packs)} pack(s) {verb} "
         f"removed, freeing {format_size(result.freed_bytes)}; {len(result.protected_packs)} "
         f"unused pack(s) kept (young or written while a backup runs); "
@@ -476,8 +427,8 @@ def _print_check(st: CliState, target: str, result: CheckResult) -> None:
         output.print_json({**output.to_jsonable(result), "ok": result.ok})
         return
     for problem in result.problems:
-        output.console.print(f"{problem.severity}: {problem.message}", markup=False)
-    output.console.print(
+        output.console().print(f"{problem.severity}: {problem.message}", markup=False)
+    output.console().print(
         f"{target}: {result.backups_checked} backup(s), {result.packs_checked} pack(s) checked, "
         f"{result.packs_read} read, {result.chunks_verified} chunk(s) verified: "
         f"{len(result.errors)} error(s), {len(result.warnings)} warning(s)"
@@ -498,16 +449,16 @@ def bases(
         if forget is not None:
             dropped = backup_state.forget(forget, target)
             if not st.json:
-                output.console.print(f"Dropped {len(dropped)} base(s) of volume {forget}.")
+                output.console().print(f"Dropped {len(dropped)} base(s) of volume {forget}.")
         records = backup_state.records()
     if st.json:
         output.print_json(records)
         return
-    table = Table(title="Backup bases", title_justify="left")
+    table = output.new_table(title="Backup bases", title_justify="left")
     for column in ("VOLUME", "TARGET", "SNAPSHOT", "BACKUP", "SINCE", "IMAGE"):
         table.add_column(column)
     for r in records:
         table.add_row(
             r.volume, r.target, r.snapshot, r.backup_id[:12], output.when(r.created), str(r.image)
         )
-    output.console.print(table)
+    output.console().print(table)

@@ -119,7 +119,7 @@ def _emit(ctx: typer.Context, fmt: OutputFormat | None, reply: Any, table: Table
         data = MessageToDict(reply, preserving_proto_field_name=True)
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
     else:
-        output.console.print(table)
+        output.console().print(table)
 
 
 def _rows(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -230,7 +230,7 @@ def _emit_info(ctx: typer.Context, fmt: OutputFormat | None, replies: dict[str, 
         node = replies["node"]
         rows.append(("node id", node.node_id))
         rows += [(k, v) for k, v in sorted(node.accessible_topology.segments.items())]
-    output.console.print(_rows("CSI driver", rows))
+    output.console().print(_rows("CSI driver", rows))
 
 
 def _plugin_caps(reply: Any) -> str:

@@ -34,7 +34,7 @@ def _step(title: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     elapsed = (time.perf_counter() - start) * 1000
-    console.print(f"  [green]✓[/] {title} [dim]({elapsed:.1f} ms)[/]", soft_wrap=True)
+    console().print(f"  [green]✓[/] {title} [dim]({elapsed:.1f} ms)[/]", soft_wrap=True)
 
 
 def _digest(directory: Path) -> str:
@@ -57,7 +57,7 @@ def _write(directory: Path, name: str, nbytes: int) -> None:
 def ensure_pool(root: Path, image_size: int) -> Pool:
     """Open the pool, creating the default loopback pool if there is none."""
     if not (root / DB_NAME).exists() and not (root / MARKER).exists():
-        console.print(f"No pool at {root}: creating a {format_size(image_size)} loopback pool…")
+        console().print(f"No pool at {root}: creating a {format_size(image_size)} loopback pool…")
         image = default_image(root)
         with _step(f"pool image {image} formatted XFS (reflink) and mounted at {root}"):
             Pool.init_image(image, image_size, root)
@@ -93,7 +93,7 @@ def demo(
     names: dict[str, str] = {k: f"demo-{k}-{tag}" for k in kinds}
     config = TargetConfig(targets_config)
     backups: list[str] = []
-    console.print(
+    console().print(
         f"[bold]Amber demo[/] on pool {pool.root} (reflink: {'yes' if pool.ctx.reflink else 'no'})"
     )
     try:
@@ -113,7 +113,7 @@ def demo(
             forget_backups(pool, config, backups, names["app"])
             _cleanup(pool, names, work)
     status = pool.status()
-    console.print(
+    console().print(
         f"Pool: {format_size(status.used)} used of {format_size(status.size)}, "
         f"{status.volumes} volume(s), {status.snapshots} snapshot(s)."
     )
@@ -151,7 +151,7 @@ def _story(pool: Pool, work: Path, names: dict[str, str], nbytes: int) -> str:
         )
         pool.attachments.mount("volume", names["restored"], restored_dir, create_target=True)
     _check(lambda: _digest(restored_dir) == before, "restored data differs from the snapshot")
-    console.print("    restored data is byte-identical to the snapshot moment")
+    console().print("    restored data is byte-identical to the snapshot moment")
     with _step(f"cloned {names['app']} into {names['clone']}"):
         pool.volumes.create(
             VolumeRequest(
@@ -163,7 +163,7 @@ def _story(pool: Pool, work: Path, names: dict[str, str], nbytes: int) -> str:
     with _step(f"expanded {names['app']} to 2 GiB while mounted"):
         grown = pool.volumes.expand(names["app"], 2 * GiB)
     if grown.fs_resize_pending:
-        console.print(
+        console().print(
             "    the kernel refused to grow ext4 online (no CAP_SYS_RESOURCE here): "
             "it grows at the next mount",
             soft_wrap=True,
@@ -172,7 +172,7 @@ def _story(pool: Pool, work: Path, names: dict[str, str], nbytes: int) -> str:
             pool.attachments.release("volume", names["app"])
             pool.attachments.mount("volume", names["app"], app_dir)
     st = os.statvfs(app_dir)
-    console.print(f"    filesystem now {format_size(st.f_blocks * st.f_frsize)}, data intact")
+    console().print(f"    filesystem now {format_size(st.f_blocks * st.f_frsize)}, data intact")
     _check(lambda: (app_dir / "version.txt").read_text() == "v2-broken\n", "data lost")
     return before
 
@@ -194,7 +194,7 @@ def _cleanup(pool: Pool, names: dict[str, str], work: Path) -> None:
                 pool.attachments.release(kind, names[key])
                 pool.volumes.delete(names[key])
         except AmberError as e:
-            console.print(f"  cleanup of {names[key]} failed: {e}")
+            console().print(f"  cleanup of {names[key]} failed: {e}")
     for key in ("snap", "snap2"):
         if pool.snapshots.find(names[key]) is not None:
             pool.snapshots.delete(names[key])
@@ -202,4 +202,4 @@ def _cleanup(pool: Pool, names: dict[str, str], work: Path) -> None:
         (work / sub).rmdir() if (work / sub).exists() else None
     if work.exists():
         work.rmdir()
-    console.print("  cleaned up the demo's volumes, snapshots and backups (--keep keeps them)")
+    console().print("  cleaned up the demo's volumes, snapshots and backups (--keep keeps them)")

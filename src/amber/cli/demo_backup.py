@@ -59,7 +59,7 @@ def backup_story(
         repo = open_target_repository(target, create=True)
     with step(f"backed up snapshot {names['snap']} (full)"):
         first = backup_snapshot(pool, repo, TARGET, names["snap"])
-    console.print(
+    console().print(
         f"    read {format_size(first.bytes_read)}, stored {format_size(first.bytes_stored)} "
         "(zstd, AES-256-GCM; holes and zeros skipped)",
         soft_wrap=True,
@@ -68,7 +68,7 @@ def backup_story(
     snapshot_again(names["snap2"])
     with step(f"backed up snapshot {names['snap2']} (incremental: extent maps compared)"):
         second = backup_snapshot(pool, repo, TARGET, names["snap2"])
-    console.print(
+    console().print(
         f"    {second.chunks_unchanged} chunks unchanged (not read), {second.chunks_read} read, "
         f"{format_size(second.bytes_new)} new",
         soft_wrap=True,
@@ -79,7 +79,7 @@ def backup_story(
         pool.attachments.mount("volume", names["from-backup"], mount_dir, create_target=True)
     if not same_as_snapshot(mount_dir):
         raise AssertionError("the restored backup differs from the snapshot")
-    console.print("    the volume restored from the backup equals the snapshot moment")
+    console().print("    the volume restored from the backup equals the snapshot moment")
 
 
 def forget_backups(pool: Pool, config: TargetConfig, backup_ids: list[str], volume: str) -> None:

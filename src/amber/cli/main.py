@@ -167,7 +167,7 @@ def _print_error(message: str) -> None:
     `amber --version` does not pay ~30 ms for it."""
     from amber.cli.output import err_console
 
-    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    err_console().print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 def run() -> None:

@@ -3,22 +3,45 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from amber.domain.models import Attachment, PoolStatus, Snapshot, Volume
 from amber.domain.units import format_size
 
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+@functools.cache
+def console() -> Console:
+    """The console for results (stdout). rich is imported on first use only: a command run
+    with `--output json` never needs it (a cold import costs ~50 ms of every such command)."""
+    from rich.console import Console
+
+    return Console()
+
+
+@functools.cache
+def err_console() -> Console:
+    """The console for progress and messages (stderr)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def new_table(**options: Any) -> Table:
+    """A rich table (rich imported on first use, see `console`)."""
+    from rich.table import Table
+
+    return Table(**options)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -45,7 +68,7 @@ def when(ts: float) -> str:
 
 
 def volume_table(volumes: Sequence[Volume], attachments: Sequence[Attachment]) -> Table:
-    table = Table(title="Volumes", title_justify="left")
+    table = new_table(title="Volumes", title_justify="left")
     for column in ("NAME", "SIZE", "MODE", "FS", "SOURCE", "IN USE", "CREATED"):
         table.add_column(column)
     used: dict[str, list[str]] = {}
@@ -66,7 +89,7 @@ def volume_table(volumes: Sequence[Volume], attachments: Sequence[Attachment]) -
 
 
 def snapshot_table(snapshots: Sequence[Snapshot]) -> Table:
-    table = Table(title="Snapshots", title_justify="left")
+    table = new_table(title="Snapshots", title_justify="left")
     for column in ("NAME", "VOLUME", "SIZE", "ALLOCATED", "MODE", "CREATED"):
         table.add_column(column)
     for s in snapshots:
@@ -82,7 +105,7 @@ def snapshot_table(snapshots: Sequence[Snapshot]) -> Table:
 
 
 def details(title: str, rows: Sequence[tuple[str, str]]) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False)
+    table = new_table(title=title, title_justify="left", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in rows:

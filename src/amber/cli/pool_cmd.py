@@ -68,15 +68,15 @@ def init(
     if st.json:
         output.print_json({"pool": str(where), "reflink": probe.supported, "detail": probe.detail})
         return
-    output.console.print(f"Pool created at {where}: {probe.detail}.")
+    output.console().print(f"Pool created at {where}: {probe.detail}.")
     if not probe.supported:
-        output.err_console.print(
+        output.err_console().print(
             "[bold yellow]warning:[/] this filesystem has no reflink support: snapshots and clones "
             "will be full sparse copies (slow, and they use real space). "
             "Use XFS with reflink or btrfs."
         )
     if directory is not None and directory != st.pool:
-        output.console.print(f"Use it with --pool {directory} or AMBER_POOL={directory}.")
+        output.console().print(f"Use it with --pool {directory} or AMBER_POOL={directory}.")
 
 
 @app.command("status")
@@ -88,7 +88,7 @@ def status(ctx: typer.Context) -> None:
     if st.json:
         output.print_json(result)
     else:
-        output.console.print(output.pool_details(result))
+        output.console().print(output.pool_details(result))
 
 
 @app.command("check")
@@ -101,10 +101,10 @@ def check(ctx: typer.Context) -> None:
         output.print_json({"ok": not problems, "problems": problems, "recovered": pool.recovered})
     else:
         for line in pool.recovered:
-            output.console.print(f"recovered: {line}")
+            output.console().print(f"recovered: {line}")
         for line in problems:
-            output.console.print(f"problem: {line}")
-        output.console.print(
+            output.console().print(f"problem: {line}")
+        output.console().print(
             "pool is consistent" if not problems else f"{len(problems)} problem(s)"
         )
     if problems:

@@ -23,7 +23,7 @@ def _show(ctx: typer.Context, name: str) -> None:
     if st.json:
         output.print_json({"snapshot": snapshot, "attachments": attachments})
     else:
-        output.console.print(output.snapshot_details(snapshot, attachments))
+        output.console().print(output.snapshot_details(snapshot, attachments))
 
 
 @app.command("create")
@@ -46,7 +46,7 @@ def list_(
     if st.json:
         output.print_json(snapshots)
     else:
-        output.console.print(output.snapshot_table(snapshots))
+        output.console().print(output.snapshot_table(snapshots))
 
 
 @app.command("show")
@@ -63,7 +63,7 @@ def delete(ctx: typer.Context, name: str) -> None:
     if st.json:
         output.print_json({"deleted": snapshot})
     else:
-        output.console.print(f"Snapshot {name} deleted.")
+        output.console().print(f"Snapshot {name} deleted.")
 
 
 @app.command("mount")
@@ -83,4 +83,4 @@ def unmount(ctx: typer.Context, name: str) -> None:
     if st.json:
         output.print_json({"released": released})
     else:
-        output.console.print(f"Snapshot {name} unmounted ({len(released)} mount(s)).")
+        output.console().print(f"Snapshot {name} unmounted ({len(released)} mount(s)).")

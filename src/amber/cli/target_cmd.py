@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_NONE
 from amber.backup.targets import (
@@ -159,9 +158,9 @@ def add(
     if st.json:
         output.print_json({"target": target.public(), "repository_id": repository_id})
         return
-    output.console.print(f"Target {name} added to {config.path}.")
+    output.console().print(f"Target {name} added to {config.path}.")
     if repository_id:
-        output.console.print(f"Repository {repository_id} is ready.")
+        output.console().print(f"Repository {repository_id} is ready.")
 
 
 @app.command("list")
@@ -172,13 +171,13 @@ def list_(ctx: typer.Context) -> None:
     if st.json:
         output.print_json(targets)
         return
-    table = Table(title="Backup targets", title_justify="left")
+    table = output.new_table(title="Backup targets", title_justify="left")
     for column in ("NAME", "URL", "ENCRYPTION", "CREDENTIAL", "OPTIONS"):
         table.add_column(column)
     for t in targets:
         options = ", ".join(f"{k}={v}" for k, v in t["options"].items()) or "-"
         table.add_row(t["name"], t["url"], t["encryption"], t["credential"], options)
-    output.console.print(table)
+    output.console().print(table)
 
 
 def _status_rows(s: TargetStatus) -> list[tuple[str, str]]:
@@ -214,7 +213,7 @@ def status(ctx: typer.Context, name: str) -> None:
     if st.json:
         output.print_json(found)
     else:
-        output.console.print(output.details(f"Target {name}", _status_rows(found)))
+        output.console().print(output.details(f"Target {name}", _status_rows(found)))
     if not (found.reachable and found.writable):
         raise Unavailable(f"target {name!r} is not usable: {found.error}")
     if found.unlocked is False:
@@ -229,4 +228,4 @@ def remove(ctx: typer.Context, name: str) -> None:
     if st.json:
         output.print_json({"removed": removed.public()})
     else:
-        output.console.print(f"Target {name} removed (its backups are still in {removed.url}).")
+        output.console().print(f"Target {name} removed (its backups are still in {removed.url}).")

@@ -27,7 +27,7 @@ def _show(ctx: typer.Context, name: str) -> None:
     if st.json:
         output.print_json({"volume": volume, "attachments": attachments})
     else:
-        output.console.print(output.volume_details(volume, attachments))
+        output.console().print(output.volume_details(volume, attachments))
 
 
 @app.command("create")
@@ -90,7 +90,7 @@ def list_(ctx: typer.Context) -> None:
     if st.json:
         output.print_json(volumes)
     else:
-        output.console.print(output.volume_table(volumes, pool.attachments.list()))
+        output.console().print(output.volume_table(volumes, pool.attachments.list()))
 
 
 @app.command("show")
@@ -107,7 +107,7 @@ def delete(ctx: typer.Context, name: str) -> None:
     if st.json:
         output.print_json({"deleted": volume})
     else:
-        output.console.print(f"Volume {name} deleted.")
+        output.console().print(f"Volume {name} deleted.")
 
 
 @app.command("expand")
@@ -121,7 +121,7 @@ def expand(
     pool = st.open_pool()
     volume = pool.volumes.expand(name, parse_size(size))
     if not st.json and volume.fs_resize_pending:
-        output.err_console.print(
+        output.err_console().print(
             f"note: the filesystem of {name} grows at its next mount "
             "(it is not mounted, or the kernel refused an online ext4 resize)"
         )
@@ -160,9 +160,9 @@ def unmount(
     if st.json:
         output.print_json({"released": released})
     elif not released:
-        output.console.print(f"Volume {name} was not mounted.")
+        output.console().print(f"Volume {name} was not mounted.")
     else:
-        output.console.print(
+        output.console().print(
             f"Volume {name} unmounted from {', '.join(str(a.path) for a in released)}."
         )
 
@@ -179,7 +179,7 @@ def attach(
     if st.json:
         output.print_json(att)
     else:
-        output.console.print(str(att.loop_device))
+        output.console().print(str(att.loop_device))
 
 
 @app.command("detach")
