@@ -26,8 +26,9 @@ measured command; each command runs as its own process under GNU time (wall, use
 peak RSS). The full backup and the restore are repeated (`--reps`, fresh repositories for each
 full backup) and medians are reported, because a shared VM's disk is noisy. restic does not
 fsync what it restores, Amber does (the volume must be durable before it exists), so the
-restore is also reported with restic followed by `sync`. Restores are checked byte for byte
-against the snapshot image.
+restore is also reported with restic followed by `sync`, and beside the time this disk takes
+to write and fsync as many bytes sequentially (the floor for a durable restore). Restores are
+checked byte for byte against the snapshot image.
 
 Run as root:  .venv/bin/python bench/backup_bench.py [--workdir /var/tmp/amber-bench]
     [--reps 3] [--big-volume]   (also back up a 32 GiB volume holding the same data)
@@ -335,6 +336,8 @@ class Results:
     identical: tuple[bool, bool] = (False, False)
     allocated: tuple[int, int, int] = (0, 0, 0)
     big: Run | None = None
+    disk_floor: list[float] = field(default_factory=list)
+    """Seconds to write and fsync as many bytes as Amber's restore allocated, per repetition."""
     s3: list[tuple[str, Run, Run]] = field(default_factory=list)
     """(step, Amber, restic) against the S3 server."""
 
@@ -377,6 +380,8 @@ def run_restores(pool: Pool, bench: Bench, results: Results, image: Path, reps: 
         start = time.monotonic()
         subprocess.run(["sync"], check=True)  # restic does not fsync what it restores
         results.restore.append((amber, restic, time.monotonic() - start))
+        restored_bytes = allocated(pool.volumes.get(f"restored-{rep}").image)
+        results.disk_floor.append(durable_write(bench.mnt / "floor.bin", restored_bytes))
         print(
             f"  restore: amber {amber.wall:.2f} s, restic {restic.wall:.2f} s "
             f"(+{results.restore[-1][2]:.2f} s sync)",
@@ -387,6 +392,24 @@ def run_restores(pool: Pool, bench: Bench, results: Results, image: Path, reps: 
     want = sha256_of(image)
     results.identical = (sha256_of(restored) == want, sha256_of(restic_file) == want)
     results.allocated = (allocated(image), allocated(restored), allocated(restic_file))
+
+
+def durable_write(path: Path, nbytes: int) -> float:
+    """Seconds to write `nbytes` sequentially (8 MiB writes) and fsync them, cache dropped
+    first: the least a durable restore of that much data can take on this disk."""
+    block = os.urandom(8 * MiB)
+    drop_caches()
+    start = time.monotonic()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(0, nbytes, len(block)):
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    elapsed = time.monotonic() - start
+    path.unlink()
+    return elapsed
 
 
 def run_big_volume(pool: Pool, bench: Bench) -> Run:
@@ -578,6 +601,11 @@ def report(results: Results, data_bytes: int) -> None:
         f"Restores byte-identical: Amber {results.identical[0]}, restic {results.identical[1]}. "
         f"Allocated: snapshot {alloc[0] / MiB:.0f} MiB, Amber's restore {alloc[1] / MiB:.0f} "
         f"MiB, restic's {alloc[2] / MiB:.0f} MiB."
+    )
+    print(
+        f"Writing and fsyncing {alloc[1] / MiB:.0f} MiB sequentially on the same disk (the floor "
+        f"for a durable restore of that data), median of {len(results.disk_floor)}: "
+        f"{median(results.disk_floor):.2f} s ({', '.join(f'{t:.2f}' for t in results.disk_floor)})."
     )
     if results.s3:
         print("\nTo the S3 server (moto, 127.0.0.1), same snapshots, one run each:\n")
