@@ -48,6 +48,15 @@ def store() -> BlobStore:
     return MemStore(FakeClock())
 
 
+@pytest.fixture
+def encrypted(store: BlobStore, scrypt: ScryptCounter) -> BlobStore:
+    """`store` holding a repository with the password in `password_file`; scrypt counted
+    from here on (the opens only)."""
+    init_repository(store, Password("first password"), scrypt=FAST_SCRYPT)
+    scrypt.calls = 0
+    return store
+
+
 def _open(store: BlobStore, cache_dir: Path, password_file: Path) -> str:
     password = Password(password_file.read_text().rstrip("\n"))
     cache = KeyCache(cache_dir, password_file)
@@ -55,14 +64,12 @@ def _open(store: BlobStore, cache_dir: Path, password_file: Path) -> str:
 
 
 def test_the_second_open_skips_scrypt(
-    store: BlobStore, tmp_path: Path, password_file: Path, scrypt: ScryptCounter
+    encrypted: BlobStore, tmp_path: Path, password_file: Path, scrypt: ScryptCounter
 ) -> None:
-    init_repository(store, Password("first password"), scrypt=FAST_SCRYPT)
-    scrypt.calls = 0  # count the opens only
     cache_dir = tmp_path / "keys"
-    repository_id = _open(store, cache_dir, password_file)
+    repository_id = _open(encrypted, cache_dir, password_file)
     assert scrypt.calls == 1
-    assert _open(store, cache_dir, password_file) == repository_id
+    assert _open(encrypted, cache_dir, password_file) == repository_id
     assert scrypt.calls == 1
     [entry] = list(cache_dir.iterdir())
     assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
@@ -71,15 +78,13 @@ def test_the_second_open_skips_scrypt(
 
 
 def test_a_changed_password_file_is_not_served_from_the_cache(
-    store: BlobStore, tmp_path: Path, password_file: Path, scrypt: ScryptCounter
+    encrypted: BlobStore, tmp_path: Path, password_file: Path, scrypt: ScryptCounter
 ) -> None:
-    init_repository(store, Password("first password"), scrypt=FAST_SCRYPT)
-    scrypt.calls = 0  # count the opens only
     cache_dir = tmp_path / "keys"
-    _open(store, cache_dir, password_file)
+    _open(encrypted, cache_dir, password_file)
     password_file.write_text("a wrong password\n")
     with pytest.raises(PermissionDenied):
-        _open(store, cache_dir, password_file)
+        _open(encrypted, cache_dir, password_file)
     assert scrypt.calls == 2
 
 
@@ -98,34 +103,30 @@ def test_a_removed_key_slot_revokes_its_cache_entry(
 
 
 def test_a_damaged_entry_falls_back_to_the_password(
-    store: BlobStore, tmp_path: Path, password_file: Path, scrypt: ScryptCounter
+    encrypted: BlobStore, tmp_path: Path, password_file: Path, scrypt: ScryptCounter
 ) -> None:
-    init_repository(store, Password("first password"), scrypt=FAST_SCRYPT)
-    scrypt.calls = 0  # count the opens only
     cache_dir = tmp_path / "keys"
-    _open(store, cache_dir, password_file)
+    _open(encrypted, cache_dir, password_file)
     [entry] = list(cache_dir.iterdir())
     document = json.loads(entry.read_text())
     document["master"] = "A" * 43 + "="  # 32 zero bytes: not this repository's key
     entry.write_text(json.dumps(document))
-    _open(store, cache_dir, password_file)
+    _open(encrypted, cache_dir, password_file)
     assert scrypt.calls == 2
     entry.write_text("not json")
-    _open(store, cache_dir, password_file)
+    _open(encrypted, cache_dir, password_file)
     assert scrypt.calls == 3
-    _open(store, cache_dir, password_file)
+    _open(encrypted, cache_dir, password_file)
     assert scrypt.calls == 3  # each fallback rewrote the entry
 
 
 def test_an_unusable_cache_directory_only_costs_scrypt(
-    store: BlobStore, tmp_path: Path, password_file: Path, scrypt: ScryptCounter
+    encrypted: BlobStore, tmp_path: Path, password_file: Path, scrypt: ScryptCounter
 ) -> None:
-    init_repository(store, Password("first password"), scrypt=FAST_SCRYPT)
-    scrypt.calls = 0  # count the opens only
     blocker = tmp_path / "file"
     blocker.write_text("")
-    _open(store, blocker / "keys", password_file)
-    _open(store, blocker / "keys", password_file)
+    _open(encrypted, blocker / "keys", password_file)
+    _open(encrypted, blocker / "keys", password_file)
     assert scrypt.calls == 2
 
 
