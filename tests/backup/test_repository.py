@@ -403,6 +403,17 @@ def test_unknown_format_version_is_refused(repo: Repository, store: BlobStore) -
         open_repository(store, PASSWORD)
 
 
+def test_a_repository_of_an_earlier_development_build_is_refused_clearly(
+    repo: Repository, store: BlobStore
+) -> None:
+    document = json.loads(store.get("config"))
+    del document["hash"]
+    document["chunk_id"] = "hmac-sha256"
+    overwrite(store, "config", json.dumps(document).encode())
+    with pytest.raises(FailedPrecondition, match=r"earlier development build.*new repository"):
+        open_repository(store, PASSWORD)
+
+
 def test_edited_config_is_corrupt(repo: Repository, store: BlobStore) -> None:
     document = json.loads(store.get("config"))
     document["pack_size"] = 4096

@@ -127,6 +127,12 @@ def parse_config(data: bytes, where: str) -> tuple[RepositoryConfig, bytes]:
     what = f"config of the backup repository at {where}"
     document = _codec.loads_object(data, what)
     _check_version(document, where)
+    if "chunk_id" in document and "hash" not in document:
+        raise FailedPrecondition(
+            f"the backup repository at {where} was made by an earlier development build of "
+            f"Amber (chunk ids {document['chunk_id']!r}); this Amber reads repositories with "
+            f"hash {HASH_ALGORITHM!r} only: back up to a new repository"
+        )
     compression = _codec.get(document, "compression", dict, what)
     if compression.get("algorithm") != "zstd" or document.get("hash") != HASH_ALGORITHM:
         raise Corrupt(f"{what}: unsupported compression or hash algorithm")
