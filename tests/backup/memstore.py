@@ -84,7 +84,44 @@ class MemStore:
         return iter([BlobInfo(k, len(data), mtime) for k, (data, mtime) in items])
 
 
-class ClockedFileStore:
+class PassThrough:
+    """A BlobStore that hands every call to `inner`; test doubles override what they change."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner = inner
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, data)
+
+    def stage(self, key: str, data: bytes) -> None:
+        self.inner.stage(key, data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self.inner.get_range(key, offset, length)
+
+    def stat(self, key: str) -> BlobInfo:
+        return self.inner.stat(key)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        return self.inner.list(prefix)
+
+
+class ClockedFileStore(PassThrough):
     """A real FileStore whose new objects get the fake clock's time as mtime.
 
     The FileStore stamps real times; re-stamping keeps grace-period tests free of sleeps while
@@ -92,12 +129,10 @@ class ClockedFileStore:
     """
 
     def __init__(self, inner: FileStore, clock: Callable[[], float]) -> None:
-        self.inner = inner
+        super().__init__(inner)
+        self.root = inner.root
         self._clock = clock
         self._staged: list[str] = []
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
     def put(self, key: str, data: bytes) -> None:
         self.inner.put(key, data)
@@ -115,32 +150,14 @@ class ClockedFileStore:
 
     def _stamp(self, key: str) -> None:
         now = self._clock()
-        os.utime(self.inner.root.joinpath(*key.split("/")), (now, now))
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        return self.inner.get_range(key, offset, length)
-
-    def stat(self, key: str) -> BlobInfo:
-        return self.inner.stat(key)
-
-    def exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
-        return self.inner.list(prefix)
+        os.utime(self.root.joinpath(*key.split("/")), (now, now))
 
 
-class FailingPuts:
+class FailingPuts(PassThrough):
     """Passes everything through until `after` puts under `prefix` succeeded; later ones fail."""
 
     def __init__(self, inner: BlobStore, prefix: str, after: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.prefix = prefix
         self.left = after
         self.failed = 0
@@ -157,28 +174,7 @@ class FailingPuts:
         self.inner.put(key, data)
 
     def stage(self, key: str, data: bytes) -> None:
-        self.put(key, data)
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        return self.inner.get_range(key, offset, length)
-
-    def stat(self, key: str) -> BlobInfo:
-        return self.inner.stat(key)
-
-    def exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
-        return self.inner.list(prefix)
+        self.put(key, data)  # a staged write is a put that can fail the same way
 
 
 def keys(store: BlobStore, prefix: str) -> list[str]:

@@ -7,11 +7,11 @@ import pytest
 from amber.backup import LockKind, Repository, open_repository
 from amber.backup.keeper import release_quietly
 from amber.backup.locks import LockInfo, encode_lock
-from amber.blobstore.base import BlobInfo, BlobStore
+from amber.blobstore.base import BlobStore
 from amber.blobstore.faulty import Fault, FaultyStore
 from amber.domain.errors import Busy, FailedPrecondition, InvalidArgument
 from tests.backup.helpers import PASSWORD
-from tests.backup.memstore import FakeClock, keys
+from tests.backup.memstore import FakeClock, PassThrough, keys
 
 
 def test_shared_locks_coexist_and_exclude_exclusive(repo: Repository) -> None:
@@ -107,46 +107,19 @@ def test_a_lock_from_another_repository_key_is_unreadable(
     assert seen.kind is LockKind.EXCLUSIVE
 
 
-class _RacingStore:
+class _RacingStore(PassThrough):
     """Writes a competitor's exclusive lock just before our lock lands (the race the
     write-then-verify protocol exists for)."""
 
     def __init__(self, inner: BlobStore, competitor: tuple[str, bytes]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.competitor: tuple[str, bytes] | None = competitor
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
     def put(self, key: str, data: bytes) -> None:
         if key.startswith("locks/") and self.competitor is not None:
             self.inner.put(*self.competitor)
             self.competitor = None
         self.inner.put(key, data)
-
-    def stage(self, key: str, data: bytes) -> None:
-        self.put(key, data)
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
-        return self.inner.get_range(key, offset, length)
-
-    def stat(self, key: str) -> BlobInfo:
-        return self.inner.stat(key)
-
-    def exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def list(self, prefix: str = ""):  # type: ignore[no-untyped-def]
-        return self.inner.list(prefix)
 
 
 def test_a_lock_that_lost_the_race_backs_off(
