@@ -14,10 +14,11 @@ import pytest
 
 from amber.backup import ManifestDraft, Repository, init_repository, open_repository
 from amber.backup.layout import is_valid_id
+from amber.backup.restorer import restore_holder
 from amber.blobstore.faulty import Fault, FaultyStore
 from amber.blobstore.filestore import FileStore
 from amber.csi.backups.handles import LABEL_KEY, BackupRef, key_backup_id
-from amber.csi.backups.leftovers import LeftoverLocks, restore_holder
+from amber.csi.backups.leftovers import LeftoverLocks
 from amber.csi.backups.lookup import find_backup, restores_from
 from amber.domain.errors import Unavailable
 from tests.backup.helpers import CHUNK, FAST_SCRYPT, PACK, PASSWORD, random_bytes

@@ -131,7 +131,7 @@ def restore_backup(
     progress = progress or NullProgress()
     started = clock()
     check_backup_id(backup_id)
-    lock = acquire(repo, holder(f"restore {backup_id} to {volume}"), wait=options.lock_wait)
+    lock = acquire(repo, restore_holder(backup_id, volume), wait=options.lock_wait)
     try:
         # Every chunk is verified as it is written, so even a lost lock (a prune that ran
         # meanwhile) cannot produce a wrong volume, only reported damage.
@@ -144,6 +144,16 @@ def restore_backup(
         release_quietly(lock)
         progress.done()
     return restorer.report(volume, request.size, clock() - started)
+
+
+def restore_holder(backup_id: str, volume: str) -> str:
+    """The lock holder name under which this process restores `backup_id` into `volume`."""
+    return holder(f"restore {backup_id} to {volume}")
+
+
+def restores_backup(holder_name: str, backup_id: str) -> bool:
+    """Whether a lock holder name (of any host) is a restore of `backup_id`."""
+    return f": restore {backup_id} to " in holder_name
 
 
 def _volume_request(manifest: Manifest, volume: str, size: int | None) -> VolumeRequest:

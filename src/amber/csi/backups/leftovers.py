@@ -1,7 +1,7 @@
 """Repository locks left behind by restores that ended, removed as soon as the target answers.
 
 A restore holds a shared repository lock (`locks/<id>`, holder `<host> pid <pid>: restore
-<backup> to <volume>`, see `amber.backup.restorer`) and deletes it when it ends. When the target
+<backup> to <volume>`, `amber.backup.restorer.restore_holder`) and deletes it when it ends. When the target
 became unreachable mid-restore, that delete fails too, and the lock would stay until it expires
 (`DEFAULT_LOCK_TTL`, 30 minutes). All that time DeleteSnapshot of the backup is refused, on
 every node and in every cluster: a live restore lock is how they all see that a backup is being
@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Final
 
-from amber.backup.keeper import holder
 from amber.backup.layout import Clock
 from amber.backup.locks import DEFAULT_LOCK_TTL
 from amber.backup.repository import Repository
@@ -38,7 +37,7 @@ from amber.csi.locks import KeyedLocks
 from amber.csi.logging import scrub
 from amber.domain.errors import AmberError
 
-__all__ = ["FIRST_PAUSE", "MAX_PAUSE", "LeftoverLocks", "restore_holder"]
+__all__ = ["FIRST_PAUSE", "MAX_PAUSE", "LeftoverLocks"]
 
 _log = logging.getLogger(__name__)
 
@@ -46,12 +45,6 @@ FIRST_PAUSE: Final = 1.0
 """Seconds before the second try to remove a leftover lock; the pause doubles each time."""
 MAX_PAUSE: Final = 10.0
 """Longest pause between tries: once the target is back, its locks go within this long."""
-
-
-def restore_holder(backup_id: str, volume: str) -> str:
-    """The holder name this process's restore of `backup_id` into `volume` takes its lock under
-    (the one `amber.backup.restorer.restore_backup` uses)."""
-    return holder(f"restore {backup_id} to {volume}")
 
 
 @dataclass

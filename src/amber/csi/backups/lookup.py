@@ -17,6 +17,7 @@ import time
 from amber.backup.layout import Clock
 from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
+from amber.backup.restorer import restores_backup
 from amber.backup.state import BackupState
 from amber.csi.backups.handles import LABEL_KEY, BackupRef, key_backup_id
 from amber.domain.errors import Busy, FailedPrecondition, NotFound
@@ -52,7 +53,7 @@ def restores_from(repo: Repository, backup_id: str, clock: Clock = time.time) ->
     return [
         info.holder
         for info in repo.active_locks()
-        if f": restore {backup_id} to " in info.holder and info.is_live(now)
+        if restores_backup(info.holder, backup_id) and info.is_live(now)
     ]
 
 

@@ -29,11 +29,11 @@ from amber.backup.backuper import LABEL_FS_TYPE, LABEL_MODE
 from amber.backup.layout import Clock
 from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
-from amber.backup.restorer import restore_backup
+from amber.backup.restorer import restore_backup, restore_holder
 from amber.csi import params
 from amber.csi.backups.handles import BackupRef
 from amber.csi.backups.jobs import JobStore
-from amber.csi.backups.leftovers import LeftoverLocks, restore_holder
+from amber.csi.backups.leftovers import LeftoverLocks
 from amber.csi.backups.lookup import find_backup
 from amber.csi.backups.targets import TargetAccess
 from amber.csi.backups.watch import Cancelled, Watch
