@@ -96,20 +96,19 @@ class FaultyStore:
 
     def put(self, key: str, data: bytes) -> None:
         """Put, or fail as scripted (a torn write stores half the data first)."""
-        fault = self._take("put", key)
-        if fault is not None and fault.kind == "partial_write":
-            self._inner.put(key, data[: len(data) // 2])
-        self._fail(fault, key)
-        self._inner.put(key, data)
+        self._write(self._inner.put, key, data)
 
     def stage(self, key: str, data: bytes) -> None:
         """Stage, or fail as scripted for `put` (a staged write is a put whose durability
         waits for the flush; a torn write stages half the data first)."""
+        self._write(self._inner.stage, key, data)
+
+    def _write(self, write: Callable[[str, bytes], None], key: str, data: bytes) -> None:
         fault = self._take("put", key)
         if fault is not None and fault.kind == "partial_write":
-            self._inner.stage(key, data[: len(data) // 2])
+            write(key, data[: len(data) // 2])
         self._fail(fault, key)
-        self._inner.stage(key, data)
+        write(key, data)
 
     def flush(self) -> None:
         """Flush, or fail as scripted (operation `flush`, key "")."""

@@ -254,6 +254,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _start_writeback(fd: int) -> None:
+    # Starts writeback now (asynchronously), so the flush finds little left to write.
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 def _remove_quietly(path: Path) -> None:
     # the temp file is garbage either way; the original error matters more
     with contextlib.suppress(OSError):
@@ -422,35 +427,46 @@ class FileStore:
             )
 
     def _put_sync(self, path: Path, data: bytes) -> None:
-        tmp = path.parent / f"{TEMP_MARKER}{secrets.token_hex(8)}"
-        fd = self._create_temp(tmp)
+        tmp = self._write_temp(path, data, _fsync_dir, os.fsync)
         try:
-            try:
-                _write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-        except BaseException as e:
+            self._rename_into_place(tmp, path)
+        except BaseException:
             _remove_quietly(tmp)
-            if isinstance(e, IsADirectoryError | NotADirectoryError):
-                raise self._conflict(path) from e
             raise
         _fsync_dir(path.parent)
 
     def _stage_sync(self, path: Path, data: bytes) -> Path:
+        return self._write_temp(path, data, self._sync_at_flush, _start_writeback)
+
+    def _write_temp(
+        self,
+        path: Path,
+        data: bytes,
+        sync_dir: Callable[[Path], None],
+        after_write: Callable[[int], None],
+    ) -> Path:
+        """`data` in a new temporary file next to `path`; `after_write(fd)` before it closes
+        (fsync for a put, start writeback for a staged put). A failure leaves no file."""
         tmp = path.parent / f"{TEMP_MARKER}{secrets.token_hex(8)}"
-        fd = self._create_temp(tmp, self._sync_at_flush)
+        fd = self._create_temp(tmp, sync_dir)
         try:
             _write_all(fd, data)
-            # Starts writeback now (asynchronously), so the flush finds little left to write.
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            after_write(fd)
         except BaseException:
             _remove_quietly(tmp)
             raise
         finally:
             os.close(fd)
         return tmp
+
+    def _rename_into_place(self, tmp: Path, path: Path) -> None:
+        """Rename; a directory where the key's file belongs (or the other way) is a conflict,
+        and its temporary file is removed."""
+        try:
+            os.rename(tmp, path)
+        except (IsADirectoryError, NotADirectoryError) as e:
+            _remove_quietly(tmp)
+            raise self._conflict(path) from e
 
     def _sync_at_flush(self, directory: Path) -> None:
         with self._staged_lock:
@@ -462,11 +478,7 @@ class FileStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        try:
-            os.rename(tmp, path)
-        except (IsADirectoryError, NotADirectoryError) as e:
-            _remove_quietly(tmp)
-            raise self._conflict(path) from e
+        self._rename_into_place(tmp, path)  # other failures keep it staged for a retried flush
 
     def _create_temp(self, tmp: Path, sync_dir: Callable[[Path], None] = _fsync_dir) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
