@@ -70,12 +70,13 @@ class KeyCache:
     def lookup(self, repository_id: str) -> CachedKey | None:
         """The remembered key for `repository_id`, or None."""
         path = self._path(repository_id)
+        what = f"key cache entry {path}"
         try:
-            document = _codec.loads_object(path.read_bytes(), f"key cache entry {path}")
+            document = _codec.loads_object(path.read_bytes(), what)
             return CachedKey(
-                slot_id=_codec.get(document, "slot_id", str, str(path)),
-                wrapped=_codec.b64decode(_codec.get(document, "wrapped", str, str(path)), ""),
-                master=_codec.b64decode(_codec.get(document, "master", str, str(path)), ""),
+                slot_id=_codec.get(document, "slot_id", str, what),
+                wrapped=_codec.b64decode(_codec.get(document, "wrapped", str, what), what),
+                master=_codec.b64decode(_codec.get(document, "master", str, what), what),
             )
         except FileNotFoundError:
             return None

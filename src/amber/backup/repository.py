@@ -405,9 +405,8 @@ def open_repository(
     if key_cache is not None and credentials is not None:
         cached = _open_cached(store, config, mac, key_cache)
         if cached is not None:
-            return Repository(
-                store, config, keys_from_master(cached, config.repository_id), clock, cached
-            )
+            master, keys = cached
+            return Repository(store, config, keys, clock, master)
     master, slot = _unlock(store, config, credentials)
     keys = _working_keys(config, master)
     if not hmac.compare_digest(mac, keys.config_mac(config.canonical())):
@@ -422,8 +421,8 @@ def open_repository(
 
 def _open_cached(
     store: BlobStore, config: RepositoryConfig, mac: bytes, key_cache: KeyCache
-) -> bytes | None:
-    """The cached master key, if the cache holds one that still fits the repository."""
+) -> tuple[bytes, RepositoryKeys] | None:
+    """The cached master key and its working keys, if the cache holds one that still fits."""
     if config.encryption == ENCRYPTION_NONE:
         return None
     cached = key_cache.lookup(config.repository_id)
@@ -433,14 +432,14 @@ def _open_cached(
         slot = keyslots.parse_key_slot(cached.slot_id, store.get(key_slot_key(cached.slot_id)))
     except (NotFound, Corrupt, InvalidArgument):
         slot = None
-    keys = keys_from_master(cached.master, config.repository_id)
     if slot is None or slot.wrapped != cached.wrapped:
         key_cache.forget(config.repository_id)  # the slot was removed or re-keyed: revoked
         return None
+    keys = keys_from_master(cached.master, config.repository_id)
     if not hmac.compare_digest(mac, keys.config_mac(config.canonical())):
         key_cache.forget(config.repository_id)
         return None
-    return cached.master
+    return cached.master, keys
 
 
 def _unlock(
