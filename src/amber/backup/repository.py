@@ -405,8 +405,8 @@ def open_repository(
     if key_cache is not None and credentials is not None:
         cached = _open_cached(store, config, mac, key_cache)
         if cached is not None:
-            master, keys = cached
-            return Repository(store, config, keys, clock, master)
+            cached_master, cached_keys = cached
+            return Repository(store, config, cached_keys, clock, cached_master)
     master, slot = _unlock(store, config, credentials)
     keys = _working_keys(config, master)
     if not hmac.compare_digest(mac, keys.config_mac(config.canonical())):
