@@ -7,10 +7,12 @@ Each subcommand's module is imported only when that subcommand runs (`amber.cli.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import click
 import typer
@@ -23,46 +25,13 @@ from amber.domain.errors import AmberError
 # Each loader imports one command module; it runs once, when its command is first invoked.
 
 
-def _demo() -> Mountable:
-    from amber.cli import demo
+def _attr(module: str, name: str) -> Callable[[], Mountable]:
+    """A loader for `amber.cli.<module>.<name>` (a typer app or a command function)."""
 
-    return demo.demo
+    def load() -> Mountable:
+        return cast(Mountable, getattr(importlib.import_module(f"amber.cli.{module}"), name))
 
-
-def _node() -> Mountable:
-    from amber.cli import node_cmd
-
-    return node_cmd.node
-
-
-def _controller() -> Mountable:
-    from amber.cli import node_cmd
-
-    return node_cmd.controller
-
-
-def _pool() -> Mountable:
-    from amber.cli import pool_cmd
-
-    return pool_cmd.app
-
-
-def _volume() -> Mountable:
-    from amber.cli import volume_cmd
-
-    return volume_cmd.app
-
-
-def _snapshot() -> Mountable:
-    from amber.cli import snapshot_cmd
-
-    return snapshot_cmd.app
-
-
-def _target() -> Mountable:
-    from amber.cli import target_cmd
-
-    return target_cmd.app
+    return load
 
 
 def _backup() -> Mountable:
@@ -73,12 +42,6 @@ def _backup() -> Mountable:
     return backup_cmd.app
 
 
-def _csi() -> Mountable:
-    from amber.cli import csi_cmd
-
-    return csi_cmd.app
-
-
 class AmberGroup(LazyGroup):
     """The top-level group: every subcommand, in the order `amber --help` lists them."""
 
@@ -87,27 +50,37 @@ class AmberGroup(LazyGroup):
             "demo",
             "Walk through the Amber story on the pool: volume, snapshot, restore, clone, expand,\n"
             "then a full and an incremental backup to a local target and a restore from it.",
-            _demo,
+            _attr("demo", "demo"),
         ),
         LazyCommand(
             "node",
             "Run the node plugin: Identity, Controller and Node services over this node's pool.",
-            _node,
+            _attr("node_cmd", "node"),
         ),
         LazyCommand(
             "controller",
             "Run the controller endpoint for csi-resizer (volumes grow on their nodes).",
-            _controller,
+            _attr("node_cmd", "controller"),
         ),
-        LazyCommand("pool", "Create and inspect the pool (where volume images live).", _pool),
-        LazyCommand("volume", "Create, clone, restore, grow, mount and delete volumes.", _volume),
         LazyCommand(
-            "snapshot", "Take, list, mount and delete instant read-only snapshots.", _snapshot
+            "pool",
+            "Create and inspect the pool (where volume images live).",
+            _attr("pool_cmd", "app"),
+        ),
+        LazyCommand(
+            "volume",
+            "Create, clone, restore, grow, mount and delete volumes.",
+            _attr("volume_cmd", "app"),
+        ),
+        LazyCommand(
+            "snapshot",
+            "Take, list, mount and delete instant read-only snapshots.",
+            _attr("snapshot_cmd", "app"),
         ),
         LazyCommand(
             "target",
             "Add, list, check and remove backup targets (S3 buckets or directories).",
-            _target,
+            _attr("target_cmd", "app"),
         ),
         LazyCommand(
             "backup",
@@ -117,7 +90,7 @@ class AmberGroup(LazyGroup):
         LazyCommand(
             "csi",
             "Call a running Amber CSI driver over its socket (debugging without Kubernetes).",
-            _csi,
+            _attr("csi_cmd", "app"),
         ),
     )
 
