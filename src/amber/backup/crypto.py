@@ -21,7 +21,7 @@ one repository (deduplication) while the ids reveal nothing about the data to wh
 key. Packs and index objects are named by the (unkeyed) BLAKE3 hash of their stored bytes.
 BLAKE3 rather than HMAC-SHA256 because every byte of a backup and of a restore is hashed: on the
 2-core nodes Amber targets it hashes 1 MiB chunks ~2.6x faster than SHA-256 with the CPU's SHA
-extensions (0.23 s against 0.60 s per GiB, measured with `bench/backup_bench.py`'s volume), and
+extensions (0.23 s against 0.61 s per GiB: `bench/engine_parts.py`), and
 it releases the GIL, so the hashing threads run in parallel.
 """
 

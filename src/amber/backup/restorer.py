@@ -336,7 +336,8 @@ class _Writeback:
     Without it the final fsync would write the whole volume at once, after the downloads; with
     a `POSIX_FADV_DONTNEED` per chunk from the download threads (an earlier design) each
     thread paid for starting writeback of its megabyte and the restore took twice as long
-    (3.6-5.4 s against 2.5-2.6 s for the benchmark's 1.9 GiB, in-process). DONTNEED starts
+    (3.6-5.4 s against 2.5-2.6 s for the benchmark's 1.9 GiB, in-process, measured while it
+    was developed; `bench/engine_parts.py` times the restore as it is now). DONTNEED starts
     asynchronous writeback of the dirty pages in the range and drops the clean ones, which
     also keeps a restore from pushing the node's hot data out of the page cache.
     """
