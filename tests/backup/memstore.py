@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from amber.blobstore.base import BlobInfo, BlobStore
 from amber.blobstore.filestore import FileStore
@@ -44,8 +44,8 @@ class MemStore:
         with self._lock:
             self._objects[key] = (bytes(data), self._clock())
 
-    def stage(self, key: str, data: bytes) -> None:
-        self.put(key, data)
+    def stage(self, key: str, parts: Sequence[bytes]) -> None:
+        self.put(key, b"".join(parts))
 
     def flush(self) -> None:
         pass
@@ -96,8 +96,8 @@ class PassThrough:
     def put(self, key: str, data: bytes) -> None:
         self.inner.put(key, data)
 
-    def stage(self, key: str, data: bytes) -> None:
-        self.inner.stage(key, data)
+    def stage(self, key: str, parts: Sequence[bytes]) -> None:
+        self.inner.stage(key, parts)
 
     def flush(self) -> None:
         self.inner.flush()
@@ -138,8 +138,8 @@ class ClockedFileStore(PassThrough):
         self.inner.put(key, data)
         self._stamp(key)
 
-    def stage(self, key: str, data: bytes) -> None:
-        self.inner.stage(key, data)
+    def stage(self, key: str, parts: Sequence[bytes]) -> None:
+        self.inner.stage(key, parts)
         self._staged.append(key)
 
     def flush(self) -> None:
@@ -173,8 +173,8 @@ class FailingPuts(PassThrough):
             self.left -= 1
         self.inner.put(key, data)
 
-    def stage(self, key: str, data: bytes) -> None:
-        self.put(key, data)  # a staged write is a put that can fail the same way
+    def stage(self, key: str, parts: Sequence[bytes]) -> None:
+        self.put(key, b"".join(parts))  # a staged write is a put that can fail the same way
 
 
 def keys(store: BlobStore, prefix: str) -> list[str]:

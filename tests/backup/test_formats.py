@@ -7,10 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amber.backup import HOLE, ZERO, BackupStats, ChunkRef, Manifest
 from amber.backup.crypto import ObjectKind, keys_from_master, keys_without_encryption
 from amber.backup.index import IndexObject, PackRecord, decode_index, encode_index
 from amber.backup.manifest import (
+    HOLE,
+    ZERO,
+    BackupStats,
+    ChunkRef,
+    Manifest,
     chunk_count,
     decode_chunk_map,
     decode_manifest,
@@ -43,6 +47,7 @@ def build_pack(chunks: list[bytes], keys=KEYS) -> tuple[bytes, list[PackEntry], 
         builder.add(codec.encode(keys.chunk_id(chunk), chunk))
     finished = builder.finish(keys.sealer)
     assert finished.pack_id == blake3.blake3(finished.data).digest()
+    assert finished.size == len(finished.data)
     return finished.data, list(finished.entries), codec
 
 

@@ -67,8 +67,8 @@ def test_overwrite_replaces_content(store: BlobStore) -> None:
 
 
 def test_staged_objects_are_whole_after_flush(store: BlobStore) -> None:
-    store.stage("data/aa/one", b"first" * 1000)
-    store.stage("data/bb/two", EVERY_BYTE)
+    store.stage("data/aa/one", [b"first" * 1000])
+    store.stage("data/bb/two", [EVERY_BYTE])
     store.flush()
     assert store.get("data/aa/one") == b"first" * 1000
     assert store.get("data/bb/two") == EVERY_BYTE
@@ -77,9 +77,22 @@ def test_staged_objects_are_whole_after_flush(store: BlobStore) -> None:
     assert store.get("data/aa/one") == b"first" * 1000
 
 
+def test_staged_parts_are_stored_as_their_concatenation(store: BlobStore) -> None:
+    # More parts than one writev takes (IOV_MAX is 1024 on Linux), empty parts, bytearrays
+    # (sealed chunks are bytearrays) and puts of a bytearray.
+    parts: list[bytes | bytearray] = [b"head", b"", bytearray(EVERY_BYTE) * 3]
+    parts += [bytes([i % 251]) * (i % 7) for i in range(1500)]
+    store.stage("data/cc/many", parts)
+    store.put("single", bytearray(b"sealed"))
+    store.flush()
+    assert store.get("data/cc/many") == b"".join(parts)
+    assert store.stat("data/cc/many").size == sum(map(len, parts))
+    assert store.get("single") == b"sealed"
+
+
 def test_staging_checks_the_key_at_once(store: BlobStore) -> None:
     with pytest.raises(InvalidArgument):
-        store.stage("../escape", b"x")
+        store.stage("../escape", [b"x"])
     store.flush()
     assert keys(store.list()) == []
 

@@ -26,26 +26,39 @@ def files_under(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
 
 
-def failing_write_after(limit: int, error: int) -> object:
-    """An os.write that writes at most `limit` bytes in all, then fails with `error`."""
+def failing_writev_after(limit: int, error: int) -> object:
+    """An os.writev that writes at most `limit` bytes in all, then fails with `error`; each
+    call writes at most 700 bytes (a short write, which the store must resume)."""
     real_write = os.write
     written = 0
 
-    def write(fd: int, data: bytes | memoryview) -> int:
+    def writev(fd: int, buffers: list[memoryview]) -> int:
         nonlocal written
         if written >= limit:
             raise OSError(error, os.strerror(error))
-        count = real_write(fd, bytes(data[: limit - written]))
+        data = b"".join(bytes(b) for b in buffers)[: min(700, limit - written)]
+        count = real_write(fd, data)
         written += count
         return count
 
-    return write
+    return writev
+
+
+def test_short_writes_are_resumed(file_store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    parts = [b"a" * 1000, b"", bytearray(b"b" * 1500), b"c" * 3]
+    monkeypatch.setattr(os, "writev", failing_writev_after(10**9, errno.EIO))  # 700 a call
+    file_store.stage("data/ab/short", parts)
+    file_store.put("short", bytearray(b"d" * 2000))
+    file_store.flush()
+    monkeypatch.undo()
+    assert file_store.get("data/ab/short") == b"".join(parts)
+    assert file_store.get("short") == b"d" * 2000
 
 
 def test_interrupted_put_leaves_no_visible_object(
     file_store: FileStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(os, "write", failing_write_after(1000, errno.ENOSPC))
+    monkeypatch.setattr(os, "writev", failing_writev_after(1000, errno.ENOSPC))
     with pytest.raises(OutOfSpace, match="data/ab/torn"):
         file_store.put("data/ab/torn", b"z" * 5000)
     monkeypatch.undo()
@@ -58,7 +71,7 @@ def test_interrupted_overwrite_keeps_the_old_object(
     file_store: FileStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     file_store.put("config", b"old and whole")
-    monkeypatch.setattr(os, "write", failing_write_after(3, errno.EIO))
+    monkeypatch.setattr(os, "writev", failing_writev_after(3, errno.EIO))
     with pytest.raises(Unavailable):
         file_store.put("config", b"new but torn")
     monkeypatch.undo()
@@ -79,7 +92,7 @@ def test_failed_fsync_fails_the_put(file_store: FileStore, monkeypatch: pytest.M
 
 
 def test_a_staged_object_stays_invisible_until_the_flush(file_store: FileStore) -> None:
-    file_store.stage("data/3f/3f9a", b"payload")
+    file_store.stage("data/3f/3f9a", [b"payload"])
     assert not file_store.exists("data/3f/3f9a")
     assert list(file_store.list()) == []
     [temp] = files_under(file_store.root)
@@ -93,7 +106,7 @@ def test_a_failed_flush_keeps_the_rest_staged_for_a_retry(
     file_store: FileStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("a", "b", "c"):
-        file_store.stage(f"data/{name}", name.encode() * 10)
+        file_store.stage(f"data/{name}", [name.encode() * 10])
     real_fsync, calls = os.fsync, []
 
     def fsync(fd: int) -> None:
@@ -115,9 +128,9 @@ def test_a_failed_flush_keeps_the_rest_staged_for_a_retry(
 def test_a_torn_staged_write_leaves_nothing(
     file_store: FileStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(os, "write", failing_write_after(1000, errno.ENOSPC))
+    monkeypatch.setattr(os, "writev", failing_writev_after(1000, errno.ENOSPC))
     with pytest.raises(OutOfSpace, match="data/ab/torn"):
-        file_store.stage("data/ab/torn", b"z" * 5000)
+        file_store.stage("data/ab/torn", [b"z" * 5000])
     monkeypatch.undo()
     file_store.flush()
     assert not file_store.exists("data/ab/torn")

@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import blake3
 from cryptography.exceptions import InvalidTag
@@ -40,7 +40,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from amber.blobstore.base import Payload
 from amber.domain.errors import Corrupt
+
+Data: TypeAlias = bytes | bytearray | memoryview
+"""What sealing and hashing read: any contiguous bytes (a restore opens slices of a ranged
+read as memoryviews, without copying them)."""
 
 ENCRYPTION_AES = "aes-256-gcm"
 ENCRYPTION_NONE = "none"
@@ -70,9 +75,13 @@ def associated_data(kind: ObjectKind, context: bytes) -> bytes:
     return b"amber/1/" + kind.value.encode("ascii") + b"\x00" + context
 
 
-def content_hash(data: bytes) -> bytes:
-    """The 32-byte BLAKE3 hash that names a pack or an index object by its stored bytes."""
-    return blake3.blake3(data).digest()
+def content_hash(*parts: Data) -> bytes:
+    """The 32-byte BLAKE3 hash that names a pack or an index object by its stored bytes (the
+    concatenation of `parts`)."""
+    hasher = blake3.blake3()
+    for part in parts:
+        hasher.update(part)
+    return hasher.digest()
 
 
 def derive_subkey(secret: bytes, salt: bytes, purpose: str) -> bytes:
@@ -88,11 +97,11 @@ class Sealer(Protocol):
 
     overhead: int
 
-    def seal(self, kind: ObjectKind, plaintext: bytes, context: bytes = b"") -> bytes:
+    def seal(self, kind: ObjectKind, plaintext: Data, context: bytes = b"") -> Payload:
         """Return the stored form of `plaintext`."""
         ...
 
-    def open(self, kind: ObjectKind, sealed: bytes, what: str, context: bytes = b"") -> bytes:
+    def open(self, kind: ObjectKind, sealed: Data, what: str, context: bytes = b"") -> bytes:
         """Return the plaintext or raise Corrupt naming `what`."""
         ...
 
@@ -114,18 +123,28 @@ class AesGcmSealer:
             raise ValueError("AES-256-GCM needs a 32-byte key")
         self._aead = AESGCM(key)
 
-    def seal(self, kind: ObjectKind, plaintext: bytes, context: bytes = b"") -> bytes:
-        """`nonce | ciphertext | tag` with a fresh random nonce."""
-        nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, plaintext, associated_data(kind, context))
+    def seal(self, kind: ObjectKind, plaintext: Data, context: bytes = b"") -> Payload:
+        """`nonce | ciphertext | tag` with a fresh random nonce.
 
-    def open(self, kind: ObjectKind, sealed: bytes, what: str, context: bytes = b"") -> bytes:
+        Encrypted in place behind the nonce (`encrypt_into`): no copy of the ciphertext, which
+        for a 1 MiB chunk was a copy under the GIL (AES-GCM itself holds the GIL too)."""
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = bytearray(NONCE_BYTES + len(plaintext) + TAG_BYTES)
+        sealed[:NONCE_BYTES] = nonce
+        self._aead.encrypt_into(
+            nonce, plaintext, associated_data(kind, context), memoryview(sealed)[NONCE_BYTES:]
+        )
+        return sealed
+
+    def open(self, kind: ObjectKind, sealed: Data, what: str, context: bytes = b"") -> bytes:
         """Decrypt and authenticate; any failure is Corrupt."""
         if len(sealed) < self.overhead:
             raise _not_openable(kind, what)
-        nonce, body = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
+        view = memoryview(sealed)
         try:
-            return self._aead.decrypt(nonce, body, associated_data(kind, context))
+            return self._aead.decrypt(
+                view[:NONCE_BYTES], view[NONCE_BYTES:], associated_data(kind, context)
+            )
         except InvalidTag as e:
             raise _not_openable(kind, what) from e
 
@@ -138,23 +157,26 @@ class PlainSealer:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def _mac(self, kind: ObjectKind, plaintext: bytes, context: bytes) -> bytes:
+    def _mac(self, kind: ObjectKind, plaintext: Data, context: bytes) -> bytes:
         mac = hmac.new(self._key, associated_data(kind, context), hashlib.sha256)
         mac.update(plaintext)
         return mac.digest()[:PLAIN_MAC_BYTES]
 
-    def seal(self, kind: ObjectKind, plaintext: bytes, context: bytes = b"") -> bytes:
+    def seal(self, kind: ObjectKind, plaintext: Data, context: bytes = b"") -> Payload:
         """`plaintext | mac`."""
-        return plaintext + self._mac(kind, plaintext, context)
+        sealed = bytearray(plaintext)
+        sealed += self._mac(kind, plaintext, context)
+        return sealed
 
-    def open(self, kind: ObjectKind, sealed: bytes, what: str, context: bytes = b"") -> bytes:
+    def open(self, kind: ObjectKind, sealed: Data, what: str, context: bytes = b"") -> bytes:
         """Verify the mac and return the plaintext."""
         if len(sealed) < self.overhead:
             raise _not_openable(kind, what)
-        plaintext, mac = sealed[:-PLAIN_MAC_BYTES], sealed[-PLAIN_MAC_BYTES:]
+        view = memoryview(sealed)
+        plaintext, mac = view[:-PLAIN_MAC_BYTES], view[-PLAIN_MAC_BYTES:]
         if not hmac.compare_digest(mac, self._mac(kind, plaintext, context)):
             raise _not_openable(kind, what)
-        return plaintext
+        return bytes(plaintext)
 
 
 @dataclass(frozen=True, repr=False)
@@ -165,7 +187,7 @@ class RepositoryKeys:
     id_key: bytes
     config_mac_key: bytes
 
-    def chunk_id(self, plaintext: bytes) -> bytes:
+    def chunk_id(self, plaintext: Data) -> bytes:
         """Keyed BLAKE3 of the plaintext under the repository's id key."""
         return blake3.blake3(plaintext, key=self.id_key).digest()
 

@@ -30,7 +30,7 @@ from types import TracebackType
 from amber.backup import _codec
 from amber.backup.crypto import ObjectKind, Sealer
 from amber.backup.layout import LOCKS_PREFIX, Clock, id_from_key, lock_key, new_id
-from amber.blobstore.base import BlobStore
+from amber.blobstore.base import BlobStore, Payload
 from amber.domain.errors import Busy, Corrupt, FailedPrecondition, InvalidArgument, NotFound
 
 LOCK_VERSION = 1
@@ -77,7 +77,7 @@ def _when(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
-def encode_lock(info: LockInfo, sealer: Sealer) -> bytes:
+def encode_lock(info: LockInfo, sealer: Sealer) -> Payload:
     """Sealed JSON with the lock id as context."""
     document = {
         "version": LOCK_VERSION,

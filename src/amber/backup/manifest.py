@@ -31,6 +31,7 @@ import zstandard
 from amber.backup import _codec
 from amber.backup.crypto import CHUNK_ID_BYTES, ObjectKind, Sealer
 from amber.backup.layout import check_backup_id
+from amber.blobstore.base import Payload
 from amber.domain.errors import Corrupt, FailedPrecondition, InvalidArgument
 from amber.domain.names import validate_name
 
@@ -214,7 +215,7 @@ def _document(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def encode_manifest(manifest: Manifest, sealer: Sealer) -> bytes:
+def encode_manifest(manifest: Manifest, sealer: Sealer) -> Payload:
     """JSON, then zstd, then sealed with the backup id as context."""
     validate_manifest(manifest)
     compressed = zstandard.ZstdCompressor(level=3).compress(_codec.dumps(_document(manifest)))

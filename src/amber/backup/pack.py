@@ -13,7 +13,7 @@ header (plaintext, before sealing as kind pack-header):
 Each blob is one chunk: zstd level 1 when that makes it smaller (flag bit 0), raw otherwise, then
 sealed as kind `blob` with the chunk id as context. A blob is readable by itself with one ranged
 read; the header makes the pack self-describing, so the index can always be rebuilt from the packs
-alone. The pack is named by the SHA-256 of all its bytes and never rewritten.
+alone. The pack is named by the BLAKE3 hash of all its bytes and never rewritten.
 
 `BlobCodec.decode` is the one place a chunk comes back: open, decompress, compare the length and
 recompute the keyed chunk id. Anything that does not match is `Corrupt`, naming pack and chunk.
@@ -28,9 +28,16 @@ from dataclasses import dataclass
 
 import zstandard
 
-from amber.backup.crypto import CHUNK_ID_BYTES, ObjectKind, RepositoryKeys, Sealer, content_hash
+from amber.backup.crypto import (
+    CHUNK_ID_BYTES,
+    Data,
+    ObjectKind,
+    RepositoryKeys,
+    Sealer,
+    content_hash,
+)
 from amber.backup.layout import pack_key
-from amber.blobstore.base import BlobStore
+from amber.blobstore.base import BlobStore, Payload
 from amber.domain.errors import Corrupt
 
 FLAG_ZSTD = 0x01
@@ -61,7 +68,7 @@ class EncodedBlob:
     """A chunk compressed and sealed, ready to go into a pack."""
 
     chunk_id: bytes
-    data: bytes
+    data: Payload
     raw_length: int
     flags: int
 
@@ -93,9 +100,10 @@ class BlobCodec:
             self._local.compressor = compressor
         return compressor
 
-    def encode(self, chunk_id: bytes, plaintext: bytes) -> EncodedBlob:
+    def encode(self, chunk_id: bytes, plaintext: Data) -> EncodedBlob:
         """Compress when it shrinks the chunk, then seal with the chunk id as context."""
         compressed = self._compressor().compress(plaintext)
+        payload: Data
         if len(compressed) < len(plaintext):
             payload, flags = compressed, FLAG_ZSTD
         else:
@@ -103,7 +111,7 @@ class BlobCodec:
         sealed = self._keys.sealer.seal(ObjectKind.BLOB, payload, context=chunk_id)
         return EncodedBlob(chunk_id, sealed, len(plaintext), flags)
 
-    def decode(self, entry: PackEntry, sealed: bytes, pack: str) -> bytes:
+    def decode(self, entry: PackEntry, sealed: Data, pack: str) -> bytes:
         """The chunk's plaintext, verified against its id; Corrupt names pack and chunk."""
         what = f"chunk {short(entry.chunk_id)} in pack {pack}"
         if len(sealed) != entry.length:
@@ -195,18 +203,26 @@ def read_pack_header(
 
 @dataclass(frozen=True)
 class FinishedPack:
-    """A complete pack: its id (`content_hash` of `data`), bytes and entries."""
+    """A complete pack: its id (`content_hash` of its bytes), its bytes as the parts that
+    concatenate to them (the sealed blobs, header and footer: never joined in memory, see
+    `BlobStore.stage`), its size and its entries."""
 
     pack_id: bytes
-    data: bytes
+    parts: tuple[Payload, ...]
+    size: int
     entries: tuple[PackEntry, ...]
+
+    @property
+    def data(self) -> bytes:
+        """The pack's bytes in one object (a copy; for tests and small tools)."""
+        return b"".join(self.parts)
 
 
 class PackBuilder:
     """Accumulates blobs for one pack. Not thread-safe: the writer serializes access."""
 
     def __init__(self) -> None:
-        self._blobs: list[bytes] = []
+        self._blobs: list[Payload] = []
         self._size = 0
         self._entries: list[PackEntry] = []
 
@@ -233,6 +249,8 @@ class PackBuilder:
         """Append the sealed header and the footer; name the pack by its hash."""
         sealed = sealer.seal(ObjectKind.PACK_HEADER, encode_header(self._entries))
         footer = FOOTER.pack(FOOTER_MAGIC, PACK_VERSION, len(sealed))
-        data = b"".join([*self._blobs, sealed, footer])  # one allocation, one copy
+        # Not joined: a 16 MiB join was a fresh allocation and a copy under the GIL per pack.
+        parts = (*self._blobs, sealed, footer)
         self._blobs = []
-        return FinishedPack(content_hash(data), data, tuple(self._entries))
+        size = self._size + len(sealed) + len(footer)
+        return FinishedPack(content_hash(*parts), parts, size, tuple(self._entries))

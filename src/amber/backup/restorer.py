@@ -258,9 +258,10 @@ class Restorer:
             return
         with self.outcome.lock:
             self.outcome.downloaded += len(data)
+        view = memoryview(data)  # blobs are opened in place, not copied out
         for chunk_id, entry in request.chunks:
             start = entry.offset - request.offset
-            sealed = data[start : start + entry.length]
+            sealed = view[start : start + entry.length]
             try:
                 plaintext = self.repo.codec.decode(entry.pack_entry(chunk_id), sealed, key)
             except Corrupt as e:

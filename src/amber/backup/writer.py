@@ -48,6 +48,7 @@ from amber.backup.manifest import (
     validate_manifest,
 )
 from amber.backup.pack import EncodedBlob, PackBuilder, PackEntry, short
+from amber.blobstore.base import Payload
 from amber.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
@@ -315,23 +316,23 @@ class BackupWriter:
         once one of the slots is free (backpressure). Upload threads never take the mutex."""
         finished = builder.finish(self._repo.keys.sealer)
         key = pack_key(finished.pack_id)
-        size, entries = len(finished.data), finished.entries
+        size, entries = finished.size, finished.entries
         future: Future[None] = Future()
         if self._executor is None:
-            self._repo.store.stage(key, finished.data)
+            self._repo.store.stage(key, finished.parts)
             future.set_result(None)
         else:
             self._slots.acquire()
             try:
-                future = self._executor.submit(self._upload, key, finished.data)
+                future = self._executor.submit(self._upload, key, finished.parts)
             except BaseException:
                 self._slots.release()
                 raise
         return _Upload(finished.pack_id, size, entries, key, chunk_ids, future)
 
-    def _upload(self, key: str, data: bytes) -> None:
+    def _upload(self, key: str, parts: tuple[Payload, ...]) -> None:
         try:
-            self._repo.store.stage(key, data)
+            self._repo.store.stage(key, parts)
         finally:
             self._slots.release()
 

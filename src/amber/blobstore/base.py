@@ -7,9 +7,12 @@ modify an object in place; the backup engine only ever creates and deletes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
+
+Payload: TypeAlias = bytes | bytearray
+"""What stores write: bytes, or a bytearray (the engine seals chunks in place into one)."""
 
 
 @dataclass(frozen=True)
@@ -37,16 +40,18 @@ class BlobStore(Protocol):
         """A human description without secrets, e.g. `s3://bucket/prefix at http://host:9000`."""
         ...
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: Payload) -> None:
         """Store `data` under `key` atomically, replacing nothing: an existing key is overwritten
         only with identical content by the engine's own rules (content-addressed names)."""
         ...
 
-    def stage(self, key: str, data: bytes) -> None:
-        """Like `put`, but without waiting for durability: the object becomes visible (whole)
-        and durable at the next `flush()`, and a crash before that loses it (never exposes part
-        of it). Lets a writer overlap the disk's flushing with its own work and pay for it
-        once per batch; stores whose puts are durable on return (S3) simply put."""
+    def stage(self, key: str, parts: Sequence[Payload]) -> None:
+        """Like `put` of the concatenation of `parts`, but without waiting for durability: the
+        object becomes visible (whole) and durable at the next `flush()`, and a crash before
+        that loses it (never exposes part of it). Lets a writer overlap the disk's flushing
+        with its own work and pay for it once per batch; stores whose puts are durable on
+        return (S3) simply put. The parts are not joined where the store can avoid it (a file
+        target writes them with `writev`): a pack is many sealed chunks."""
         ...
 
     def flush(self) -> None:

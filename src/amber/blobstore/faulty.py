@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from amber.blobstore.base import BlobInfo, BlobStore
+from amber.blobstore.base import BlobInfo, BlobStore, Payload
 from amber.domain.errors import InvalidArgument, Unavailable
 
 FaultKind = Literal["error", "timeout", "reset", "partial_write", "corrupt_read"]
@@ -94,16 +94,16 @@ class FaultyStore:
         """The inner store's description, marked as faulty."""
         return f"faulty {self._inner.describe()}"
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: Payload) -> None:
         """Put, or fail as scripted (a torn write stores half the data first)."""
         self._write(self._inner.put, key, data)
 
-    def stage(self, key: str, data: bytes) -> None:
+    def stage(self, key: str, parts: Sequence[Payload]) -> None:
         """Stage, or fail as scripted for `put` (a staged write is a put whose durability
         waits for the flush; a torn write stages half the data first)."""
-        self._write(self._inner.stage, key, data)
+        self._write(lambda k, data: self._inner.stage(k, (data,)), key, b"".join(parts))
 
-    def _write(self, write: Callable[[str, bytes], None], key: str, data: bytes) -> None:
+    def _write(self, write: Callable[[str, Payload], None], key: str, data: Payload) -> None:
         fault = self._take("put", key)
         if fault is not None and fault.kind == "partial_write":
             write(key, data[: len(data) // 2])

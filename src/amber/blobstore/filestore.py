@@ -30,13 +30,13 @@ import queue
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from amber.blobstore.base import BlobInfo
+from amber.blobstore.base import BlobInfo, Payload
 from amber.domain.errors import (
     AmberError,
     InvalidArgument,
@@ -73,6 +73,7 @@ _HINTS: dict[type[AmberError], str] = {
     Unavailable: "check that the target (e.g. the NFS mount) is healthy",
 }
 _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 _Entries = list[tuple[str, bool, int, float]]  # (name, is_dir, size, mtime) of a directory
 
@@ -222,11 +223,16 @@ class _CallRunner:
             del fn, future  # drop references to big buffers while idle
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _write_all(fd: int, parts: Sequence[Payload]) -> None:
+    """Write the concatenation of `parts` with `writev` (at most `IOV_MAX` buffers a call),
+    resuming after short writes."""
+    views = [memoryview(part) for part in parts if len(part)]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while written and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
 
 
 def _read_to_end(fd: int, size_hint: int) -> bytes:
@@ -314,16 +320,16 @@ class FileStore:
         """The target URL, e.g. `file:///mnt/backup`."""
         return f"file://{self._root}"
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: Payload) -> None:
         """Store `data` under `key` atomically (temp file, fsync, rename, fsync directory)."""
         path = self._path(key)
         self._run(lambda: self._put_sync(path, data), f"writing {path}", key)
 
-    def stage(self, key: str, data: bytes) -> None:
-        """Write `data` to a temporary file and start its writeback without waiting for it;
-        the next `flush` makes it durable and renames it to `key`."""
+    def stage(self, key: str, parts: Sequence[Payload]) -> None:
+        """Write the parts to a temporary file (one `writev`) and start its writeback without
+        waiting for it; the next `flush` makes it durable and renames it to `key`."""
         path = self._path(key)
-        tmp = self._run(lambda: self._stage_sync(path, data), f"writing {path}", key)
+        tmp = self._run(lambda: self._stage_sync(path, parts), f"writing {path}", key)
         with self._staged_lock:
             self._staged.append((key, tmp, path))
 
@@ -426,8 +432,8 @@ class FileStore:
                 "mount the target or create the directory"
             )
 
-    def _put_sync(self, path: Path, data: bytes) -> None:
-        tmp = self._write_temp(path, data, _fsync_dir, os.fsync)
+    def _put_sync(self, path: Path, data: Payload) -> None:
+        tmp = self._write_temp(path, (data,), _fsync_dir, os.fsync)
         try:
             self._rename_into_place(tmp, path)
         except BaseException:
@@ -435,22 +441,23 @@ class FileStore:
             raise
         _fsync_dir(path.parent)
 
-    def _stage_sync(self, path: Path, data: bytes) -> Path:
-        return self._write_temp(path, data, self._sync_at_flush, _start_writeback)
+    def _stage_sync(self, path: Path, parts: Sequence[Payload]) -> Path:
+        return self._write_temp(path, parts, self._sync_at_flush, _start_writeback)
 
     def _write_temp(
         self,
         path: Path,
-        data: bytes,
+        parts: Sequence[Payload],
         sync_dir: Callable[[Path], None],
         after_write: Callable[[int], None],
     ) -> Path:
-        """`data` in a new temporary file next to `path`; `after_write(fd)` before it closes
-        (fsync for a put, start writeback for a staged put). A failure leaves no file."""
+        """The concatenated `parts` in a new temporary file next to `path`; `after_write(fd)`
+        before it closes (fsync for a put, start writeback for a staged put). A failure leaves
+        no file."""
         tmp = path.parent / f"{TEMP_MARKER}{secrets.token_hex(8)}"
         fd = self._create_temp(tmp, sync_dir)
         try:
-            _write_all(fd, data)
+            _write_all(fd, parts)
             after_write(fd)
         except BaseException:
             _remove_quietly(tmp)

@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
-from amber.blobstore.base import BlobInfo, BlobStore
+from amber.blobstore.base import BlobInfo, BlobStore, Payload
 from amber.domain.errors import InvalidArgument, Unavailable
 
 T = TypeVar("T")
@@ -73,13 +73,13 @@ class RetryingStore:
         """The inner store's description (retrying does not change where data lives)."""
         return self._inner.describe()
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: Payload) -> None:
         """Store the object, retrying transient failures."""
         self._call(lambda: self._inner.put(key, data))
 
-    def stage(self, key: str, data: bytes) -> None:
+    def stage(self, key: str, parts: Sequence[Payload]) -> None:
         """Stage the object, retrying transient failures."""
-        self._call(lambda: self._inner.stage(key, data))
+        self._call(lambda: self._inner.stage(key, parts))
 
     def flush(self) -> None:
         """Publish what was staged, retrying transient failures (a failed flush keeps what it

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +35,7 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from amber.blobstore.base import BlobInfo
+from amber.blobstore.base import BlobInfo, Payload
 from amber.blobstore.filestore import check_key, check_prefix
 from amber.domain.errors import (
     AmberError,
@@ -169,7 +169,7 @@ class S3Config:
         return "S3Config(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
-def _content_md5(data: bytes) -> str:
+def _content_md5(data: Payload) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
 
 
@@ -205,7 +205,7 @@ class S3Store:
             return f"{where} at {self._config.endpoint_url}"
         return f"{where} in AWS region {self._config.region}"
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: Payload) -> None:
         """Upload the object in one PUT (atomic on S3), with Content-MD5."""
         with self._errors("writing", key):
             self._client.put_object(
@@ -215,9 +215,10 @@ class S3Store:
                 ContentMD5=_content_md5(data),
             )
 
-    def stage(self, key: str, data: bytes) -> None:
-        """A PUT is durable when S3 answers: staging is putting."""
-        self.put(key, data)
+    def stage(self, key: str, parts: Sequence[Payload]) -> None:
+        """A PUT is durable when S3 answers: staging is putting (one body, so the parts are
+        joined: the network, not the copy, is what a PUT waits for)."""
+        self.put(key, parts[0] if len(parts) == 1 else b"".join(parts))
 
     def flush(self) -> None:
         """Nothing is ever staged on S3."""
