@@ -439,6 +439,8 @@ def _give_up(writer: BackupWriter) -> None:
 
 _DONE = None
 _DROP_EVERY = 16 * 1024 * 1024
+_READ_AHEAD = 16
+"""Chunks the reader asks the kernel for ahead of the one it reads."""
 
 
 class _Pipeline:
@@ -501,7 +503,12 @@ class _Pipeline:
     def _read(self, plan: _Plan, workers: int) -> None:
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         dropped = 0  # the snapshot's pages before this offset were dropped from the cache
-        for index in plan.to_read:
+        to_read = plan.to_read
+        for position in range(min(_READ_AHEAD, len(to_read))):
+            self._will_need(to_read[position])
+        for position, index in enumerate(to_read):
+            if position + _READ_AHEAD < len(to_read):
+                self._will_need(to_read[position + _READ_AHEAD])
             start, end = self.grid.range(index)
             data = read_exactly(self.fd, end - start, start)
             # The snapshot is read once: do not let it push the node's hot data out of the
@@ -514,6 +521,13 @@ class _Pipeline:
         os.posix_fadvise(self.fd, dropped, 0, os.POSIX_FADV_DONTNEED)
         for _ in range(workers):
             self._put(_DONE)
+
+    def _will_need(self, index: int) -> None:
+        """Ask the kernel to start reading a chunk now: an incremental reads scattered chunks,
+        which the sequential readahead does not fetch, and one read at a time left the disk
+        idle between them."""
+        start, end = self.grid.range(index)
+        os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_WILLNEED)
 
     def _work(self, plan: _Plan, _unused: int) -> None:
         while not self.stop.is_set():
