@@ -29,8 +29,9 @@ import zstandard
 from backup_bench import drop_caches, populate, setup, teardown
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from amber.backup import Password, Repository, ScryptParams, init_repository
 from amber.backup.backuper import backup_snapshot
+from amber.backup.keys import Password, ScryptParams
+from amber.backup.repository import Repository, init_repository
 from amber.backup.restorer import restore_backup
 from amber.backup.state import BackupState
 from amber.blobstore.filestore import FileStore

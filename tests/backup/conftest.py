@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from amber.backup import Repository, init_repository
+from amber.backup.repository import Repository, init_repository
 from amber.blobstore.base import BlobStore
 from amber.blobstore.filestore import FileStore
 from tests.backup.helpers import CHUNK, FAST_SCRYPT, PACK, PASSWORD

@@ -5,17 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from amber.backup import (
-    HOLE,
-    ZERO,
-    ChunkRef,
-    KeyFile,
-    ManifestDraft,
-    Password,
-    Repository,
-    ScryptParams,
-)
+from amber.backup.keys import KeyFile, Password, ScryptParams
 from amber.backup.locks import Lock
+from amber.backup.manifest import HOLE, ZERO, ChunkRef
+from amber.backup.repository import Repository
+from amber.backup.writer import ManifestDraft
 
 PASSWORD = Password("correct horse battery staple")
 FAST_SCRYPT = ScryptParams(n=2**10, r=8, p=1)

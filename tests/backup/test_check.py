@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-from amber.backup import Repository, Severity, check
+from amber.backup.check import Severity, check
 from amber.backup.layout import pack_key
+from amber.backup.repository import Repository
 from amber.blobstore.base import BlobStore
 from amber.domain.errors import InvalidArgument
 from tests.backup.helpers import CHUNK, backup, random_bytes

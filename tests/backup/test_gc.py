@@ -6,18 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amber.backup import (
-    LockKind,
-    Repository,
-    RetentionPolicy,
-    check,
-    open_repository,
-    plan_sweep,
-    prune,
-)
+from amber.backup.check import check
+from amber.backup.gc import plan_sweep, prune
 from amber.backup.index import RepositoryIndex, load_index
 from amber.backup.layout import pack_key
+from amber.backup.locks import LockKind
 from amber.backup.pack import PackEntry
+from amber.backup.repository import Repository, open_repository
+from amber.backup.retention import RetentionPolicy
 from amber.blobstore.base import BlobInfo, BlobStore
 from amber.domain.errors import Busy, Corrupt, FailedPrecondition, InvalidArgument
 from tests.backup.helpers import CHUNK, PASSWORD, backup, random_bytes, restore
@@ -75,7 +71,7 @@ def test_a_pack_reachable_from_a_kept_backup_is_never_deleted(
     both = random_bytes(CHUNK, 2)
     writer = repo.writer()
     old_ids = [writer.add_chunk(old_only), writer.add_chunk(both)]
-    from amber.backup import ManifestDraft
+    from amber.backup.writer import ManifestDraft
 
     old = writer.commit(ManifestDraft("vol-a", 2 * CHUNK, old_ids))
     clock.advance(DAY)

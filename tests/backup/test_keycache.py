@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from amber.backup import KeyFile, Password, generate_key_file, init_repository, open_repository
 from amber.backup import keys as keyslots
 from amber.backup.keycache import KeyCache
+from amber.backup.keys import KeyFile, Password, generate_key_file
+from amber.backup.repository import init_repository, open_repository
 from amber.backup.targets import key_cache_dir
 from amber.blobstore.base import BlobStore
 from amber.domain.errors import PermissionDenied

@@ -6,9 +6,16 @@ import json
 
 import pytest
 
-from amber.backup import KeyFile, Password, ScryptParams
 from amber.backup.crypto import AesGcmSealer, ObjectKind, PlainSealer
-from amber.backup.keys import make_key_slot, parse_key_slot, try_unwrap, unlock_master_key
+from amber.backup.keys import (
+    KeyFile,
+    Password,
+    ScryptParams,
+    make_key_slot,
+    parse_key_slot,
+    try_unwrap,
+    unlock_master_key,
+)
 from amber.domain.errors import Corrupt, InvalidArgument, PermissionDenied
 from tests.backup.helpers import FAST_SCRYPT
 from tests.backup.memstore import FakeClock, MemStore

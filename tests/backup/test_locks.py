@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from amber.backup import LockKind, Repository, open_repository
 from amber.backup.keeper import release_quietly
-from amber.backup.locks import LockInfo, encode_lock
+from amber.backup.locks import LockInfo, LockKind, encode_lock
+from amber.backup.repository import Repository, open_repository
 from amber.blobstore.base import BlobStore
 from amber.blobstore.faulty import Fault, FaultyStore
 from amber.domain.errors import Busy, FailedPrecondition, InvalidArgument

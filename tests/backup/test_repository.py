@@ -8,21 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 import blake3
 import pytest
 
-from amber.backup import (
-    ENCRYPTION_NONE,
-    ZERO,
-    KeyFile,
-    LockKind,
-    ManifestDraft,
-    Password,
-    Repository,
-    check,
-    generate_key_file,
-    init_repository,
-    open_repository,
-)
+from amber.backup.check import check
+from amber.backup.crypto import ENCRYPTION_NONE
+from amber.backup.keys import KeyFile, Password, generate_key_file
 from amber.backup.layout import pack_id_from_key
+from amber.backup.locks import LockKind
+from amber.backup.manifest import ZERO
 from amber.backup.pack import FOOTER
+from amber.backup.repository import Repository, init_repository, open_repository
+from amber.backup.writer import ManifestDraft
 from amber.blobstore.base import BlobStore
 from amber.domain.errors import (
     AlreadyExists,

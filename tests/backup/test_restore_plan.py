@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from amber.backup import Repository
 from amber.backup.progress import NullProgress
+from amber.backup.repository import Repository
 from amber.backup.restorer import RestoreOptions, Restorer
 from tests.backup.helpers import CHUNK, backup, random_bytes
 

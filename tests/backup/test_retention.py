@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amber.backup import RetentionItem, RetentionPolicy, apply_retention
+from amber.backup.retention import RetentionItem, RetentionPolicy, apply_retention
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 HOUR = 3600

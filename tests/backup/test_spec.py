@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from amber.backup import Repository
+from amber.backup.repository import Repository
 from amber.blobstore.base import BlobStore
 from tests.backup.helpers import CHUNK, PASSWORD, backup, random_bytes, volume
 

@@ -188,3 +188,6 @@ def test_backup_and_restore_to_a_file_target_import_no_rpc_s3_or_rich(
     assert json.loads(restored.stdout)["complete"] is True
     for run in (created, restored):
         assert run.loaded(RPC | S3 | {"rich"}) == set()  # JSON for a script: no rich either
+    # A backup loads neither the restorer nor the checker; a restore does load the restorer.
+    assert created.loaded({"amber.backup.restorer", "amber.backup.check"}) == set()
+    assert restored.loaded({"amber.backup.restorer"}) == {"amber.backup.restorer"}

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from amber.backup import ManifestDraft, Repository, init_repository, open_repository
 from amber.backup.layout import is_valid_id
+from amber.backup.repository import Repository, init_repository, open_repository
 from amber.backup.restorer import restore_holder
+from amber.backup.writer import ManifestDraft
 from amber.blobstore.faulty import Fault, FaultyStore
 from amber.blobstore.filestore import FileStore
 from amber.csi.backups.handles import LABEL_KEY, BackupRef, key_backup_id

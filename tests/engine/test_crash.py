@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from amber.backup import init_repository
 from amber.backup.keys import Password
+from amber.backup.repository import init_repository
 from amber.blobstore.filestore import FileStore
 from tests.backup.helpers import FAST_SCRYPT
 from tests.engine.helpers import CHUNK, PASSWORD_TEXT, Cli, random_bytes, write_at

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from amber.backup import init_repository
 from amber.backup.chunker import ChunkGrid, is_zero
 from amber.backup.extents import unchanged_chunks
 from amber.backup.index import IndexEntry
 from amber.backup.keeper import acquire, holder
 from amber.backup.locks import LockKind
+from amber.backup.repository import init_repository
 from amber.backup.restorer import DamagedRange, _coalesce, _nonzero_runs, describe_damage
 from amber.backup.targets import (
     Target,

@@ -10,10 +10,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amber.backup import HOLE, ZERO, ChunkRef, Repository, init_repository
 from amber.backup.backuper import backup_snapshot
 from amber.backup.chunker import ChunkGrid, chunks_with_data, is_zero
+from amber.backup.manifest import HOLE, ZERO, ChunkRef
 from amber.backup.progress import RecordingProgress
+from amber.backup.repository import Repository, init_repository
 from amber.backup.restorer import restore_backup
 from amber.blobstore.filestore import FileStore
 from amber.domain.models import VolumeMode

@@ -28,61 +28,7 @@ request, every byte. The byte-level format is in `docs/repository-format.md`.
 
 Modules: `crypto` (sealing, subkeys, chunk ids), `keys` (key slots), `config`, `layout` (key
 names, clock type), `pack`, `index`, `manifest`, `locks`, `repository` (init/open, reads),
-`writer` (one backup), `retention` (pure policy), `gc` (prune), `check`.
+`writer` (one backup), `retention` (pure policy), `gc` (prune), `check`. The package re-exports
+nothing: import from the module, so that a command loads only the modules it runs (an
+incremental backup's own work is shorter than Python's imports).
 """
-
-from __future__ import annotations
-
-from amber.backup.check import CheckResult, Problem, Severity, check
-from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_NONE
-from amber.backup.gc import PruneResult, plan_sweep, prune
-from amber.backup.index import IndexEntry, RepositoryIndex
-from amber.backup.keys import KeyFile, Password, ScryptParams, generate_key_file
-from amber.backup.layout import Clock
-from amber.backup.locks import Lock, LockInfo, LockKind
-from amber.backup.manifest import HOLE, ZERO, BackupStats, ChunkRef, Manifest
-from amber.backup.repository import RebuildResult, Repository, init_repository, open_repository
-from amber.backup.retention import (
-    RetentionDecision,
-    RetentionItem,
-    RetentionPolicy,
-    apply_retention,
-)
-from amber.backup.writer import BackupWriter, ManifestDraft
-
-__all__ = [
-    "ENCRYPTION_AES",
-    "ENCRYPTION_NONE",
-    "HOLE",
-    "ZERO",
-    "BackupStats",
-    "BackupWriter",
-    "CheckResult",
-    "ChunkRef",
-    "Clock",
-    "IndexEntry",
-    "KeyFile",
-    "Lock",
-    "LockInfo",
-    "LockKind",
-    "Manifest",
-    "ManifestDraft",
-    "Password",
-    "Problem",
-    "PruneResult",
-    "RebuildResult",
-    "Repository",
-    "RepositoryIndex",
-    "RetentionDecision",
-    "RetentionItem",
-    "RetentionPolicy",
-    "ScryptParams",
-    "Severity",
-    "apply_retention",
-    "check",
-    "generate_key_file",
-    "init_repository",
-    "open_repository",
-    "plan_sweep",
-    "prune",
-]

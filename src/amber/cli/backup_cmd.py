@@ -11,19 +11,17 @@ import contextlib
 import ctypes
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from amber.backup.backuper import SYSTEM_LABEL_PREFIX, BackupOptions, backup_snapshot
-from amber.backup.check import CheckResult, check
 from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult, prune
 from amber.backup.keeper import LockKeeper, acquire, holder
 from amber.backup.locks import LockKind
 from amber.backup.manifest import HOLE, ZERO, Manifest
 from amber.backup.progress import NullProgress, Progress
 from amber.backup.repository import Repository
-from amber.backup.restorer import RestoreOptions, describe_damage, restore_backup
 from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
 from amber.backup.targets import (
@@ -37,6 +35,12 @@ from amber.cli.state import CliState, state
 from amber.cli.target_cmd import ConfigOption, remember_config, targets_config
 from amber.domain.errors import Corrupt, InvalidArgument
 from amber.domain.units import format_size, parse_size
+
+if TYPE_CHECKING:
+    from amber.backup.check import CheckResult
+
+# `check` and `restorer` are imported by the commands that run them: every command pays for the
+# modules imported here, and an incremental backup's own work is shorter than the imports.
 
 app = typer.Typer(
     help="Back up snapshots to a target, restore backups into new volumes, list, prune, check.",
@@ -199,6 +203,8 @@ def restore(
     ] = False,
 ) -> None:
     """Restore a backup into a new volume (on any machine that has the target)."""
+    from amber.backup.restorer import RestoreOptions, describe_damage, restore_backup
+
     _one_malloc_arena()
     st = state(ctx)
     name, backup_id = _resolve(targets_config(ctx), backup, target)
@@ -404,6 +410,8 @@ def check_(
     ] = 100.0,
 ) -> None:
     """Verify the repository's structure (and with --read-data, its data)."""
+    from amber.backup.check import check
+
     st = state(ctx)
     repo = _open(ctx, target)
     progress = _progress(st)
