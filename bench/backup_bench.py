@@ -38,6 +38,7 @@ It prints Markdown tables; docs/backup.md ("Benchmarks") records a run.
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import json
 import os
@@ -55,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import amber
 from amber.domain.models import SourceKind
 from amber.domain.units import GiB, MiB
 from amber.pool import Pool, VolumeRequest
@@ -640,6 +642,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.workdir.exists():
             raise SystemExit(f"{args.workdir} is in the way; remove it")
     rng = random.Random(args.seed)
+    # As installed (scripts/install.sh): bytecode for every module, even where the environment
+    # sets PYTHONDONTWRITEBYTECODE, so no Amber command compiles its modules while timed.
+    compileall.compile_dir(Path(amber.__file__).parent, quiet=1)
     try:
         pool, bench = setup(args.workdir)
         pool.volumes.create(VolumeRequest("data", 4 * GiB))

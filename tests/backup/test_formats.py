@@ -60,9 +60,11 @@ def test_pack_round_trip(chunks: list[bytes], encrypted: bool) -> None:
     assert parsed == entries
     for chunk, entry in zip(chunks, parsed, strict=True):
         assert entry.raw_length == len(chunk)
-        assert (
-            codec.decode(entry, data[entry.offset : entry.offset + entry.length], "pack") == chunk
-        )
+        sealed = data[entry.offset : entry.offset + entry.length]
+        assert codec.decode(entry, sealed, "pack") == chunk
+        # The restore's path: decrypted into a reused scratch buffer, opened from a view.
+        scratch = bytearray(entry.length)
+        assert bytes(codec.decode_into(entry, memoryview(sealed), "pack", scratch)) == chunk
         compressed = entry.flags & FLAG_ZSTD
         assert (
             entry.length - keys.sealer.overhead < len(chunk)
@@ -79,14 +81,23 @@ def test_any_flipped_bit_in_a_pack_is_detected(chunks: list[bytes], data: st.Dat
     bit = data.draw(st.integers(0, 7))
     damaged = bytearray(packed)
     damaged[position] ^= 1 << bit
-    found = False
+    found = into_found = False
     try:
         parsed = entries_from_pack_bytes(KEYS.sealer, bytes(damaged), "pack")
         for entry in parsed:
             codec.decode(entry, bytes(damaged[entry.offset : entry.offset + entry.length]), "pack")
     except Corrupt:
         found = True
+    try:
+        parsed = entries_from_pack_bytes(KEYS.sealer, bytes(damaged), "pack")
+        scratch = bytearray(max(e.length for e in parsed))
+        for entry in parsed:
+            blob = memoryview(damaged)[entry.offset : entry.offset + entry.length]
+            codec.decode_into(entry, blob, "pack", scratch)
+    except Corrupt:
+        into_found = True
     assert found
+    assert into_found
 
 
 def test_a_blob_moved_under_another_chunk_id_is_corrupt() -> None:

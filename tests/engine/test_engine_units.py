@@ -98,6 +98,11 @@ def test_nonzero_runs_skip_zero_blocks() -> None:
     assert b"".join(piece for _, piece in runs).count(b"c") == 5
     leading_zero = bytes(1) + b"d" * (block - 1) + bytes(block)  # a data block may start with 0
     assert [(o, bytes(p)) for o, p in _nonzero_runs(leading_zero)] == [(0, leading_zero[:block])]
+    # A restore hands in views of its decryption buffer.
+    as_view = [(o, bytes(p)) for o, p in _nonzero_runs(memoryview(bytearray(data)))]
+    assert as_view == [(o, bytes(p)) for o, p in runs]
+    short_tail = memoryview(b"e" * block + bytes(100))  # a last block shorter than 64 KiB
+    assert [(o, len(p)) for o, p in _nonzero_runs(short_tail)] == [(0, block)]
 
 
 def test_damage_is_described_with_byte_ranges() -> None:

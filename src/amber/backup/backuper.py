@@ -11,16 +11,19 @@ without reflink, a different chunk size) every data chunk is read and hashed, an
 against the repository index uploads only what is new: the fallback costs reading time, never
 upload.
 
-**Pipeline.** One reader thread preads the chunks to read, in order, into a bounded queue;
+**Pipeline.** One reader thread preads the chunks to read, in order, into a bounded queue,
+while a prefetcher asks the kernel for the chunks up to `_READ_AHEAD` ahead of it;
 `hash_threads` workers take them, drop all-zero chunks, compute the keyed chunk id, skip chunks
 the repository (or this backup) already holds, and compress + seal the rest; the writer packs
 them. The worker whose chunk fills a pack takes it out of the writer and uploads it (or hands it
 to `upload_threads` upload threads) while the other workers go on hashing into the next pack.
 Every stage blocks when the next is full, so memory is bounded by the queue (`queue_chunks`
 chunks), a chunk per worker and `hash_threads + upload_threads + 1` packs, whatever the volume
-size. pread, BLAKE3, zstd and the store's writes release the GIL (AES-GCM holds it, briefly), so the
-threads really run in parallel. (Measured on 2 cores: 2 workers uploading their own packs beat
-separate upload threads in both time and memory, see docs/backup.md.)
+size. pread, BLAKE3, zstd and the store's writes release the GIL (AES-GCM holds it, briefly),
+so the threads really run in parallel. (On 2 cores, 3 workers that write the packs they fill:
+a sampling profile showed 2 workers waiting on the queue and on their pack writes for a
+quarter of the time; separate upload threads cost a pack of memory each for no gain, see
+docs/backup.md.)
 
 **Commit and crash safety.** Packs, then index objects (every `index_every_packs` packs), then
 the manifest (`amber.backup.writer`). Only after the manifest exists does the base move to the
@@ -86,13 +89,15 @@ class BackupOptions:
     """User labels stored in the manifest (keys starting with `amber/` are reserved)."""
     tags: Sequence[str] = ()
     """Tags stored in the manifest (prune can keep tagged backups)."""
-    hash_threads: int = 2
-    """Workers that hash, compress and encrypt chunks (and upload the packs they fill)."""
+    hash_threads: int = 3
+    """Workers that hash, compress and encrypt chunks (and upload the packs they fill). One
+    more than the 2 cores Amber targets: a worker waits while it writes the pack it filled,
+    and the third keeps both cores compressing meanwhile."""
     upload_threads: int = 0
     """Extra upload threads; 0 = the worker that fills a pack uploads it, while the others go
     on hashing. Each extra thread lets one more pack (16 MiB) wait in memory."""
-    queue_chunks: int = 4
-    """Chunks read ahead of the workers."""
+    queue_chunks: int = 8
+    """Chunks read ahead of the workers (the disk's pauses are absorbed here)."""
     index_every_packs: int = 16
     """Write an index object every this many packs, so a killed run leaves them reusable."""
     use_extent_map: bool = True
@@ -439,8 +444,8 @@ def _give_up(writer: BackupWriter) -> None:
 
 _DONE = None
 _DROP_EVERY = 16 * 1024 * 1024
-_READ_AHEAD = 16
-"""Chunks the reader asks the kernel for ahead of the one it reads."""
+_READ_AHEAD = 32
+"""Chunks the prefetcher asks the kernel for ahead of the reader (0: no prefetching)."""
 
 
 class _Pipeline:
@@ -461,6 +466,7 @@ class _Pipeline:
             maxsize=max(1, self.options.queue_chunks)
         )
         self.stop = threading.Event()
+        self.ahead = threading.Semaphore(_READ_AHEAD)  # chunks the prefetcher may run ahead
         self.errors: list[BaseException] = []
 
     def run(self, plan: _Plan) -> None:
@@ -469,6 +475,8 @@ class _Pipeline:
             return
         workers = max(1, self.options.hash_threads)
         threads = [threading.Thread(target=self._guard, args=(self._read, plan, workers))]
+        if _READ_AHEAD:
+            threads.append(threading.Thread(target=self._guard, args=(self._prefetch, plan, 0)))
         threads += [
             threading.Thread(target=self._guard, args=(self._work, plan, 0)) for _ in range(workers)
         ]
@@ -503,14 +511,10 @@ class _Pipeline:
     def _read(self, plan: _Plan, workers: int) -> None:
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         dropped = 0  # the snapshot's pages before this offset were dropped from the cache
-        to_read = plan.to_read
-        for position in range(min(_READ_AHEAD, len(to_read))):
-            self._will_need(to_read[position])
-        for position, index in enumerate(to_read):
-            if position + _READ_AHEAD < len(to_read):
-                self._will_need(to_read[position + _READ_AHEAD])
+        for index in plan.to_read:
             start, end = self.grid.range(index)
             data = read_exactly(self.fd, end - start, start)
+            self.ahead.release()
             # The snapshot is read once: do not let it push the node's hot data out of the
             # cache (every 16 MiB: a call per chunk cost more than the dropping itself).
             if end - dropped >= _DROP_EVERY:
@@ -522,12 +526,20 @@ class _Pipeline:
         for _ in range(workers):
             self._put(_DONE)
 
-    def _will_need(self, index: int) -> None:
-        """Ask the kernel to start reading a chunk now: an incremental reads scattered chunks,
-        which the sequential readahead does not fetch, and one read at a time left the disk
-        idle between them."""
-        start, end = self.grid.range(index)
-        os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_WILLNEED)
+    def _prefetch(self, plan: _Plan, _unused: int) -> None:
+        """Ask the kernel to start reading each chunk, at most `_READ_AHEAD` chunks ahead of
+        the reader. The kernel's own readahead (128 KiB windows on a loop device) left each 1
+        MiB read waiting for the disk, and an incremental's scattered chunks get none; and
+        WILLNEED blocks while it submits the reads, so it runs here, not in the reader (where
+        it took a fifth of the reader's time and starved the workers)."""
+        for index in plan.to_read:
+            while not self.ahead.acquire(timeout=0.2):
+                if self.stop.is_set():
+                    return
+            if self.stop.is_set():
+                return
+            start, end = self.grid.range(index)
+            os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_WILLNEED)
 
     def _work(self, plan: _Plan, _unused: int) -> None:
         while not self.stop.is_set():

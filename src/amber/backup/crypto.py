@@ -105,6 +105,13 @@ class Sealer(Protocol):
         """Return the plaintext or raise Corrupt naming `what`."""
         ...
 
+    def open_into(
+        self, kind: ObjectKind, sealed: Data, what: str, context: bytes, out: bytearray
+    ) -> memoryview:
+        """Like `open`, but the plaintext is a view of `out` (which must hold
+        `len(sealed) - overhead` bytes) or of `sealed`: no allocation per object."""
+        ...
+
 
 def _not_openable(kind: ObjectKind, what: str) -> Corrupt:
     return Corrupt(
@@ -148,6 +155,24 @@ class AesGcmSealer:
         except InvalidTag as e:
             raise _not_openable(kind, what) from e
 
+    def open_into(
+        self, kind: ObjectKind, sealed: Data, what: str, context: bytes, out: bytearray
+    ) -> memoryview:
+        """Decrypt into `out` and return the view of the plaintext. A restore decrypts every
+        chunk: a fresh 1 MiB result each time was page faults under the GIL (which AES-GCM
+        holds), 0.4 s of a 2.8 s in-process restore."""
+        if len(sealed) < self.overhead or len(out) < len(sealed) - self.overhead:
+            raise _not_openable(kind, what)
+        view = memoryview(sealed)
+        plaintext = memoryview(out)[: len(sealed) - self.overhead]
+        try:
+            self._aead.decrypt_into(
+                view[:NONCE_BYTES], view[NONCE_BYTES:], associated_data(kind, context), plaintext
+            )
+        except InvalidTag as e:
+            raise _not_openable(kind, what) from e
+        return plaintext
+
 
 class PlainSealer:
     """No encryption: plaintext plus a truncated HMAC that catches damage and kind swaps."""
@@ -170,13 +195,19 @@ class PlainSealer:
 
     def open(self, kind: ObjectKind, sealed: Data, what: str, context: bytes = b"") -> bytes:
         """Verify the mac and return the plaintext."""
+        return bytes(self.open_into(kind, sealed, what, context, bytearray()))
+
+    def open_into(
+        self, kind: ObjectKind, sealed: Data, what: str, context: bytes, out: bytearray
+    ) -> memoryview:
+        """Verify the mac; the plaintext is a view of `sealed` (`out` is not needed)."""
         if len(sealed) < self.overhead:
             raise _not_openable(kind, what)
         view = memoryview(sealed)
         plaintext, mac = view[:-PLAIN_MAC_BYTES], view[-PLAIN_MAC_BYTES:]
         if not hmac.compare_digest(mac, self._mac(kind, plaintext, context)):
             raise _not_openable(kind, what)
-        return bytes(plaintext)
+        return plaintext
 
 
 @dataclass(frozen=True, repr=False)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amber.backup.backuper import LABEL_FS_TYPE, LABEL_MODE
+from amber.backup.crypto import Data
 from amber.backup.index import IndexEntry
 from amber.backup.keeper import (
     DEFAULT_LOCK_WAIT,
@@ -181,6 +182,7 @@ class Restorer:
         self.options = options
         self.progress = progress
         self.outcome = _Outcome()
+        self._local = threading.local()  # per download thread: the scratch chunks decrypt into
         self.uses: dict[bytes, list[int]] = {}
         for position, ref in enumerate(manifest.chunk_map):
             if isinstance(ref, bytes):
@@ -259,18 +261,29 @@ class Restorer:
         with self.outcome.lock:
             self.outcome.downloaded += len(data)
         view = memoryview(data)  # blobs are opened in place, not copied out
+        scratch = self._scratch(max(entry.length for _, entry in request.chunks))
         for chunk_id, entry in request.chunks:
             start = entry.offset - request.offset
             sealed = view[start : start + entry.length]
             try:
-                plaintext = self.repo.codec.decode(entry.pack_entry(chunk_id), sealed, key)
+                plaintext = self.repo.codec.decode_into(
+                    entry.pack_entry(chunk_id), sealed, key, scratch
+                )
             except Corrupt as e:
                 self._damage(chunk_id, e.message)
                 continue
             self._write(fd, chunk_id, plaintext)
             self.progress.advance(entry.raw_length)
 
-    def _write(self, fd: int, chunk_id: bytes, plaintext: bytes) -> None:
+    def _scratch(self, size: int) -> bytearray:
+        """This thread's decryption buffer, at least `size` bytes (written before reuse)."""
+        scratch: bytearray | None = getattr(self._local, "scratch", None)
+        if scratch is None or len(scratch) < size:
+            scratch = bytearray(size)
+            self._local.scratch = scratch
+        return scratch
+
+    def _write(self, fd: int, chunk_id: bytes, plaintext: Data) -> None:
         written = 0
         for position in self.uses[chunk_id]:
             offset = position * self.manifest.chunk_size
@@ -408,15 +421,17 @@ def _request(pack_id: bytes, group: list[tuple[bytes, IndexEntry]]) -> _Request:
     return _Request(pack_id, start, end - start, tuple(group))
 
 
-def _nonzero_runs(data: bytes) -> Iterator[tuple[int, memoryview]]:
+def _nonzero_runs(data: Data) -> Iterator[tuple[int, memoryview]]:
     """(offset, view) of the runs of `SPARSE_BLOCK` blocks that are not all zero.
 
     Views, not copies: a chunk is written without copying it again. A block is compared with
-    zeros only when its first byte is zero (data blocks rarely start with one)."""
+    zeros only when its first byte is zero (data blocks rarely start with one), and then as
+    bytes: comparing a memoryview with bytes goes element by element (~50x slower than the
+    copy and memcmp)."""
     view = memoryview(data)
     run_start = None
-    for offset in range(0, len(data), SPARSE_BLOCK):
-        zero = data[offset] == 0 and _is_zero_block(data[offset : offset + SPARSE_BLOCK])
+    for offset in range(0, len(view), SPARSE_BLOCK):
+        zero = view[offset] == 0 and _is_zero_block(view[offset : offset + SPARSE_BLOCK])
         if zero and run_start is not None:
             yield run_start, view[run_start:offset]
             run_start = None
@@ -426,5 +441,6 @@ def _nonzero_runs(data: bytes) -> Iterator[tuple[int, memoryview]]:
         yield run_start, view[run_start:]
 
 
-def _is_zero_block(block: bytes) -> bool:
-    return block == _ZERO_BLOCK if len(block) == SPARSE_BLOCK else not block.strip(b"\0")
+def _is_zero_block(block: memoryview) -> bool:
+    data = block.tobytes()
+    return data == _ZERO_BLOCK if len(data) == SPARSE_BLOCK else data.count(0) == len(data)
