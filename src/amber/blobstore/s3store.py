@@ -16,7 +16,10 @@ error message passes through a redaction step before it is raised.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
+import io
+import itertools
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -169,8 +172,56 @@ class S3Config:
         return "S3Config(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
-def _content_md5(data: Payload) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
+def _content_md5(*parts: Payload) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    for part in parts:
+        digest.update(part)
+    return base64.b64encode(digest.digest()).decode("ascii")
+
+
+class _PartsBody(io.RawIOBase):
+    """The concatenation of `parts` as a readable, seekable file, without joining them: botocore
+    reads a body to sign it, again to send it, and seeks back for a retry. (Joining a 16 MiB
+    pack per upload, in each of the workers that upload, put the S3 backup's peak RSS ~50 MB
+    above the file target's.)"""
+
+    def __init__(self, parts: Sequence[Payload]) -> None:
+        super().__init__()
+        self._parts = [memoryview(part) for part in parts if len(part)]
+        self._starts = [0, *itertools.accumulate(len(part) for part in self._parts)]
+        self._size = self._starts[-1]
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(out) and self._pos < self._size:
+            index = bisect.bisect_right(self._starts, self._pos) - 1
+            part = self._parts[index][self._pos - self._starts[index] :]
+            count = min(len(part), len(out) - done)
+            out[done : done + count] = part[:count]
+            done += count
+            self._pos += count
+        return done
 
 
 class S3Store:
@@ -216,9 +267,15 @@ class S3Store:
             )
 
     def stage(self, key: str, parts: Sequence[Payload]) -> None:
-        """A PUT is durable when S3 answers: staging is putting (one body, so the parts are
-        joined: the network, not the copy, is what a PUT waits for)."""
-        self.put(key, parts[0] if len(parts) == 1 else b"".join(parts))
+        """A PUT is durable when S3 answers: staging is putting, with the parts read in turn
+        as one body (not joined)."""
+        with self._errors("writing", key):
+            self._client.put_object(
+                Bucket=self._config.bucket,
+                Key=self._key(key),
+                Body=_PartsBody(parts),
+                ContentMD5=_content_md5(*parts),
+            )
 
     def flush(self) -> None:
         """Nothing is ever staged on S3."""
