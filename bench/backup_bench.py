@@ -31,7 +31,7 @@ to write and fsync as many bytes sequentially (the floor for a durable restore).
 checked byte for byte against the snapshot image.
 
 Run as root:  .venv/bin/python bench/backup_bench.py [--workdir /var/tmp/amber-bench]
-    [--reps 3] [--big-volume]   (also back up a 32 GiB volume holding the same data)
+    [--reps 5] [--big-volume]   (also back up a 32 GiB volume holding the same data)
 It prints Markdown tables; docs/backup.md ("Benchmarks") records a run.
 """
 
@@ -630,7 +630,7 @@ def report(results: Results, data_bytes: int) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp/amber-bench"))
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of full and restore")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of full and restore")
     parser.add_argument("--big-volume", action="store_true")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 server half")
     parser.add_argument("--seed", type=int, default=4)
