@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -74,21 +75,44 @@ def test_crash_at_failpoints_leaves_a_valid_repository(
     _restores(cli, again["handle"], snapshot, "r1")
 
 
+def _files_under(directory: Path) -> int:
+    return sum(1 for p in directory.rglob("*") if p.is_file()) if directory.exists() else 0
+
+
+def _kill_after_new_files(
+    proc: subprocess.Popen[str], directory: Path, count: int, delay: float
+) -> bool:
+    """kill -9 `proc` `delay` seconds after `count` more files (packs, or staged temporary
+    files) appeared under `directory`, or when it exits first; whether it was killed.
+
+    Waiting for files rather than a fixed time puts the kill in the middle of the upload
+    however fast the machine is: with a timed kill, backups that had become faster finished
+    before it."""
+    start = _files_under(directory)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _files_under(directory) >= start + count:
+            time.sleep(delay)
+            break
+        time.sleep(0.002)
+    proc.kill()
+    proc.communicate()
+    return proc.returncode == -signal.SIGKILL
+
+
 def test_random_kills_during_backup_then_the_next_backup_completes(
-    cli: Cli, file_target: str
+    cli: Cli, file_target: str, tmp_path: Path
 ) -> None:
     _random_volume(cli, "v", 2)
     snapshot = cli.snapshot("v", "s1")
     rng = random.Random(7)
+    data = tmp_path / "repo" / "data"  # the `fs` target's packs
     interrupted = 0
     for _ in range(3):
         proc = cli.popen("backup", "create", "s1", "--target", file_target, "--full")
-        time.sleep(rng.uniform(0.5, 1.1))
-        proc.kill()
-        proc.communicate()
-        interrupted += proc.returncode == -signal.SIGKILL
+        interrupted += _kill_after_new_files(proc, data, rng.randint(1, 4), rng.uniform(0, 0.02))
         _assert_healthy(cli, file_target)
-    assert interrupted
+    assert interrupted  # the first run at least, which has every pack still to write
     final = cli.backup("s1", file_target, "--full")
     assert final["chunks_new"] + final["chunks_deduplicated"] == VOLUME_CHUNKS
     _restores(cli, final["handle"], snapshot, "r1")
