@@ -126,9 +126,9 @@ class BlobCodec:
 
     def decode_into(self, entry: PackEntry, sealed: Data, pack: str, scratch: bytearray) -> Data:
         """Like `decode`, but an uncompressed chunk comes back as a view of `scratch` (at least
-        `entry.length` bytes; the caller reuses it per thread): valid only until the next call
-        with the same scratch. What a restore uses, so it allocates nothing per chunk under
-        the GIL."""
+        `entry.length` bytes; the caller reuses it per thread), or of `sealed` when the
+        repository is not encrypted: valid only until the next call with the same scratch.
+        What a restore uses, so it allocates nothing per chunk under the GIL."""
         what = self._check_length(entry, sealed, pack)
         sealer = self._keys.sealer
         payload = sealer.open_into(ObjectKind.BLOB, sealed, what, entry.chunk_id, scratch)
