@@ -79,25 +79,32 @@ def _files_under(directory: Path) -> int:
     return sum(1 for p in directory.rglob("*") if p.is_file()) if directory.exists() else 0
 
 
-def _kill_after_new_files(
+def _kill_after_files_change(
     proc: subprocess.Popen[str], directory: Path, count: int, delay: float
 ) -> bool:
-    """kill -9 `proc` `delay` seconds after `count` more files (packs, or staged temporary
-    files) appeared under `directory`, or when it exits first; whether it was killed.
+    """kill -9 `proc` `delay` seconds after the number of files under `directory` changed by
+    `count` (packs or staged temporary files a backup wrote, packs a prune deleted), or when
+    it exits first; whether it was killed.
 
-    Waiting for files rather than a fixed time puts the kill in the middle of the upload
-    however fast the machine is: with a timed kill, backups that had become faster finished
-    before it."""
-    start = _files_under(directory)
-    deadline = time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline:
-        if _files_under(directory) >= start + count:
-            time.sleep(delay)
-            break
-        time.sleep(0.002)
+    Watching the files rather than the clock puts the kill in the middle of the work however
+    fast the machine is: with a timed kill, backups that had become faster finished first."""
+    if _wait_for_files_change(proc, directory, count):
+        time.sleep(delay)
     proc.kill()
     proc.communicate()
     return proc.returncode == -signal.SIGKILL
+
+
+def _wait_for_files_change(proc: subprocess.Popen[str], directory: Path, count: int) -> bool:
+    """Wait until the number of files under `directory` changed by `count` (True), or `proc`
+    exited first (False)."""
+    start = _files_under(directory)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if abs(_files_under(directory) - start) >= count:
+            return True
+        time.sleep(0.002)
+    return False
 
 
 def test_random_kills_during_backup_then_the_next_backup_completes(
@@ -110,7 +117,8 @@ def test_random_kills_during_backup_then_the_next_backup_completes(
     interrupted = 0
     for _ in range(3):
         proc = cli.popen("backup", "create", "s1", "--target", file_target, "--full")
-        interrupted += _kill_after_new_files(proc, data, rng.randint(1, 4), rng.uniform(0, 0.02))
+        changed = rng.randint(1, 4)
+        interrupted += _kill_after_files_change(proc, data, changed, rng.uniform(0, 0.02))
         _assert_healthy(cli, file_target)
     assert interrupted  # the first run at least, which has every pack still to write
     final = cli.backup("s1", file_target, "--full")
@@ -135,7 +143,9 @@ def small_pack_target(cli: Cli, secrets_dir: Path, tmp_path: Path) -> str:
     return "small"
 
 
-def test_random_kills_during_prune_lose_nothing_kept(cli: Cli, small_pack_target: str) -> None:
+def test_random_kills_during_prune_lose_nothing_kept(
+    cli: Cli, small_pack_target: str, tmp_path: Path
+) -> None:
     image = cli.volume("v", "64Mi")
     handles = []
     for seed in range(3):
@@ -144,16 +154,15 @@ def test_random_kills_during_prune_lose_nothing_kept(cli: Cli, small_pack_target
         handles.append(cli.backup(f"s{seed}", small_pack_target)["handle"])
     last = Path(cli.json("snapshot", "show", "s2")["snapshot"]["image"])
     rng = random.Random(11)
+    data = tmp_path / "small-packs" / "data"
     interrupted = 0
     for _ in range(3):
         proc = cli.popen("backup", "prune", "--target", small_pack_target, "--keep-last", "1",
                          "--grace", "0")  # fmt: skip
-        time.sleep(rng.uniform(0.5, 1.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        interrupted += proc.returncode == -signal.SIGKILL
+        deleted = rng.randint(1, 400)  # of the ~1500 packs the first prune deletes
+        interrupted += _kill_after_files_change(proc, data, deleted, rng.uniform(0, 0.02))
         _assert_healthy(cli, small_pack_target)
-    assert interrupted
+    assert interrupted  # the first prune at least
     # the killed prune's exclusive lock is removed at once (its process is gone), not waited for
     result = cli.json("backup", "prune", "--target", small_pack_target, "--keep-last", "1",
                       "--grace", "0")  # fmt: skip
@@ -165,7 +174,7 @@ def test_random_kills_during_prune_lose_nothing_kept(cli: Cli, small_pack_target
     _restores(cli, handles[-1], last, "r1")
 
 
-def test_prune_racing_a_backup_loses_nothing(cli: Cli, file_target: str) -> None:
+def test_prune_racing_a_backup_loses_nothing(cli: Cli, file_target: str, tmp_path: Path) -> None:
     image = _random_volume(cli, "v", 4)
     cli.snapshot("v", "s1")
     cli.backup("s1", file_target)
@@ -175,7 +184,9 @@ def test_prune_racing_a_backup_loses_nothing(cli: Cli, file_target: str) -> None
     write_at(image, 40 * CHUNK, random_bytes(60 * CHUNK, 6))
     snapshot = cli.snapshot("v", "s3")
     backup = cli.popen("backup", "create", "s3", "--target", file_target)
-    time.sleep(0.3)
+    # The prune starts once the backup has written its first pack (of four), so that they
+    # overlap however fast the machine is (a fixed 0.3 s could come after the backup ended).
+    _wait_for_files_change(backup, tmp_path / "repo" / "data", 1)
     prune = cli.popen("backup", "prune", "--target", file_target, "--keep-last", "1",
                       "--grace", "0")  # fmt: skip
     b_out, b_err = backup.communicate(timeout=120)
