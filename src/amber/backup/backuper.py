@@ -445,7 +445,7 @@ def _give_up(writer: BackupWriter) -> None:
 _DONE = None
 _DROP_EVERY = 16 * 1024 * 1024
 _READ_AHEAD = 32
-"""Chunks the prefetcher asks the kernel for ahead of the reader (0: no prefetching)."""
+"""Chunks the prefetcher asks the kernel for ahead of the reader."""
 
 
 class _Pipeline:
@@ -474,9 +474,10 @@ class _Pipeline:
         if not plan.to_read:
             return
         workers = max(1, self.options.hash_threads)
-        threads = [threading.Thread(target=self._guard, args=(self._read, plan, workers))]
-        if _READ_AHEAD:
-            threads.append(threading.Thread(target=self._guard, args=(self._prefetch, plan, 0)))
+        threads = [
+            threading.Thread(target=self._guard, args=(self._read, plan, workers)),
+            threading.Thread(target=self._guard, args=(self._prefetch, plan, 0)),
+        ]
         threads += [
             threading.Thread(target=self._guard, args=(self._work, plan, 0)) for _ in range(workers)
         ]
