@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amber.backup.backuper import LABEL_FS_TYPE, LABEL_MODE
+from amber.backup.chunker import is_zero
 from amber.backup.crypto import Data
 from amber.backup.index import IndexEntry
 from amber.backup.keeper import (
@@ -49,7 +50,6 @@ from amber.domain.units import MiB
 from amber.pool import Pool, VolumeRequest
 
 SPARSE_BLOCK = 64 * 1024
-_ZERO_BLOCK = bytes(SPARSE_BLOCK)
 
 
 @dataclass(frozen=True)
@@ -431,7 +431,7 @@ def _nonzero_runs(data: Data) -> Iterator[tuple[int, memoryview]]:
     view = memoryview(data)
     run_start = None
     for offset in range(0, len(view), SPARSE_BLOCK):
-        zero = view[offset] == 0 and _is_zero_block(view[offset : offset + SPARSE_BLOCK])
+        zero = view[offset] == 0 and is_zero(view[offset : offset + SPARSE_BLOCK].tobytes())
         if zero and run_start is not None:
             yield run_start, view[run_start:offset]
             run_start = None
@@ -439,8 +439,3 @@ def _nonzero_runs(data: Data) -> Iterator[tuple[int, memoryview]]:
             run_start = offset
     if run_start is not None:
         yield run_start, view[run_start:]
-
-
-def _is_zero_block(block: memoryview) -> bool:
-    data = block.tobytes()
-    return data == _ZERO_BLOCK if len(data) == SPARSE_BLOCK else data.count(0) == len(data)
