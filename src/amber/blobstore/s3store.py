@@ -258,23 +258,17 @@ class S3Store:
 
     def put(self, key: str, data: Payload) -> None:
         """Upload the object in one PUT (atomic on S3), with Content-MD5."""
-        with self._errors("writing", key):
-            self._client.put_object(
-                Bucket=self._config.bucket,
-                Key=self._key(key),
-                Body=data,
-                ContentMD5=_content_md5(data),
-            )
+        self._put_object(key, data, _content_md5(data))
 
     def stage(self, key: str, parts: Sequence[Payload]) -> None:
         """A PUT is durable when S3 answers: staging is putting, with the parts read in turn
         as one body (not joined)."""
+        self._put_object(key, _PartsBody(parts), _content_md5(*parts))
+
+    def _put_object(self, key: str, body: Payload | _PartsBody, md5: str) -> None:
         with self._errors("writing", key):
             self._client.put_object(
-                Bucket=self._config.bucket,
-                Key=self._key(key),
-                Body=_PartsBody(parts),
-                ContentMD5=_content_md5(*parts),
+                Bucket=self._config.bucket, Key=self._key(key), Body=body, ContentMD5=md5
             )
 
     def flush(self) -> None:
