@@ -198,6 +198,15 @@ def populate(root: Path, rng: random.Random) -> int:
     return total
 
 
+def populated_volume(pool: Pool, bench: Bench, rng: random.Random) -> tuple[Path, int]:
+    """Create the 4 GiB volume `data`, mount it and fill it (`populate`): (mount point, bytes)."""
+    pool.volumes.create(VolumeRequest("data", 4 * GiB))
+    data_dir = bench.mnt / "data"
+    pool.attachments.mount("volume", "data", data_dir, create_target=True)
+    print("populating the volume…", flush=True)
+    return data_dir, populate(data_dir, rng)
+
+
 def change_one_percent(root: Path, rng: random.Random, round_no: int) -> int:
     """Change about 1% of the data in place, the way applications do; return bytes written."""
     changed = 0
@@ -647,11 +656,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     compileall.compile_dir(Path(amber.__file__).parent, quiet=1)
     try:
         pool, bench = setup(args.workdir)
-        pool.volumes.create(VolumeRequest("data", 4 * GiB))
-        data_dir = bench.mnt / "data"
-        pool.attachments.mount("volume", "data", data_dir, create_target=True)
-        print("populating the volume…", flush=True)
-        data_bytes = populate(data_dir, rng)
+        data_dir, data_bytes = populated_volume(pool, bench, rng)
         results, image = run_backups(pool, bench, data_dir, rng, args.reps)
         pool.attachments.release("volume", "data")
         run_restores(pool, bench, results, image, args.reps)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import blake3
 import zstandard
-from backup_bench import drop_caches, populate, setup, teardown
+from backup_bench import drop_caches, populated_volume, setup, teardown
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from amber.backup.backuper import backup_snapshot
@@ -36,7 +36,7 @@ from amber.backup.restorer import restore_backup
 from amber.backup.state import BackupState
 from amber.blobstore.filestore import FileStore
 from amber.domain.units import GiB, MiB
-from amber.pool import Pool, VolumeRequest
+from amber.pool import Pool
 
 
 def data_chunks(image: Path, limit: int) -> Iterator[bytes]:
@@ -163,11 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         teardown(args.workdir)
     try:
         pool, bench = setup(args.workdir)
-        pool.volumes.create(VolumeRequest("data", 4 * GiB))
-        data_dir = bench.mnt / "data"
-        pool.attachments.mount("volume", "data", data_dir, create_target=True)
-        print("populating the volume…", flush=True)
-        populate(data_dir, random.Random(4))
+        populated_volume(pool, bench, random.Random(4))
         pool.attachments.release("volume", "data")
         image = pool.snapshots.create("data", "s0").image
         engine_runs(pool, bench.mnt, args.reps)  # first: its peak RSS is the engine's own
