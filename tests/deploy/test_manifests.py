@@ -36,6 +36,9 @@ Schemas = dict[tuple[str, str, str], Obj]
 # at v1 (VolumeAttributesClass went GA in 1.34).
 K8S_VERSIONS = ("1.34.0", "1.36.0")
 NAMES = [str(d.relative_to(DEPLOY)) for d in KUSTOMIZATIONS]
+AMBER = [n for n in NAMES if n == "base" or n.startswith("overlays/")]
+"""The kustomizations that install Amber (the others: snapshot-controller)."""
+EXAMPLES = sorted((DEPLOY / "examples").glob("*.yaml"))
 SECRET_PARAMS = (
     (
         "csi.storage.k8s.io/provisioner-secret-name",
@@ -49,7 +52,8 @@ SECRET_PARAMS = (
 
 
 def test_there_is_a_base_and_an_open_local_overlay() -> None:
-    assert {"base", "overlays/open-local-migration"} <= set(NAMES)
+    assert {"base", "overlays/open-local-migration"} <= set(AMBER)
+    assert "snapshot-controller" in NAMES
 
 
 # -- schemas ------------------------------------------------------------------------------
@@ -99,6 +103,14 @@ def test_every_object_validates(name: str, rendered: Rendered, crd_schemas: Sche
     assert objects
     errors = [error for obj in objects for error in schema_errors(obj, crd_schemas)]
     assert errors == []
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate(path: Path, crd_schemas: Schemas) -> None:
+    text = re.sub(r"NODE_[AB]", "worker-1", path.read_text())
+    objects = [doc for doc in yaml.safe_load_all(text) if doc]
+    assert objects
+    assert [e for o in objects for e in schema_errors(o, crd_schemas)] == []
 
 
 def test_the_validation_catches_mistakes(crd_schemas: Schemas) -> None:
@@ -167,7 +179,7 @@ def containers(pod: Obj) -> list[Obj]:
     return [*pod.get("initContainers", []), *pod["containers"]]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", AMBER)
 def test_workloads_use_what_exists(name: str, rendered: Rendered) -> None:
     objects = rendered[name]
     assert {o["metadata"]["name"] for o, _ in workloads(objects)} == {
@@ -238,7 +250,7 @@ def class_secrets(objects: list[Obj]) -> Iterator[tuple[Obj, str, str]]:
                 yield obj, params[namespace_key], params[name_key]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", AMBER)
 def test_class_secrets_exist_and_the_node_may_read_them(name: str, rendered: Rendered) -> None:
     objects = rendered[name]
     for klass, namespace, secret in class_secrets(objects):
@@ -251,7 +263,7 @@ def test_class_secrets_exist_and_the_node_may_read_them(name: str, rendered: Ren
         assert not allows(objects, "amber-node", "get", "secrets", ("kube-system", "other"))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", AMBER)
 def test_driver_name_and_class_parameters_are_amber_s(name: str, rendered: Rendered) -> None:
     objects = rendered[name]
     assert [o["metadata"]["name"] for o in of_kind(objects, "CSIDriver")] == [PLUGIN_NAME]
@@ -334,7 +346,7 @@ def test_the_targets_file_is_in_the_mounted_secret(rendered: Rendered) -> None:
 
 
 def test_pool_settings_parse(rendered: Rendered) -> None:
-    for name in NAMES:
+    for name in AMBER:
         config = find(rendered[name], "ConfigMap", "amber-pool", "amber-system")
         assert config is not None
         assert "default" in config["data"]
