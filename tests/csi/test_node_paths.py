@@ -9,6 +9,8 @@ INVALID_ARGUMENT, and the real publication still works afterwards.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +127,22 @@ def test_a_target_around_the_staging_path_is_refused(csi: Csi, base: Path) -> No
     expect_code(Code.INVALID_ARGUMENT, lambda: csi.publish(volume, staging, outer))
     csi.unstage(volume, staging)
     csi.delete(volume)
+
+
+def test_amber_csi_stage_refuses_an_over_long_path_in_one_line(
+    driver: DriverProcess, base: Path
+) -> None:
+    """The CLI edge applies the same path rule before it creates the staging directory."""
+    staging = base / ("c" * 256) / "staging"
+    command = [sys.executable, "-m", "amber", "csi", "stage", "amber:v1:vol:node-a:pvc-x"]
+    done = subprocess.run(
+        [*command, str(staging), f"--endpoint={driver.endpoint}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: staging path has a component longer than 255 bytes (NAME_MAX)"
+    ]
