@@ -22,6 +22,7 @@ from rich.table import Table
 
 from amber.cli import output
 from amber.cli.state import OutputFormat, state
+from amber.csi import params
 from amber.csi._proto import csi_pb2, csi_pb2_grpc
 from amber.domain import errors
 from amber.domain.units import format_size, parse_size
@@ -466,11 +467,18 @@ def stage(
 ) -> None:
     """NodeStageVolume: attach the volume and mount it (or its device) at PATH."""
 
+    staging = params.validate_path("staging path", str(path.absolute()))
+
     def action(d: Driver) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            staging.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise errors.FailedPrecondition(
+                f"cannot create the staging directory {staging}: {e.strerror}"
+            ) from e
         request = csi_pb2.NodeStageVolumeRequest(
             volume_id=volume_id,
-            staging_target_path=str(path.absolute()),
+            staging_target_path=str(staging),
             volume_capability=d.capability(volume_id),
         )
         d.call(d.node.NodeStageVolume, request)

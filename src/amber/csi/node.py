@@ -171,6 +171,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
                 "(this plugin has STAGE_UNSTAGE_VOLUME)"
             )
         staging = params.validate_path("staging_target_path", request.staging_target_path)
+        _check_apart(target, staging)
         volume = self._objects.volume(request.volume_id)
         _fits(access, volume)
         read_only = request.readonly or access.read_only or "ro" in access.mount_flags
@@ -363,6 +364,16 @@ def _check_other_publications(
             f"block volume {volume.name!r} is published at {where} "
             f"{'read-write' if read_only else 'read-only'}; Amber cannot publish one block "
             "volume read-only and read-write at the same time"
+        )
+
+
+def _check_apart(target: Path, staging: Path) -> None:
+    """A publication lives outside the staging path: on it, inside it (the staged filesystem,
+    or a block volume's device file) or around it, it would hide or stack on the staged mount."""
+    if target == staging or staging in target.parents or target in staging.parents:
+        raise InvalidArgument(
+            f"target_path {target} must not be, lie inside or contain staging_target_path "
+            f"{staging}: publish the volume at a path of its own"
         )
 
 

@@ -53,6 +53,8 @@ OPEN_LOCAL_S3_KEYS: Final = ("s3URL", "s3AK", "s3SK", "s3ForcePathStyle", "s3Dis
 SECRET_TARGET_KEYS: Final = ("url", "s3URL")
 """Secret keys that define a backup target (Amber's layout, open-local's `s3-config`)."""
 MAX_PATH_BYTES: Final = 4096
+MAX_COMPONENT_BYTES: Final = 255
+"""NAME_MAX on Linux: no file or directory name can be longer, on any filesystem Amber uses."""
 
 
 class TopologyUnsatisfiable(OutOfSpace):
@@ -269,7 +271,8 @@ def check_accessibility(requirements: Any, present: bool, node_id: str) -> None:
 
 
 def validate_path(field: str, text: str) -> Path:
-    """An absolute, normalized path without `..` components, NUL or newlines."""
+    """An absolute, normalized path without `..` components, NUL or newlines, whose components
+    the kernel accepts (at most NAME_MAX bytes each)."""
     if not text:
         raise InvalidArgument(f"{field} is required")
     if len(text.encode()) > MAX_PATH_BYTES or "\0" in text or "\n" in text:
@@ -278,4 +281,8 @@ def validate_path(field: str, text: str) -> Path:
         raise InvalidArgument(f"{field} {text!r} must be an absolute path")
     if ".." in text.split("/"):
         raise InvalidArgument(f"{field} {text!r} must not contain '..'")
+    if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in text.split("/")):
+        raise InvalidArgument(
+            f"{field} has a component longer than {MAX_COMPONENT_BYTES} bytes (NAME_MAX)"
+        )
     return Path(os.path.normpath(text))
