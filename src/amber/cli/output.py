@@ -158,6 +158,7 @@ def pool_details(st: PoolStatus) -> Table:
             ("size", format_size(st.size)),
             ("used", format_size(st.used)),
             ("free", format_size(st.free)),
+            ("space", f"FULL: {st.space_problem}" if st.full else "ok"),
             ("provisioned", format_size(st.provisioned)),
             (
                 "capacity",

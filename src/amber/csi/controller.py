@@ -307,9 +307,8 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
 
     # -- ListVolumes, ControllerGetVolume, GetCapacity -------------------------------------
 
-    @staticmethod
-    def _condition(volume: Volume) -> Any:
-        return health.image_condition(volume).to_proto()
+    def _condition(self, volume: Volume, pool_problem: str | None) -> Any:
+        return health.image_condition(volume, pool_problem).to_proto()
 
     @rpc_errors({BadToken: Code.ABORTED})
     def ListVolumes(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -320,10 +319,11 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
             request.max_entries,
         )
         status = csi_pb2.ListVolumesResponse.VolumeStatus
+        problem = self._pool.space_problem()
         entries = [
             csi_pb2.ListVolumesResponse.Entry(
                 volume=self._volume_message(v),
-                status=status(volume_condition=self._condition(v)),
+                status=status(volume_condition=self._condition(v, problem)),
             )
             for v in volumes
         ]
@@ -333,7 +333,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
     def ControllerGetVolume(self, request: Any, context: grpc.ServicerContext) -> Any:
         volume = self._objects.volume(request.volume_id)
         status = csi_pb2.ControllerGetVolumeResponse.VolumeStatus(
-            volume_condition=self._condition(volume)
+            volume_condition=self._condition(volume, self._pool.space_problem())
         )
         return csi_pb2.ControllerGetVolumeResponse(
             volume=self._volume_message(volume), status=status

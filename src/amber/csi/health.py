@@ -39,8 +39,9 @@ def _os_problem(e: OSError) -> str:
     return e.strerror or errno.errorcode.get(e.errno or 0, str(e))
 
 
-def image_condition(volume: Volume) -> Condition:
-    """The controller's view: the volume's image file is there and whole."""
+def image_condition(volume: Volume, pool_problem: str | None = None) -> Condition:
+    """The controller's view: the volume's image file is there and whole, and the pool
+    filesystem has room for its writes (`pool_problem` says why not)."""
     try:
         st = os.stat(volume.image)
     except FileNotFoundError:
@@ -57,14 +58,25 @@ def image_condition(volume: Volume) -> Condition:
             f"the image of volume {volume.name!r} is {format_size(st.st_size)}, smaller than "
             f"its recorded size {format_size(volume.size)} (truncated?)",
         )
+    if pool_problem:
+        return Condition(True, pool_problem)
     return Condition(False, f"volume {volume.name!r} is healthy")
 
 
-def attachment_condition(volume: Volume, attachment: Attachment) -> Condition:
+def attachment_condition(
+    volume: Volume, attachment: Attachment, pool_problem: str | None = None
+) -> Condition:
     """The node's view of one published or staged use of the volume."""
     image = image_condition(volume)
     if image.abnormal:
         return image
+    use = _use_condition(volume, attachment)
+    if pool_problem and not use.abnormal:
+        return Condition(True, pool_problem)
+    return use
+
+
+def _use_condition(volume: Volume, attachment: Attachment) -> Condition:
     live = {loop.device for loop in loopdev.find_loops(volume.image)}
     if attachment.loop_device not in live:
         return Condition(True, f"loop device {attachment.loop_device} no longer backs the volume")

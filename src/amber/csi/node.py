@@ -265,7 +265,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
         path_text = _required(request.volume_path, "volume_path")
         volume = self._objects.volume(request.volume_id)
         attachment = self._find_use(volume, path_text)
-        condition = health.attachment_condition(volume, attachment)
+        condition = health.attachment_condition(volume, attachment, self._pool.space_problem())
         usage: list[Any] = []
         try:
             if attachment.kind is AttachmentKind.DEVICE:

@@ -91,3 +91,8 @@ class PoolStatus:
     volumes: int
     snapshots: int
     attachments: int
+    full: bool = False
+    """The pool filesystem itself is (nearly) full (free < the reserve), whatever the
+    accounting says: thin volumes filled it."""
+    space_problem: str | None = None
+    """What is full and what to do, when `full`."""

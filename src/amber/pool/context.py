@@ -11,7 +11,7 @@ from pathlib import Path
 from amber.domain.errors import OutOfSpace
 from amber.domain.units import MiB, format_size
 from amber.pool.locks import LockTable
-from amber.pool.store import MetadataStore
+from amber.pool.store import FULL_BYTES, MetadataStore
 from amber.system import fs
 
 DB_NAME = "amber.db"
@@ -83,6 +83,22 @@ class PoolContext:
                 )
         self.check_free_space(what)
 
+    def space_problem(self) -> str | None:
+        """Why the pool filesystem is (nearly) full, or None while it has room.
+
+        This is the filesystem's own free space, not the accounting: thin volumes can fill the
+        filesystem long before their sizes add up to its capacity.
+        """
+        usage = fs.usage(self.root)
+        if usage.available >= self.settings.reserve_bytes:
+            return None
+        return (
+            f"the pool filesystem at {self.root} is nearly full ({format_size(usage.available)} "
+            f"free of {format_size(usage.total)}): writes to thin volumes may fail and new "
+            "volumes, snapshots and clones are refused — delete snapshots or volumes, or grow "
+            "the pool"
+        )
+
     def check_free_space(self, what: str) -> None:
         """Refuse `what` when the pool filesystem itself is (nearly) full."""
         available = fs.usage(self.root).available
@@ -113,16 +129,21 @@ def ensure_ballast(ctx: PoolContext) -> None:
     os.close(fd)
 
 
-def release_ballast_if_low(ctx: PoolContext) -> None:
-    """Give the reserve back when the pool filesystem is (nearly) full."""
-    path = ctx.root / BALLAST
-    if fs.usage(ctx.root).available < 4 * MiB and path.exists():
-        log.warning(
-            "pool %s is full: releasing its %s reserve",
-            ctx.root,
-            format_size(ctx.settings.ballast_bytes),
-        )
-        path.unlink(missing_ok=True)
+def release_ballast_if_low(root: Path, size: int) -> bool:
+    """Give the space reserve back when the pool filesystem is (nearly) full.
+
+    Called before the metadata is opened (SQLite needs room for its WAL and shared-memory
+    files just to open) and before every write. Returns whether it released the reserve.
+    """
+    path = root / BALLAST
+    try:
+        if fs.usage(root).available >= FULL_BYTES or not path.exists():
+            return False
+        path.unlink()
+    except OSError:
+        return False
+    log.warning("pool %s is full: releasing its %s space reserve", root, format_size(size))
+    return True
 
 
 def fsync_dir(path: Path) -> None:

@@ -3,8 +3,10 @@
 A copy is a reflink (`FICLONE`): O(1) in the size of the image, sharing every block with its
 source until either side writes. If the source is mounted, its filesystem is frozen for the
 duration of the clone so that the copy is consistent (what a crash at that instant would leave,
-with the journal flushed). The frozen mount point is written to the journal first, so recovery
-thaws it if the process dies while it is frozen.
+with the journal flushed). The freeze is held by a guard process that thaws it when this process
+asks, when the freeze limit passes, or when this process dies (`amber.system.freeze`); the frozen
+mount point is also written to the journal first, so the next pool open thaws it should the
+guard die too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from amber.domain.errors import SystemFailure
 from amber.domain.models import AttachmentKind
 from amber.pool.context import PoolContext
-from amber.system import ioctl
+from amber.system import freeze, ioctl
 
 
 def copy_image(ctx: PoolContext, source: Path, target: Path) -> None:
@@ -54,10 +56,11 @@ def consistent_copy(
         return
     frozen_at = mounts[0]
     ctx.store.journal_update(journal_id, {**payload, "frozen": str(frozen_at)})
-    with ioctl.frozen(frozen_at, ctx.settings.freeze_limit) as watchdog_fired:
+    with freeze.frozen(frozen_at, ctx.settings.freeze_limit, ctx.failpoint) as held:
         ctx.failpoint("copy.frozen")
         copy_image(ctx, source, target)
-    if watchdog_fired.is_set():
+        ctx.failpoint("copy.copied")
+    if held.expired:
         raise SystemFailure(
             f"copying took longer than the freeze limit of {ctx.settings.freeze_limit:g}s; "
             f"{frozen_at} was thawed and the copy discarded — retry"

@@ -198,6 +198,8 @@ class Pool:
         ensure_mounted(root)
         if not (root / DB_NAME).exists():
             raise NotFound(f"no Amber pool at {root}: create one with `amber pool init`")
+        settings = settings or PoolSettings()
+        release_ballast_if_low(root, settings.ballast_bytes)
         store = MetadataStore(root / DB_NAME)
         ctx = PoolContext(
             root=root,
@@ -205,10 +207,14 @@ class Pool:
             locks=LockTable(root / LOCKS_DIR),
             reflink=store.get_meta("reflink") == "1",
             overprovisioning=float(store.get_meta("overprovisioning") or "1.0"),
-            settings=settings or PoolSettings(),
+            settings=settings,
             failpoint=failpoint,
         )
-        store.before_write = lambda: release_ballast_if_low(ctx)
+
+        def before_write() -> None:
+            release_ballast_if_low(root, settings.ballast_bytes)
+
+        store.before_write = before_write
         recovered = recover(ctx)
         ensure_ballast(ctx)
         return cls(ctx, recovered)
@@ -217,6 +223,7 @@ class Pool:
 
     def status(self) -> PoolStatus:
         usage = fs.usage(self.root)
+        problem = self.ctx.space_problem()
         volumes, snapshots, attachments = self.ctx.store.counts()
         image = self.ctx.store.get_meta("image") or ""
         return PoolStatus(
@@ -233,7 +240,13 @@ class Pool:
             volumes=volumes,
             snapshots=snapshots,
             attachments=attachments,
+            full=problem is not None,
+            space_problem=problem,
         )
+
+    def space_problem(self) -> str | None:
+        """Why the pool filesystem is (nearly) full, or None while it has room."""
+        return self.ctx.space_problem()
 
     def check(self) -> list[str]:
         """Consistency problems: orphan or missing images, journal left over, leaked devices."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amber.domain.errors import AlreadyExists, NotFound, OutOfSpace
+from amber.domain.errors import AlreadyExists, NotFound, OutOfSpace, SystemFailure
 from amber.domain.models import (
     Attachment,
     AttachmentKind,
@@ -27,8 +27,12 @@ from amber.domain.models import (
     Volume,
     VolumeMode,
 )
+from amber.domain.units import MiB, format_size
+from amber.system import fs
 
 SCHEMA_VERSION = 1
+FULL_BYTES = 8 * MiB
+"""Below this much free space a SQLite failure is reported as a full pool filesystem."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS volumes (
@@ -75,13 +79,27 @@ class MetadataStore:
         self.before_write = before_write
         """Called before each write transaction (the pool frees its space reserve there)."""
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
+        self._path = path
+        try:
+            self._db = sqlite3.connect(
+                path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            raise self._storage_error(e, "cannot open its metadata") from e
+        try:
+            self._setup()
+        except BaseException:
+            self._db.close()  # an open connection would keep the pool busy (no umount)
+            raise
+
+    def _setup(self) -> None:
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as e:
+            raise self._storage_error(e, "cannot open its metadata") from e
         with self.transaction() as db:
             for statement in _SCHEMA.strip().split(";"):
                 if statement.strip():
@@ -90,6 +108,26 @@ class MetadataStore:
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+
+    def _storage_error(self, error: sqlite3.Error, what: str) -> Exception:
+        """A clear domain error for SQLite failing; OutOfSpace when the filesystem is full.
+
+        SQLite reports a full filesystem in several words ("database or disk is full", "unable
+        to open database file", "disk I/O error"): the free space decides, not the words.
+        """
+        root = self._path.parent
+        try:
+            free = fs.usage(root).available
+        except OSError:
+            free = -1
+        if 0 <= free < FULL_BYTES or "full" in str(error):
+            return OutOfSpace(
+                f"the pool filesystem at {root} is full ({format_size(max(free, 0))} free): "
+                f"Amber {what}. Stop the applications writing to its volumes, then free space "
+                "(delete snapshots or volumes, or delete files in a volume and run fstrim on "
+                "its mount point) or grow the pool filesystem"
+            )
+        return SystemFailure(f"the pool metadata {self._path} failed: {what} ({error})")
 
     def close(self) -> None:
         with self._lock:
@@ -110,15 +148,14 @@ class MetadataStore:
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as e:
-                if "full" in str(e):
-                    raise OutOfSpace(
-                        "the pool filesystem is full: metadata cannot be written"
-                    ) from e
-                raise
+                raise self._storage_error(e, "cannot write its metadata") from e
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return list(self._db.execute(sql, args).fetchall())
+            try:
+                return list(self._db.execute(sql, args).fetchall())
+            except sqlite3.OperationalError as e:
+                raise self._storage_error(e, "cannot read its metadata") from e
 
     # -- settings -------------------------------------------------------------------------
 

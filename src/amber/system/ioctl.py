@@ -7,9 +7,6 @@ import errno
 import fcntl
 import os
 import struct
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,35 +90,6 @@ def thaw(mountpoint: Path) -> bool:
             return False
         raise SystemFailure(f"cannot thaw {mountpoint}: {e.strerror}") from e
     return True
-
-
-@contextmanager
-def frozen(mountpoint: Path, limit: float) -> Iterator[threading.Event]:
-    """Freeze the filesystem mounted at `mountpoint` for the body; always thaw.
-
-    A watchdog thaws the filesystem if the body takes longer than `limit` seconds, so an
-    application is never blocked for long; the yielded event is set when the watchdog fired,
-    and the caller must then discard what it made (its point in time is not exact).
-    """
-    try:
-        _freeze_ioctl(mountpoint, FIFREEZE)
-    except OSError as e:
-        raise SystemFailure(f"cannot freeze {mountpoint}: {e.strerror}") from e
-    fired = threading.Event()
-
-    def watchdog() -> None:
-        fired.set()
-        thaw(mountpoint)
-
-    timer = threading.Timer(limit, watchdog)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield fired
-    finally:
-        timer.cancel()
-        if not fired.is_set():
-            thaw(mountpoint)
 
 
 @dataclass(frozen=True)
