@@ -53,6 +53,7 @@ from amber.backup.keeper import (
     acquire,
     holder,
     release_quietly,
+    remove_dead_local_locks,
 )
 from amber.backup.layout import Clock
 from amber.backup.leftovers import adopt_leftover_packs, adopt_unindexed_packs
@@ -257,6 +258,7 @@ class _Job:
         adopted = 0
         if self.state.begin_run(volume, self.target):
             self.progress.phase("indexing packs of an interrupted backup", None, "packs")
+            remove_dead_local_locks(self.repo)  # the killed run's: its staged packs are free
             adopt_leftover_packs(self.repo, keeper.lock.info.lock_id)
             adopted = adopt_unindexed_packs(self.repo)
         writer = self.repo.writer(

@@ -10,10 +10,11 @@ multipart upload).
 **Never a live writer's.** A temporary is *orphaned* when it is older than every live lock held
 by someone else: a writer creates its temporaries after it took its lock, and keeps that lock
 live (refreshed) for as long as it runs, so a temporary older than all of them belongs to no
-running writer. An unreadable lock object counts as taken at time 0 and so protects every
-temporary. Removal also waits until a temporary is `min_age` seconds old (prune passes its grace
-period): a margin for writers that hold no lock and for clocks that disagree across hosts that
-share an NFS target.
+running writer (with a margin of `CLOCK_MARGIN` seconds: file times come from a coarse clock,
+of one second on some NFS servers). An unreadable lock object counts as taken at time 0 and so
+protects every temporary. Removal also waits until a temporary is `min_age` seconds old (prune
+passes its grace period): a margin for writers that hold no lock and for clocks that disagree
+across hosts that share an NFS target.
 
 **Adopting.** An orphaned temporary under `data/` that is a whole pack (its BLAKE3 hash names it
 and its sealed header opens) is published under that name: the next backup of an interrupted
@@ -34,6 +35,9 @@ from amber.backup.pack import entries_from_pack_bytes, read_pack_header
 from amber.backup.repository import Repository
 from amber.blobstore.base import Leftover, leftover_store
 from amber.domain.errors import Corrupt, NotFound
+
+CLOCK_MARGIN = 5.0
+"""Seconds by which a temporary's mtime may trail the lock its writer took before it."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def survey(
     states = []
     for leftover in found:
         reason = None
-        if since is not None and leftover.mtime >= since:
+        if since is not None and leftover.mtime >= since - CLOCK_MARGIN:
             reason = "written while another process holds a live lock (may be a running backup)"
         elif now - leftover.mtime < min_age:
             reason = f"younger than {min_age:.0f} s"

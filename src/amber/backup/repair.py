@@ -16,6 +16,7 @@ It needs the exclusive lock (no backup may write an index meanwhile, no prune de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from amber.backup.leftovers import adopt_leftover_packs, remove_leftovers
@@ -42,6 +43,7 @@ def repair(
     *,
     leftover_age: float = 0.0,
     progress: Progress | None = None,
+    failpoint: Callable[[str], None] | None = None,
 ) -> RepairResult:
     """Rebuild the index from the packs under the exclusive `lock`; see the module docstring.
     Temporaries younger than `leftover_age` seconds are left alone."""
@@ -57,7 +59,7 @@ def repair(
         progress.advance(1)
         lock.refresh_if_due()
 
-    rebuilt = repo.rebuild_index(on_pack=one_pack)
+    rebuilt = repo.rebuild_index(on_pack=one_pack, failpoint=failpoint)
     removed, _ = remove_leftovers(
         repo, lock.info.lock_id, repo.clock(), leftover_age, dry_run=False
     )

@@ -167,7 +167,11 @@ class Repository:
                 packs[pack_id] = info
         return packs
 
-    def rebuild_index(self, on_pack: Callable[[], None] | None = None) -> RebuildResult:
+    def rebuild_index(
+        self,
+        on_pack: Callable[[], None] | None = None,
+        failpoint: Callable[[str], None] | None = None,
+    ) -> RebuildResult:
         """Recreate the index from the pack headers, then drop the old index objects.
 
         Crash-safe: the new objects are written first, the last one superseding every old
@@ -176,7 +180,8 @@ class Repository:
         index object gives for it (its chunks may be intact). Safe beside running backups:
         only index objects listed *before* the packs are removed, so an index a backup writes
         meanwhile survives (and its packs were listed or are newer). `on_pack` is called
-        after each pack (progress).
+        after each pack (progress); `failpoint("repair.index-written")` between writing the
+        new index and deleting the old one (crash tests).
         """
         old_keys = index_object_keys(self.store)
         objects, bad_objects = read_readable_objects(self.store, self.keys.sealer, old_keys)
@@ -197,6 +202,8 @@ class Repository:
                     on_pack()
             index.add_pack(pack_id, info.size, entries)
         written = write_index(self.store, self.keys.sealer, index.records(), supersedes=old_keys)
+        if failpoint is not None:
+            failpoint("repair.index-written")
         removed = [key for key in old_keys if key not in written]
         for key in removed:
             self.store.delete(key)

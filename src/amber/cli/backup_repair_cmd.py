@@ -22,7 +22,7 @@ def run_repair(st: CliState, target: str, repo: Repository, progress: Progress) 
     lock = acquire(repo, holder("repair"), LockKind.EXCLUSIVE)
     try:
         with LockKeeper(lock):
-            result = repair(repo, lock, progress=progress)
+            result = repair(repo, lock, progress=progress, failpoint=st.failpoint())
     finally:
         lock.release()
         progress.done()
