@@ -51,6 +51,7 @@ def test_slots_store_their_kdf_parameters_and_no_secret() -> None:
 
 def test_hostile_scrypt_parameters_are_refused() -> None:
     document = json.loads(slot(Password("pw")))
+    del document["checksum"]  # as a slot written before checksums: the bounds still hold
     document["kdf"]["n"] = 2**30
     with pytest.raises(Corrupt, match="scrypt N"):
         try_unwrap(parse_key_slot("s", json.dumps(document).encode()), Password("pw"), REPO_ID)
@@ -63,8 +64,35 @@ def test_unlock_skips_unreadable_slots() -> None:
     store.put("keys/" + "1" * 32, b"not json")
     store.put("keys/" + "2" * 32, slot(Password("pw")))
     assert unlock_master_key(store, Password("pw"), REPO_ID)[0] == MASTER
+    # the damaged slot may have been this password's: damage, not a wrong password
+    with pytest.raises(Corrupt, match=r"1 key slot\(s\) are damaged.*1 readable password"):
+        unlock_master_key(store, Password("nope"), REPO_ID)
+
+
+def test_a_wrong_password_is_permission_denied() -> None:
+    store = MemStore(FakeClock())
+    store.put("keys/" + "2" * 32, slot(Password("pw")))
     with pytest.raises(PermissionDenied, match="1 password key slot"):
         unlock_master_key(store, Password("nope"), REPO_ID)
+
+
+@pytest.mark.parametrize("field", ["wrapped", "salt", "label"])
+def test_a_flipped_byte_in_a_slot_is_damage_not_a_wrong_password(field: str) -> None:
+    store = MemStore(FakeClock())
+    data = slot(Password("pw"))
+    document = json.loads(data)
+    value = document["kdf"]["salt"] if field == "salt" else document[field]
+    flipped = ("B" if value[:1] != "B" else "C") + value[1:]
+    data = data.replace(f'"{value}"'.encode(), f'"{flipped}"'.encode())
+    store.put("keys/" + "2" * 32, data)
+    with pytest.raises(Corrupt, match="checksum does not match"):
+        unlock_master_key(store, Password("pw"), REPO_ID)
+
+
+def test_a_repository_without_key_slots_is_damaged() -> None:
+    store = MemStore(FakeClock())
+    with pytest.raises(Corrupt, match="no key slot at all"):
+        unlock_master_key(store, Password("pw"), REPO_ID)
 
 
 def test_short_key_files_are_refused() -> None:

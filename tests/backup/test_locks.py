@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from amber.backup.keeper import release_quietly
+from amber.backup.keeper import acquire, release_quietly
 from amber.backup.locks import LockInfo, LockKind, encode_lock
 from amber.backup.repository import Repository, open_repository
 from amber.blobstore.base import BlobStore
 from amber.blobstore.faulty import Fault, FaultyStore
-from amber.domain.errors import Busy, FailedPrecondition, InvalidArgument
+from amber.domain.errors import Busy, Corrupt, FailedPrecondition, InvalidArgument
 from tests.backup.helpers import PASSWORD
 from tests.backup.memstore import FakeClock, PassThrough, keys
 
@@ -88,11 +88,34 @@ def test_unreadable_lock_counts_as_live_exclusive(
 ) -> None:
     store.put("locks/" + "a" * 32, b"garbage")
     clock.advance(10**9)
-    with pytest.raises(Busy, match="unreadable lock object"):
+    # it never expires, so waiting is pointless: one error naming it and the way out
+    with pytest.raises(Corrupt, match=r"unreadable lock object locks/a{32}.*backup unlock"):
         repo.lock("backup vol-a")
+    with pytest.raises(Corrupt, match="unreadable lock object"):
+        repo.lock("prune", LockKind.EXCLUSIVE)
     assert repo.remove_stale_locks() == []  # never removed automatically
+    repo.lock("check", reader=True).release()  # readers go past it
     repo.locks.remove("a" * 32)
     repo.lock("backup vol-a").release()
+
+
+def test_an_unreadable_lock_fails_acquire_at_once_without_waiting(
+    repo: Repository, store: BlobStore
+) -> None:
+    store.put("locks/" + "a" * 32, b"garbage")
+    slept: list[float] = []
+    with pytest.raises(Corrupt, match="unreadable lock object"):
+        acquire(repo, "backup", wait=300.0, sleep=slept.append)
+    assert slept == []
+    acquire(repo, "check", wait=300.0, sleep=slept.append, reader=True).release()
+    assert slept == []
+
+
+def test_a_reader_still_waits_for_a_live_exclusive_lock(repo: Repository) -> None:
+    with repo.lock("prune", LockKind.EXCLUSIVE), pytest.raises(Busy):
+        repo.lock("check", reader=True)
+    with pytest.raises(InvalidArgument):
+        repo.lock("odd", LockKind.EXCLUSIVE, reader=True)
 
 
 def test_a_lock_from_another_repository_key_is_unreadable(

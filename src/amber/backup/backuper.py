@@ -28,14 +28,15 @@ docs/backup.md.)
 **Commit and crash safety.** Packs, then index objects (every `index_every_packs` packs), then
 the manifest (`amber.backup.writer`). Only after the manifest exists does the base move to the
 new snapshot. A run that dies leaves a marker in the state store; the next run of the pair then
-*adopts* the packs no index lists (it reads their headers and indexes them), so everything a
-killed backup uploaded is reused, not only what had been indexed. A run that fails cleanly
-indexes what it uploaded before it gives up.
+*adopts* what it left: on a file target it first publishes the staged packs the killed run never
+flushed (`amber.backup.leftovers`), then it reads the headers of the packs no index lists and
+indexes them, so everything a killed backup uploaded is reused, not only what had been indexed.
+A run that fails cleanly indexes what it uploaded before it gives up; if even that fails (the
+target went away), the marker stays and the next run adopts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
@@ -46,17 +47,17 @@ from dataclasses import dataclass, field
 
 from amber.backup.chunker import ChunkGrid, chunks_with_data, is_zero, read_exactly
 from amber.backup.extents import unchanged_chunks
-from amber.backup.index import PackRecord, write_index
 from amber.backup.keeper import (
     DEFAULT_LOCK_WAIT,
     LockKeeper,
     acquire,
     holder,
     release_quietly,
+    remove_dead_local_locks,
 )
 from amber.backup.layout import Clock
+from amber.backup.leftovers import adopt_leftover_packs, adopt_unindexed_packs
 from amber.backup.manifest import HOLE, ZERO, ChunkRef, Manifest
-from amber.backup.pack import read_pack_header
 from amber.backup.progress import NullProgress, Progress
 from amber.backup.repository import Repository
 from amber.backup.state import BackupState, BaseRecord
@@ -257,15 +258,20 @@ class _Job:
         adopted = 0
         if self.state.begin_run(volume, self.target):
             self.progress.phase("indexing packs of an interrupted backup", None, "packs")
+            remove_dead_local_locks(self.repo)  # the killed run's: its staged packs are free
+            adopt_leftover_packs(self.repo, keeper.lock.info.lock_id)
             adopted = adopt_unindexed_packs(self.repo)
         writer = self.repo.writer(
-            keeper.lock, self.options.index_every_packs, self.options.upload_threads
+            keeper.lock,
+            self.options.index_every_packs,
+            self.options.upload_threads,
+            failpoint=failpoint,
         )
         try:
             backup_id, plan = self._write(writer, keeper, failpoint)
         except BaseException:
-            _give_up(writer)
-            self.state.end_run(volume, self.target)
+            if _give_up(writer):
+                self.state.end_run(volume, self.target)
             raise
         failpoint("backup.committed")
         self._install_base(backup_id, plan.grid.size)
@@ -435,11 +441,17 @@ class _Job:
         )
 
 
-def _give_up(writer: BackupWriter) -> None:
-    """Index what was uploaded (best effort), then abort: the next run reuses it."""
-    with contextlib.suppress(AmberError):
+def _give_up(writer: BackupWriter) -> bool:
+    """Index what was uploaded (best effort), then abort: the next run reuses it. False when
+    the indexing failed too (e.g. the target is down): then the run stays marked as
+    interrupted, and the next one adopts the packs this one uploaded."""
+    indexed = True
+    try:
         writer.flush()
+    except AmberError:
+        indexed = False
     writer.abort()
+    return indexed
 
 
 _DONE = None
@@ -564,26 +576,3 @@ class _Pipeline:
         )
         self.counters.add(read=1, dedup=int(known), nbytes=len(data))
         return chunk_id
-
-
-def adopt_unindexed_packs(repo: Repository) -> int:
-    """Index the packs that no index object lists (left by a killed backup); return how many.
-
-    A pack is whole or absent (stores put atomically) and its header is authenticated, so
-    indexing it is safe; a chunk listed twice is fine (the first location wins, both are
-    valid). Packs whose header cannot be read are left for prune.
-    """
-    index = repo.refresh_index()
-    records = []
-    for pack_id, info in sorted(repo.list_packs().items()):
-        if pack_id in index.pack_sizes:
-            continue
-        try:
-            entries = read_pack_header(repo.store, pack_id, info.size, repo.keys.sealer)
-        except (Corrupt, NotFound):
-            continue
-        records.append(PackRecord(pack_id, info.size, tuple(entries)))
-    if records:
-        write_index(repo.store, repo.keys.sealer, records)
-        repo.refresh_index()
-    return len(records)

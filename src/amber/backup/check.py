@@ -8,7 +8,9 @@ Structure (always):
   interrupted backups, which prune removes);
 - every manifest opens, and every chunk it names is indexed, in a pack that exists and is long
   enough to hold it, with the raw length its position in the volume requires;
-- key slots and locks are readable (warnings), stale locks are listed (warnings).
+- key slots and locks are readable (warnings), stale locks are listed (warnings);
+- temporaries left by interrupted uploads on a file target are listed (warnings, with their
+  size; `amber.backup.leftovers` says who may adopt or remove them).
 
 With `read_data`, every indexed pack that exists (or a random `subset_pct` of them) is downloaded
 whole: its SHA-256 must match its name, and every chunk must open, decompress and hash to its id.
@@ -37,6 +39,7 @@ from amber.backup.index import (
 )
 from amber.backup.keys import parse_key_slot
 from amber.backup.layout import KEYS_PREFIX, backup_key, lock_key, pack_key
+from amber.backup.leftovers import survey
 from amber.backup.manifest import Manifest
 from amber.backup.pack import read_pack_header, short
 from amber.backup.progress import NullProgress, Progress
@@ -281,6 +284,22 @@ class _Checker:
             elif not lock.is_live(now):
                 self.add(Severity.WARNING, "lock-stale", f"stale {lock.describe()}", object_key=key)
 
+    def check_leftovers(self) -> None:
+        for state in survey(self.repo, None, self.repo.clock()):
+            leftover = state.leftover
+            what = (
+                f"temporary file {leftover.name} ({leftover.size} bytes) was left by an "
+                "interrupted upload"
+            )
+            if state.protected is None:
+                what += (
+                    "; a whole pack is adopted by the next backup of the interrupted volume or "
+                    "by `amber backup repair`, and prune removes it after the grace period"
+                )
+            else:
+                what += f" or belongs to a running backup ({state.protected})"
+            self.add(Severity.WARNING, "leftover-temporary", what, object_key=leftover.name)
+
 
 def check(
     repo: Repository,
@@ -301,4 +320,5 @@ def check(
     if read_data:
         checker.read_data(subset_pct, rng or random.Random())
     checker.check_keys_and_locks()
+    checker.check_leftovers()
     return checker.result

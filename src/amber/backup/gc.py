@@ -12,6 +12,10 @@ lists, left by interrupted backups) is garbage, except that a pack is never dele
   hold it, so nothing is swept until `rebuild_index` has run (prune refuses);
 - any manifest cannot be read: then its chunks are unknown (prune refuses).
 
+Temporaries that interrupted uploads left on a file target (staged packs of a killed backup,
+torn writes) are removed by the same rules: older than the grace period and than every other
+live lock (`amber.backup.leftovers`).
+
 Deleting needs an exclusive lock. The order is: write the index of the surviving packs, delete
 the index objects it supersedes, then delete packs. A crash at any point leaves either the old
 or the new index, each of which points only into packs that still exist.
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 
 from amber.backup.index import RepositoryIndex, write_index
 from amber.backup.layout import Clock, pack_key
+from amber.backup.leftovers import remove_leftovers
 from amber.backup.locks import DEFAULT_LOCK_TTL, Lock, LockKind
 from amber.backup.manifest import Manifest
 from amber.backup.progress import NullProgress, Progress
@@ -129,6 +134,10 @@ class PruneResult:
     reclaimable_bytes: int
     index_objects_written: tuple[str, ...] = ()
     index_objects_removed: tuple[str, ...] = field(default=())
+    leftovers_removed: tuple[str, ...] = ()
+    """Temporaries of interrupted uploads removed (file targets; `amber.backup.leftovers`)."""
+    leftover_bytes: int = 0
+    """Their size."""
 
 
 def select_backups(
@@ -273,6 +282,7 @@ def _prune_locked(
         for backup_id in removed:
             repo.delete_backup(backup_id)
         written, dropped = _apply_sweep(repo, plan, lock, progress)
+    leftovers, _ = remove_leftovers(repo, lock.info.lock_id, now, grace, dry_run=dry_run)
     return PruneResult(
         dry_run=dry_run,
         kept_backups=kept,
@@ -284,4 +294,6 @@ def _prune_locked(
         reclaimable_bytes=plan.reclaimable_bytes,
         index_objects_written=tuple(written),
         index_objects_removed=tuple(dropped),
+        leftovers_removed=tuple(leftover.name for leftover in leftovers),
+        leftover_bytes=sum(leftover.size for leftover in leftovers),
     )

@@ -35,7 +35,7 @@ from amber.backup.crypto import ObjectKind, Sealer, content_hash
 from amber.backup.layout import INDEX_PREFIX, index_digest_from_key, index_key
 from amber.backup.pack import HEADER_ENTRY, PackEntry
 from amber.blobstore.base import BlobStore
-from amber.domain.errors import Corrupt
+from amber.domain.errors import Corrupt, NotFound
 
 INDEX_MAGIC = b"AMBRIDX1"
 _COUNT = struct.Struct("<I")
@@ -220,10 +220,34 @@ def merge_objects(objects: Mapping[str, IndexObject]) -> RepositoryIndex:
     return index
 
 
+REPAIR_HINT = "`amber backup repair` rebuilds the index from the packs"
+
+
 def load_index(store: BlobStore, sealer: Sealer) -> RepositoryIndex:
     """Merge every index object; an unreadable one is Corrupt (use `check` to list them all)."""
-    keys = index_object_keys(store)
-    return merge_objects({key: read_index_object(store, sealer, key) for key in keys})
+    objects = {}
+    for key in index_object_keys(store):
+        try:
+            objects[key] = read_index_object(store, sealer, key)
+        except Corrupt as e:
+            raise Corrupt(f"{e.message}; {REPAIR_HINT}") from e
+    return merge_objects(objects)
+
+
+def read_readable_objects(
+    store: BlobStore, sealer: Sealer, keys: Iterable[str]
+) -> tuple[dict[str, IndexObject], dict[str, str]]:
+    """(readable index objects by key, unreadable key -> why); vanished ones are skipped."""
+    objects: dict[str, IndexObject] = {}
+    unreadable: dict[str, str] = {}
+    for key in keys:
+        try:
+            objects[key] = read_index_object(store, sealer, key)
+        except NotFound:
+            continue
+        except Corrupt as e:
+            unreadable[key] = e.message
+    return objects, unreadable
 
 
 def _batches(records: Sequence[PackRecord], limit: int) -> list[list[PackRecord]]:

@@ -21,12 +21,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
-from amber.backup.locks import Lock, LockKind
+from amber.backup.layout import LOCKS_PREFIX, lock_key
+from amber.backup.locks import Lock, LockInfo, LockKind
 from amber.backup.repository import Repository
-from amber.domain.errors import AmberError, Busy, FailedPrecondition
+from amber.domain.errors import AmberError, Busy, FailedPrecondition, NotFound
 
 DEFAULT_LOCK_WAIT = 300.0
 
@@ -81,6 +83,52 @@ def remove_dead_local_locks(repo: Repository) -> list[str]:
     return removed
 
 
+@dataclass(frozen=True)
+class UnlockResult:
+    """What `unlock` removed (lock keys) and the locks still there."""
+
+    removed: tuple[str, ...]
+    remaining: tuple[LockInfo, ...]
+
+
+def unlock(
+    repo: Repository, lock_ids: Sequence[str] = (), *, remove_all: bool = False
+) -> UnlockResult:
+    """Remove repository locks: the named ones (`<id>` or `locks/<id>`, whatever their state:
+    NotFound if one does not exist), or every lock with `remove_all`, or else only those that
+    cannot be in use: expired ones and those of processes of this host that no longer exist.
+
+    Removing a lock that a live process holds makes that process stop at its next refresh
+    (and a prune that runs meanwhile may delete what it was about to use): name only locks
+    you know to be dead, such as an unreadable one."""
+    locks = repo.locks.all()
+    if lock_ids:
+        wanted = {lock_id.removeprefix(LOCKS_PREFIX) for lock_id in lock_ids}
+        unknown = sorted(wanted - {lock.lock_id for lock in locks})
+        if unknown:
+            raise NotFound(
+                f"no lock {lock_key(unknown[0])} in the backup repository at "
+                f"{repo.store.describe()} (`amber backup check` lists the locks)"
+            )
+        chosen = [lock for lock in locks if lock.lock_id in wanted]
+    elif remove_all:
+        chosen = locks
+    else:
+        now = repo.clock()
+        chosen = [
+            lock
+            for lock in locks
+            if lock.readable and (not lock.is_live(now) or _dead_local(lock.holder))
+        ]
+    for lock in chosen:
+        repo.locks.remove(lock.lock_id)
+    removed = {lock.lock_id for lock in chosen}
+    return UnlockResult(
+        tuple(lock_key(lock.lock_id) for lock in chosen),
+        tuple(lock for lock in locks if lock.lock_id not in removed),
+    )
+
+
 def acquire(
     repo: Repository,
     holder_name: str,
@@ -88,15 +136,19 @@ def acquire(
     *,
     wait: float = DEFAULT_LOCK_WAIT,
     on_wait: Callable[[str], None] | None = None,
+    reader: bool = False,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> Lock:
-    """Take a lock, retrying for up to `wait` seconds while it is Busy; `on_wait` hears why."""
+    """Take a lock, retrying for up to `wait` seconds while it is Busy; `on_wait` hears why.
+
+    An unreadable lock object in the way is not waited for (it never expires): Corrupt at once.
+    `reader` takes a shared lock past unreadable lock objects (check, restore)."""
     deadline = clock() + wait
     delay = 0.5
     while True:
         try:
-            return repo.lock(holder_name, kind)
+            return repo.lock(holder_name, kind, reader=reader)
         except Busy as e:
             if remove_dead_local_locks(repo):
                 continue

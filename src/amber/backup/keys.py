@@ -17,10 +17,17 @@ caller gets `PermissionDenied`. There is no built-in or default password anywher
 Slot objects are plaintext JSON: they must be readable before any key is known. The wrapped key is
 bound (associated data) to the repository id, so a slot copied from another repository does not
 open here.
+
+Damage is told apart from a wrong credential: a slot carries a `checksum` (SHA-256 of its other
+fields; slots written before it existed have none), so a flipped byte makes the slot *damaged*
+(`Corrupt`) instead of looking like a wrong password. When no slot opens and some slot is damaged,
+or the repository has no slot at all (deleted), the caller gets `Corrupt` naming the slots, not
+`PermissionDenied`: retrying passwords cannot help then.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import unicodedata
 from dataclasses import dataclass
@@ -33,13 +40,15 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from amber.backup import _codec
 from amber.backup.crypto import KEY_BYTES, NONCE_BYTES, derive_subkey
 from amber.blobstore.base import BlobStore
-from amber.domain.errors import Corrupt, InvalidArgument, PermissionDenied
+from amber.domain.errors import Corrupt, InvalidArgument, NotFound, PermissionDenied
 
 SLOT_VERSION = 1
 SLOT_PASSWORD = "password"
 SLOT_KEY_FILE = "key-file"
 KEY_FILE_MIN_BYTES = 32
 SALT_BYTES = 32
+_WRAPPED_BYTES = NONCE_BYTES + KEY_BYTES + 16  # nonce, wrapped master key, GCM tag
+CHECKSUM_FIELD = "checksum"
 
 # Limits on what a slot may ask for, so a hostile slot cannot make us allocate gigabytes.
 _SCRYPT_MAX_N = 2**22
@@ -144,7 +153,14 @@ def make_key_slot(
         "created": created,
         "label": label,
     }
+    document[CHECKSUM_FIELD] = _checksum(document)
     return _codec.dumps(document)
+
+
+def _checksum(document: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of every field but the checksum (hex)."""
+    fields = {k: v for k, v in document.items() if k != CHECKSUM_FIELD}
+    return hashlib.sha256(_codec.dumps(fields)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -164,6 +180,8 @@ def parse_key_slot(slot_id: str, data: bytes) -> KeySlot:
     """Parse a slot object; malformed slots are Corrupt."""
     what = f"key slot keys/{slot_id}"
     document = _codec.loads_object(data, what)
+    if CHECKSUM_FIELD in document and document[CHECKSUM_FIELD] != _checksum(document):
+        raise Corrupt(f"{what} is damaged: its checksum does not match its content")
     version = _codec.get(document, "version", int, what)
     if version != SLOT_VERSION:
         raise Corrupt(f"{what} has version {version}; this Amber reads version {SLOT_VERSION}")
@@ -171,12 +189,15 @@ def parse_key_slot(slot_id: str, data: bytes) -> KeySlot:
     if slot_type not in (SLOT_PASSWORD, SLOT_KEY_FILE):
         raise Corrupt(f"{what} has unknown type {slot_type!r}")
     kdf = _codec.get(document, "kdf", dict, what)
+    wrapped = _codec.b64decode(_codec.get(document, "wrapped", str, what), what)
+    if len(wrapped) != _WRAPPED_BYTES:
+        raise Corrupt(f"{what} is damaged: its wrapped key has {len(wrapped)} bytes")
     return KeySlot(
         slot_id=slot_id,
         slot_type=slot_type,
         kdf=kdf,
         salt=_codec.b64decode(_codec.get(kdf, "salt", str, what), what),
-        wrapped=_codec.b64decode(_codec.get(document, "wrapped", str, what), what),
+        wrapped=wrapped,
         created=_codec.get(document, "created", float, what),
         label=_codec.get(document, "label", str, what),
     )
@@ -216,29 +237,54 @@ def try_unwrap(slot: KeySlot, credentials: Credentials, repository_id: str) -> b
 def load_key_slots(store: BlobStore) -> list[KeySlot]:
     """Every parseable slot in the repository (unparseable ones are skipped: another slot may
     still open the repository; `check` reports them)."""
+    return read_key_slots(store)[0]
+
+
+def read_key_slots(store: BlobStore) -> tuple[list[KeySlot], dict[str, str]]:
+    """(parseable slots, damaged slot key -> why) of the repository."""
     slots = []
+    damaged = {}
     for info in store.list("keys/"):
         slot_id = info.key.removeprefix("keys/")
         try:
             slots.append(parse_key_slot(slot_id, store.get(info.key)))
-        except Corrupt:
-            continue
-    return sorted(slots, key=lambda slot: slot.slot_id)
+        except Corrupt as e:
+            damaged[info.key] = e.message
+        except NotFound:
+            continue  # removed while we listed
+    return sorted(slots, key=lambda slot: slot.slot_id), damaged
 
 
 def unlock_master_key(
     store: BlobStore, credentials: Credentials, repository_id: str
 ) -> tuple[bytes, KeySlot]:
-    """Find the slot `credentials` open; return the master key and that slot, or raise
-    PermissionDenied."""
-    slots = load_key_slots(store)
+    """Find the slot `credentials` open; return the master key and that slot.
+
+    PermissionDenied when no readable slot opens (a wrong credential, or its slot was removed
+    on purpose while others remain); Corrupt when some slot is damaged or there is no slot at
+    all (deleted or lost: no credential could open the repository).
+    """
+    slots, damaged = read_key_slots(store)
     for slot in slots:
         master = try_unwrap(slot, credentials, repository_id)
         if master is not None:
             return master, slot
     kind = "password" if isinstance(credentials, Password) else "key file"
     matching = sum(1 for slot in slots if slot.slot_type == _slot_type(credentials))
+    where = f"the backup repository at {store.describe()}"
+    if damaged:
+        names = "; ".join(f"{why}" for why in damaged.values())
+        raise Corrupt(
+            f"{where} cannot be unlocked: {len(damaged)} key slot(s) are damaged ({names}); "
+            f"the {kind} opens none of the {matching} readable {kind} slot(s). Restore the "
+            "damaged slot from a copy of the repository, or use another credential"
+        )
+    if not slots:
+        raise Corrupt(
+            f"{where} has no key slot at all (keys/ is empty or missing): the slots were "
+            "deleted or lost, and no credential can open it; restore keys/ from a copy of the "
+            "repository"
+        )
     raise PermissionDenied(
-        f"wrong {kind} for the backup repository at {store.describe()}: it opens none of the "
-        f"repository's {matching} {kind} key slot(s)"
+        f"wrong {kind} for {where}: it opens none of the repository's {matching} {kind} key slot(s)"
     )

@@ -12,8 +12,13 @@ after checking that the old one still exists and has not expired: if it was remo
 expired, another process (a prune) may have acted on that, so the holder must stop.
 
 An unreadable lock object counts as a live exclusive lock: failing safe means a damaged lock
-blocks prune (and backups) until an operator removes it, rather than letting prune delete data
-a running backup needs. All times come from the injected clock; hosts are assumed to agree on
+blocks prune (and backups) until an operator removes it (`amber backup unlock`), rather than
+letting prune delete data a running backup needs. Such a lock never expires, so waiting for it
+is pointless: taking a lock that it blocks fails at once with `Corrupt` naming it. Readers
+(check, restore) delete nothing and write nothing another process depends on, so they take
+their shared lock *past* unreadable locks (`reader=True`); check reports them.
+
+All times come from the injected clock; hosts are assumed to agree on
 the time within a small fraction of the lock lifetime.
 """
 
@@ -66,7 +71,10 @@ class LockInfo:
     def describe(self) -> str:
         """`exclusive lock locks/<id> held by <holder>, expires at <time>`."""
         if not self.readable:
-            return f"unreadable lock object {lock_key(self.lock_id)} (remove it if it is stale)"
+            return (
+                f"unreadable lock object {lock_key(self.lock_id)}: it blocks backups and prunes "
+                f"until removed (`amber backup unlock --target TARGET {self.lock_id}`)"
+            )
         return (
             f"{self.kind} lock {lock_key(self.lock_id)} held by {self.holder!r} since "
             f"{_when(self.created)}, expires at {_when(self.expires)}"
@@ -150,8 +158,21 @@ class LockTable:
             if lock.is_live(now) and lock.lock_id not in skip and kind in (None, lock.kind)
         ]
 
-    def _raise_if_conflict(self, kind: LockKind, own: str | None) -> None:
-        conflicts = [lock for lock in self.active(exclude=[own or ""]) if lock.conflicts_with(kind)]
+    def _raise_if_conflict(self, kind: LockKind, own: str | None, *, reader: bool = False) -> None:
+        conflicts = [
+            lock
+            for lock in self.active(exclude=[own or ""])
+            if lock.conflicts_with(kind) and (lock.readable or not reader)
+        ]
+        unreadable = [lock for lock in conflicts if not lock.readable]
+        if unreadable:
+            raise Corrupt(
+                f"the backup repository at {self.store.describe()} has an unreadable lock "
+                f"object {lock_key(unreadable[0].lock_id)} (damaged, or written by a newer "
+                "Amber); it never expires and blocks backups and prunes: if no amber command "
+                "is using the repository, remove it with `amber backup unlock --target TARGET "
+                f"{unreadable[0].lock_id}`"
+            )
         if conflicts:
             raise Busy(
                 f"cannot take a {kind} lock on the backup repository at {self.store.describe()}: "
@@ -168,15 +189,20 @@ class LockTable:
         self.store.put(lock_key(info.lock_id), encode_lock(info, self.sealer))
         return info
 
-    def acquire(self, holder: str, kind: LockKind, ttl: float = DEFAULT_LOCK_TTL) -> Lock:
-        """Take a lock or raise Busy naming the conflicting lock."""
+    def acquire(
+        self, holder: str, kind: LockKind, ttl: float = DEFAULT_LOCK_TTL, *, reader: bool = False
+    ) -> Lock:
+        """Take a lock or raise Busy naming the conflicting lock (Corrupt for an unreadable
+        one, unless `reader`: a shared lock for an operation that only reads)."""
         if ttl <= 0:
             raise InvalidArgument("a lock lifetime must be positive")
-        self._raise_if_conflict(kind, None)
+        if reader and kind is not LockKind.SHARED:
+            raise InvalidArgument("only a shared lock can be taken as a reader")
+        self._raise_if_conflict(kind, None, reader=reader)
         info = self.write_new(holder, kind, ttl)
         try:
-            self._raise_if_conflict(kind, info.lock_id)
-        except Busy:
+            self._raise_if_conflict(kind, info.lock_id, reader=reader)
+        except (Busy, Corrupt):
             self.store.delete(lock_key(info.lock_id))
             raise
         return Lock(self, info, ttl)

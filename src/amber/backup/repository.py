@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from amber.backup import keys as keyslots
@@ -45,6 +46,8 @@ from amber.backup.index import (
     RepositoryIndex,
     index_object_keys,
     load_index,
+    merge_objects,
+    read_readable_objects,
     write_index,
 )
 from amber.backup.keycache import CachedKey, KeyCache
@@ -86,6 +89,12 @@ class RebuildResult:
     index_objects_written: tuple[str, ...]
     index_objects_removed: tuple[str, ...]
     unreadable_packs: tuple[str, ...]
+    """Packs whose header cannot be read, with why."""
+    unreadable_index_objects: tuple[str, ...] = ()
+    """Old index objects that could not be read (replaced all the same), with why."""
+    packs_kept_from_index: tuple[str, ...] = ()
+    """Packs with an unreadable header whose entries a readable old index object still gave
+    (their chunks may be intact; `check --read-data` tells)."""
 
 
 class Repository:
@@ -158,31 +167,82 @@ class Repository:
                 packs[pack_id] = info
         return packs
 
-    def rebuild_index(self) -> RebuildResult:
+    def rebuild_index(
+        self,
+        on_pack: Callable[[], None] | None = None,
+        failpoint: Callable[[str], None] | None = None,
+    ) -> RebuildResult:
         """Recreate the index from the pack headers, then drop the old index objects.
 
-        Safe beside running backups: only index objects listed *before* the packs are removed,
-        so an index a backup writes meanwhile survives (and its packs were listed or are newer).
+        Crash-safe: the new objects are written first, the last one superseding every old
+        one, and only then are the old ones deleted. Damaged old index objects are replaced
+        like the others. A pack whose header is unreadable keeps the entries a readable old
+        index object gives for it (its chunks may be intact). Safe beside running backups:
+        only index objects listed *before* the packs are removed, so an index a backup writes
+        meanwhile survives (and its packs were listed or are newer). `on_pack` is called
+        after each pack (progress); `failpoint("repair.index-written")` between writing the
+        new index and deleting the old one (crash tests).
         """
         old_keys = index_object_keys(self.store)
+        objects, bad_objects = read_readable_objects(self.store, self.keys.sealer, old_keys)
+        fallback = merge_objects(objects)
         index = RepositoryIndex()
-        unreadable = []
+        unreadable, kept = [], []
         for pack_id, info in sorted(self.list_packs().items()):
             try:
                 entries = read_pack_header(self.store, pack_id, info.size, self.keys.sealer)
             except Corrupt as e:
                 unreadable.append(f"{pack_key(pack_id)}: {e.message}")
+                if fallback.pack_sizes.get(pack_id) == info.size:
+                    index.merge(_only_pack(fallback, pack_id))
+                    kept.append(pack_key(pack_id))
                 continue
+            finally:
+                if on_pack is not None:
+                    on_pack()
             index.add_pack(pack_id, info.size, entries)
         written = write_index(self.store, self.keys.sealer, index.records(), supersedes=old_keys)
+        if failpoint is not None:
+            failpoint("repair.index-written")
         removed = [key for key in old_keys if key not in written]
         for key in removed:
             self.store.delete(key)
         index.object_keys = set(written)
         self._index = index
         return RebuildResult(
-            len(index.pack_sizes), len(index), tuple(written), tuple(removed), tuple(unreadable)
+            len(index.pack_sizes),
+            len(index),
+            tuple(written),
+            tuple(removed),
+            tuple(unreadable),
+            tuple(f"{key}: {why}" for key, why in sorted(bad_objects.items())),
+            tuple(kept),
         )
+
+    def locating_index(self, wanted: Iterable[bytes]) -> RepositoryIndex:
+        """The index to find `wanted` chunks with, for a restore: the repository index, or,
+        when an index object is unreadable or a wanted chunk is in no index, the readable
+        index objects plus the headers of the packs they do not list (read from the packs,
+        not written anywhere: `amber backup repair` makes it permanent)."""
+        try:
+            index = self.refresh_index()
+        except Corrupt:
+            index = None
+        if index is not None and all(chunk_id in index for chunk_id in wanted):
+            return index
+        objects, _ = read_readable_objects(
+            self.store, self.keys.sealer, index_object_keys(self.store)
+        )
+        found = merge_objects(objects)
+        for pack_id, info in sorted(self.list_packs().items()):
+            if pack_id in found.pack_sizes:
+                continue
+            try:
+                entries = read_pack_header(self.store, pack_id, info.size, self.keys.sealer)
+            except (Corrupt, NotFound):
+                continue  # restore reports the chunks it cannot find
+            found.add_pack(pack_id, info.size, entries)
+        return found
 
     # --- chunks ---
 
@@ -221,11 +281,12 @@ class Repository:
         lock: Lock | None = None,
         index_every_packs: int = DEFAULT_INDEX_EVERY_PACKS,
         upload_threads: int = 0,
+        failpoint: Callable[[str], None] | None = None,
     ) -> BackupWriter:
         """A writer for one new backup. Pass the shared lock the backup holds: the writer
         refreshes it as packs go out and checks it before committing. With `upload_threads`,
         packs upload in that many background threads (see `amber.backup.writer`)."""
-        return BackupWriter(self, lock, index_every_packs, upload_threads)
+        return BackupWriter(self, lock, index_every_packs, upload_threads, failpoint)
 
     # --- manifests ---
 
@@ -256,10 +317,16 @@ class Repository:
     # --- locks ---
 
     def lock(
-        self, holder: str, kind: LockKind = LockKind.SHARED, ttl: float = DEFAULT_LOCK_TTL
+        self,
+        holder: str,
+        kind: LockKind = LockKind.SHARED,
+        ttl: float = DEFAULT_LOCK_TTL,
+        *,
+        reader: bool = False,
     ) -> Lock:
-        """Take a lock (Busy if a conflicting live lock exists)."""
-        return self.locks.acquire(holder, kind, ttl)
+        """Take a lock (Busy if a conflicting live lock exists; Corrupt if an unreadable lock
+        object blocks it, unless `reader`: see `amber.backup.locks`)."""
+        return self.locks.acquire(holder, kind, ttl, reader=reader)
 
     def active_locks(self, kind: LockKind | None = None) -> list[LockInfo]:
         """Live locks, of `kind` if given; unreadable lock objects count as live exclusive."""
@@ -303,6 +370,14 @@ class Repository:
                 "refusing to remove the last key slot: the repository could never be opened again"
             )
         self.store.delete(key_slot_key(slot_id))
+
+
+def _only_pack(index: RepositoryIndex, pack_id: bytes) -> RepositoryIndex:
+    """The part of `index` that lies in one pack."""
+    part = RepositoryIndex()
+    for record in index.records([pack_id]):
+        part.add_pack(record.pack_id, record.size, record.entries)
+    return part
 
 
 def init_repository(

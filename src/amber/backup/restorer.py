@@ -132,7 +132,7 @@ def restore_backup(
     progress = progress or NullProgress()
     started = clock()
     check_backup_id(backup_id)
-    lock = acquire(repo, restore_holder(backup_id, volume), wait=options.lock_wait)
+    lock = acquire(repo, restore_holder(backup_id, volume), wait=options.lock_wait, reader=True)
     try:
         # Every chunk is verified as it is written, so even a lost lock (a prune that ran
         # meanwhile) cannot produce a wrong volume, only reported damage.
@@ -208,7 +208,7 @@ class Restorer:
     def _requests(self) -> list[_Request]:
         """Locate every chunk; unknown chunks and missing packs are damage."""
         self.progress.phase("locating chunks", len(self.uses), "chunks")
-        index = self.repo.refresh_index()
+        index = self.repo.locating_index(self.uses)
         stored = self.repo.list_packs()
         by_pack: dict[bytes, list[tuple[bytes, IndexEntry]]] = {}
         for chunk_id in self.uses:

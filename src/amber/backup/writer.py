@@ -31,7 +31,7 @@ count as known, so they are not stored twice. A failed upload fails the writer a
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,6 +110,7 @@ class BackupWriter:
         lock: Lock | None,
         index_every_packs: int,
         upload_threads: int = 0,
+        failpoint: Callable[[str], None] | None = None,
     ) -> None:
         if index_every_packs < 1:
             raise InvalidArgument("index_every_packs must be at least 1")
@@ -117,6 +118,7 @@ class BackupWriter:
             raise InvalidArgument("upload_threads must not be negative")
         self._repo = repo
         self._lock = lock
+        self._failpoint = failpoint or (lambda _name: None)
         self._index_every = index_every_packs
         self._known = repo.refresh_index()
         self._mutex = threading.Lock()
@@ -320,6 +322,7 @@ class BackupWriter:
         future: Future[None] = Future()
         if self._executor is None:
             self._repo.store.stage(key, finished.parts)
+            self._failpoint("backup.pack-staged")
             future.set_result(None)
         else:
             self._slots.acquire()
@@ -333,6 +336,7 @@ class BackupWriter:
     def _upload(self, key: str, parts: tuple[Payload, ...]) -> None:
         try:
             self._repo.store.stage(key, parts)
+            self._failpoint("backup.pack-staged")
         finally:
             self._slots.release()
 

@@ -81,3 +81,53 @@ class BlobStore(Protocol):
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         """Every object whose key starts with `prefix`, in no particular order."""
         ...
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A temporary object an interrupted write left behind; it never shows up as a key."""
+
+    name: str
+    """Its path relative to the store, e.g. `data/3f/.amber-tmp.0123456789abcdef`."""
+    size: int
+    mtime: float
+
+
+@runtime_checkable
+class LeftoverStore(Protocol):
+    """A store whose interrupted writes can leave temporaries (a file target: a staged pack
+    whose writer was killed before `flush`). S3 puts are single requests that land whole or
+    not at all, so an S3 store has none and does not implement this.
+
+    Names come from `leftovers()` only; any other name is InvalidArgument.
+    """
+
+    def leftovers(self, prefix: str = "") -> list[Leftover]:
+        """Every temporary under the directory `prefix` ('' for all, or e.g. 'data/')."""
+        ...
+
+    def read_leftover(self, name: str) -> bytes:
+        """The whole content of a temporary (NotFound if it is gone)."""
+        ...
+
+    def adopt_leftover(self, name: str, key: str) -> None:
+        """Make the temporary durable and publish it as `key` (the caller has verified that
+        its content is what `key` names)."""
+        ...
+
+    def remove_leftover(self, name: str) -> None:
+        """Delete a temporary; a missing one is fine."""
+        ...
+
+
+def leftover_store(store: BlobStore) -> LeftoverStore | None:
+    """The store under `store`'s wrappers (each exposing `inner`) that keeps temporaries, or
+    None when it has none (S3)."""
+    current: object = store
+    for _ in range(8):
+        if isinstance(current, LeftoverStore):
+            return current
+        current = getattr(current, "inner", None)
+        if current is None:
+            return None
+    return None

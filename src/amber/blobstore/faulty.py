@@ -90,6 +90,11 @@ class FaultyStore:
         self._lock = threading.Lock()
         self.fired: list[tuple[str, str, str]] = []
 
+    @property
+    def inner(self) -> BlobStore:
+        """The wrapped store."""
+        return self._inner
+
     def describe(self) -> str:
         """The inner store's description, marked as faulty."""
         return f"faulty {self._inner.describe()}"

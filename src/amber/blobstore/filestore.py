@@ -8,8 +8,10 @@ kernel to start writing it back; `flush` later fsyncs each staged file and renam
 place, so a batch of packs costs the writer one wait for the disk instead of one per pack, and
 the same guarantee holds (a crash before the flush leaves only temporary files). Temporary
 files start with `TEMP_MARKER`; `list` skips them and no key may look like one. A crash can
-leave such files behind: they hold no committed data, and the engine's own garbage collection
-may remove old ones.
+leave such files behind: they hold no committed data. `leftovers()` lists them, and the
+engine adopts the ones that hold whole packs (`adopt_leftover`: fsync, rename into place) or
+removes them (`amber.backup.leftovers` decides which are safe to touch). A flush whose staged
+file another process already adopted finds the object in place and carries on.
 
 Every filesystem call runs on a small pool of daemon threads and the caller waits at most
 `timeout` seconds: a hard NFS mount that stops answering blocks a worker thread, never the
@@ -27,6 +29,7 @@ import contextlib
 import errno
 import os
 import queue
+import re
 import secrets
 import stat
 import threading
@@ -36,7 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from amber.blobstore.base import BlobInfo, Payload
+from amber.blobstore.base import BlobInfo, Leftover, Payload
 from amber.domain.errors import (
     AmberError,
     InvalidArgument,
@@ -74,8 +77,10 @@ _HINTS: dict[type[AmberError], str] = {
 }
 _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
+_TEMP_NAME = re.compile(re.escape(TEMP_MARKER) + r"[0-9a-f]{16}$")
 
 _Entries = list[tuple[str, bool, int, float]]  # (name, is_dir, size, mtime) of a directory
+_Leftovers = list[Leftover]
 
 
 def _bad_key(kind: str, key: str, why: str) -> InvalidArgument:
@@ -392,10 +397,61 @@ class FileStore:
         check_prefix(prefix)
         return self._walk(prefix)
 
+    def leftovers(self, prefix: str = "") -> _Leftovers:
+        """Every temporary file under the directory `prefix` (e.g. `data/`, or '' for all)."""
+        check_prefix(prefix)
+        if prefix and not prefix.endswith("/"):
+            raise InvalidArgument(f"leftovers are listed by directory, not {prefix!r}")
+        found: _Leftovers = []
+        pending = [prefix]
+        while pending:
+            rel = pending.pop()
+            directory = self._root / rel
+            try:
+                entries = self._runner.run(
+                    partial(_scan_temps_sync, directory), f"listing {directory}"
+                )
+            except OSError as e:
+                if e.errno in _MISSING:
+                    continue
+                raise errno_error(e, f"listing {directory}") from e
+            for name, is_dir, size, mtime in entries:
+                if is_dir:
+                    pending.append(f"{rel}{name}/")
+                else:
+                    found.append(Leftover(f"{rel}{name}", size, mtime))
+        return sorted(found, key=lambda leftover: leftover.name)
+
+    def read_leftover(self, name: str) -> bytes:
+        """The whole temporary file."""
+        path = self._leftover_path(name)
+        return self._run(lambda: self._get_sync(path), f"reading {path}", name)
+
+    def adopt_leftover(self, name: str, key: str) -> None:
+        """fsync the temporary, rename it to `key`, fsync the directory."""
+        tmp, path = self._leftover_path(name), self._path(key)
+
+        def adopt() -> None:
+            self._publish_sync(tmp, path)
+            _fsync_dir(path.parent)
+
+        self._run(adopt, f"publishing {tmp} as {path}", name)
+
+    def remove_leftover(self, name: str) -> None:
+        """Delete a temporary file (a missing one is fine)."""
+        path = self._leftover_path(name)
+        self._run(lambda: self._delete_sync(path), f"deleting {path}", name)
+
     # -- internals --------------------------------------------------------------------------
 
     def _path(self, key: str) -> Path:
         return self._root.joinpath(*check_key(key).split("/"))
+
+    def _leftover_path(self, name: str) -> Path:
+        directory, _, base = name.rpartition("/")
+        if not _TEMP_NAME.match(base):
+            raise InvalidArgument(f"{name!r} is not the name of a temporary file")
+        return self._path(directory) / base if directory else self._root / base
 
     def _run(self, fn: Callable[[], T], doing: str, key: str) -> T:
         try:
@@ -480,7 +536,12 @@ class FileStore:
             self._unsynced_dirs.add(directory)
 
     def _publish_sync(self, tmp: Path, path: Path) -> None:
-        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if path.is_file():
+                return  # another process adopted our staged file: it is in place, whole
+            raise
         try:
             os.fsync(fd)
         finally:
@@ -592,6 +653,22 @@ def _scan_sync(directory: Path) -> _Entries:
                     found.append((entry.name, False, st.st_size, st.st_mtime))
             except FileNotFoundError:
                 continue  # deleted while we looked: not part of the listing
+    return found
+
+
+def _scan_temps_sync(directory: Path) -> _Entries:
+    """The temporary files and the subdirectories of one directory."""
+    found: _Entries = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False) and _listable(entry.name):
+                    found.append((entry.name, True, 0, 0.0))
+                elif _TEMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    found.append((entry.name, False, st.st_size, st.st_mtime))
+            except FileNotFoundError:
+                continue
     return found
 
 

@@ -394,7 +394,9 @@ def _print_prune(st: CliState, target: str, result: PruneResult) -> None:
         f"{len(result.removed_backups)} backup(s) and {len(result.deleted_packs)} pack(s) {verb} "
         f"removed, freeing {format_size(result.freed_bytes)}; {len(result.protected_packs)} "
         f"unused pack(s) kept (young or written while a backup runs); "
-        f"{format_size(result.reclaimable_bytes)} more sit in partly used packs."
+        f"{format_size(result.reclaimable_bytes)} more sit in partly used packs; "
+        f"{len(result.leftovers_removed)} leftover temporary file(s) of interrupted uploads "
+        f"{verb} removed ({format_size(result.leftover_bytes)})."
     )
 
 
@@ -415,7 +417,7 @@ def check_(
     st = state(ctx)
     repo = _open(ctx, target)
     progress = _progress(st)
-    lock = acquire(repo, holder("check"))
+    lock = acquire(repo, holder("check"), reader=True)
     try:
         with LockKeeper(lock):
             result = check(repo, read_data=read_data, subset_pct=subset, progress=progress)
@@ -441,6 +443,37 @@ def _print_check(st: CliState, target: str, result: CheckResult) -> None:
         f"{result.packs_read} read, {result.chunks_verified} chunk(s) verified: "
         f"{len(result.errors)} error(s), {len(result.warnings)} warning(s)"
     )
+
+
+@app.command("repair")
+def repair_(ctx: typer.Context, target: TargetOption) -> None:
+    """Rebuild the index from the pack headers (after a damaged or deleted index object),
+    adopt the staged packs of killed backups and remove torn temporary files."""
+    from amber.cli.backup_repair_cmd import run_repair
+
+    run_repair(state(ctx), target, _open(ctx, target), _progress(state(ctx)))
+
+
+@app.command("unlock")
+def unlock_(
+    ctx: typer.Context,
+    target: TargetOption,
+    lock_id: Annotated[
+        list[str] | None,
+        typer.Argument(help="Locks to remove (ids or locks/<id>), whatever their state."),
+    ] = None,
+    remove_all: Annotated[
+        bool,
+        typer.Option("--remove-all", help="Remove every lock (only when no amber runs)."),
+    ] = False,
+) -> None:
+    """Remove repository locks: by default the expired ones and those of dead processes of
+    this host; named locks (e.g. an unreadable one) or, with --remove-all, every lock."""
+    from amber.cli.backup_repair_cmd import run_unlock
+
+    if lock_id and remove_all:
+        raise InvalidArgument("give lock ids or --remove-all, not both")
+    run_unlock(state(ctx), target, _open(ctx, target), lock_id or [], remove_all=remove_all)
 
 
 @app.command("bases")
