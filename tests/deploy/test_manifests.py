@@ -354,6 +354,20 @@ def test_pool_settings_parse(rendered: Rendered) -> None:
             parse_source(setting)
 
 
+def test_the_existing_xfs_overlay_puts_every_pool_on_the_node_s_mount(rendered: Rendered) -> None:
+    objects = rendered["overlays/existing-xfs"]
+    node = find(objects, "DaemonSet", "amber-node", "amber-system")
+    assert node is not None
+    volumes = {v["name"]: v for v in node["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["pool"]["hostPath"] == {"path": "/mnt/amber", "type": "Directory"}
+    base = find(rendered["base"], "DaemonSet", "amber-node", "amber-system")
+    assert base is not None
+    assert len(volumes) == len(base["spec"]["template"]["spec"]["volumes"])  # merged by name
+    config = find(objects, "ConfigMap", "amber-pool", "amber-system")
+    assert config is not None
+    assert config["data"] == {"default": "dir"}
+
+
 def test_docs_name_files_that_exist() -> None:
     """Every deploy/ path the docs mention is in the repository."""
     mentioned = set()
