@@ -22,7 +22,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from amber.backup.targets import TargetConfig
 from amber.cli.import_cmd import snapshot_objects, to_yaml
+from amber.csi.backups.targets import target_from_secrets
 from amber.csi.identity import PLUGIN_NAME
 from amber.csi.params import parse_snapshot_parameters, parse_volume_parameters
 from amber.pool.bootstrap import parse_source
@@ -254,8 +256,13 @@ def class_secrets(objects: list[Obj]) -> Iterator[tuple[Obj, str, str]]:
 def test_class_secrets_exist_and_the_node_may_read_them(name: str, rendered: Rendered) -> None:
     objects = rendered[name]
     for klass, namespace, secret in class_secrets(objects):
-        assert find(objects, "Secret", secret, namespace), (klass["metadata"], secret)
+        found = find(objects, "Secret", secret, namespace)
+        assert found, (klass["metadata"], secret)
         assert allows(objects, "amber-node", "get", "secrets", (namespace, secret))
+        # Amber reads a backup target (with its repository password) out of it.
+        target = target_from_secrets(found["stringData"])
+        assert target is not None
+        assert target.password
     # The base grants no secrets at all; the check above is not vacuous.
     assert not allows(rendered["base"], "amber-node", "get", "secrets", ("kube-system", "x"))
     if name == "overlays/open-local-migration":
@@ -324,7 +331,7 @@ def test_amber_arguments_parse_and_name_mounted_files(rendered: Rendered) -> Non
     assert seen == 3  # pool-init, amber (node), amber (controller)
 
 
-def test_the_targets_file_is_in_the_mounted_secret(rendered: Rendered) -> None:
+def test_the_targets_file_is_in_the_mounted_secret(rendered: Rendered, tmp_path: Path) -> None:
     objects = rendered["base"]
     node = find(objects, "DaemonSet", "amber-node", "amber-system")
     assert node is not None
@@ -338,11 +345,13 @@ def test_the_targets_file_is_in_the_mounted_secret(rendered: Rendered) -> None:
     assert secret is not None
     data = secret["stringData"]
     assert path.name in data
-    targets = yaml.safe_load(data[path.name])["targets"]
-    assert "default" in targets  # the target of the class amber-backup
-    for target in targets.values():
-        for key in ("secret_key_file", "password_file"):
-            assert target[key] in data
+    # The Secret as the node sees it: one file per key; Amber's own loader reads it.
+    for key, value in data.items():
+        (tmp_path / key).write_text(value)
+    target = TargetConfig(tmp_path / path.name).get("default")  # amber-backup's target
+    for file in (target.secret_key_file, target.password_file):
+        assert file is not None
+        assert Path(file).is_file()
 
 
 def test_pool_settings_parse(rendered: Rendered) -> None:
@@ -352,6 +361,20 @@ def test_pool_settings_parse(rendered: Rendered) -> None:
         assert "default" in config["data"]
         for setting in config["data"].values():
             parse_source(setting)
+
+
+def test_the_existing_xfs_overlay_puts_every_pool_on_the_node_s_mount(rendered: Rendered) -> None:
+    objects = rendered["overlays/existing-xfs"]
+    node = find(objects, "DaemonSet", "amber-node", "amber-system")
+    assert node is not None
+    volumes = {v["name"]: v for v in node["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["pool"]["hostPath"] == {"path": "/mnt/amber", "type": "Directory"}
+    base = find(rendered["base"], "DaemonSet", "amber-node", "amber-system")
+    assert base is not None
+    assert len(volumes) == len(base["spec"]["template"]["spec"]["volumes"])  # merged by name
+    config = find(objects, "ConfigMap", "amber-pool", "amber-system")
+    assert config is not None
+    assert config["data"] == {"default": "dir"}
 
 
 def test_docs_name_files_that_exist() -> None:
