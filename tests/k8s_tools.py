@@ -25,7 +25,8 @@ BINARIES = (
 )
 
 
-def _missing(reason: str) -> None:
+def missing(reason: str) -> None:
+    """Skip the test with `reason`, or fail it when `CI=true`."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true: these tests must run in CI)", pytrace=False)
     pytest.skip(reason)
@@ -36,12 +37,12 @@ def k8s_bin(*needed: str) -> Path:
     test (fail it when `CI=true`) with the reason."""
     value = os.environ.get(ENV, "")
     if not value:
-        _missing(
+        missing(
             f"{ENV} is not set: scripts/test.sh sets it when ../shared/k8s/unpack.sh exists "
             "(or unpack it yourself: ../shared/k8s/unpack.sh DEST; export AMBER_K8S_BIN=DEST/bin)"
         )
     directory = Path(value)
     for name in needed:
         if not os.access(directory / name, os.X_OK):
-            _missing(f"{ENV}={directory} has no executable {name}")
+            missing(f"{ENV}={directory} has no executable {name}")
     return directory
