@@ -8,14 +8,24 @@ from typing import Annotated
 import typer
 
 from amber.cli import output
-from amber.cli.state import state
+from amber.cli.state import CliState, state
 from amber.domain.errors import InvalidArgument
 from amber.domain.units import parse_size
-from amber.pool import Pool, default_image
+from amber.pool import ReflinkProbe
+from amber.pool.bootstrap import (
+    PoolSource,
+    SourceKind,
+    create_pool,
+    ensure_pool,
+    parse_source,
+)
 
 app = typer.Typer(
     help="Create and inspect the pool (where volume images live).", no_args_is_help=True
 )
+
+
+SETTING_HELP = "A pool setting: image:SIZE, dir or device:/dev/NAME (see docs/install.md)."
 
 
 @app.command("init")
@@ -38,6 +48,37 @@ def init(
     size: Annotated[
         str, typer.Option("--size", help="Size of the loopback image (sparse), e.g. 20Gi.")
     ] = "20Gi",
+    device: Annotated[
+        Path | None,
+        typer.Option(
+            "--device",
+            help="Format this EMPTY block device XFS with reflink and mount it at the pool path "
+            "(refused if it holds any filesystem or partition signature).",
+        ),
+    ] = None,
+    setting: Annotated[
+        str | None, typer.Option("--source", envvar="AMBER_POOL_SOURCE", help=SETTING_HELP)
+    ] = None,
+    source_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--source-dir",
+            help="Read the setting from the file named after --node in this directory, else "
+            "from its file `default` (a mounted ConfigMap).",
+        ),
+    ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option("--node", envvar="AMBER_NODE_ID", help="This node's name (--source-dir)."),
+    ] = None,
+    if_missing: Annotated[
+        bool,
+        typer.Option(
+            "--if-missing",
+            help="Succeed without change when the pool exists as asked; fail if it exists "
+            "otherwise.",
+        ),
+    ] = False,
     overprovisioning: Annotated[
         float,
         typer.Option(
@@ -49,24 +90,76 @@ def init(
 
     With no option, Amber creates a sparse loopback image beside the pool path
     (/var/lib/amber/pool.img for the default pool /var/lib/amber/pool), formats it XFS with
-    reflink and mounts it at the pool path (--pool). Amber re-mounts it after a reboot.
+    reflink and mounts it at the pool path (--pool). Amber re-mounts it after a reboot (a
+    --device pool too). --if-missing makes it safe to run at every start (a node's init
+    container does, with --source-dir).
     """
     st = state(ctx)
-    if directory is not None and image is not None:
-        raise InvalidArgument("use either --dir or --image, not both")
-    if directory is not None:
-        probe = Pool.init_dir(directory, overprovisioning=overprovisioning)
-        where = directory
+    given = [directory, image, device, setting, source_dir]
+    if sum(option is not None for option in given) > 1:
+        raise InvalidArgument("use only one of --dir, --image, --device, --source, --source-dir")
+    source = _source(directory, image, size, device, setting, source_dir, node)
+    where = directory or st.pool
+    if if_missing:
+        probe = ensure_pool(where, source, overprovisioning=overprovisioning)
     else:
-        probe = Pool.init_image(
-            image or default_image(st.pool),
-            parse_size(size),
-            st.pool,
-            overprovisioning=overprovisioning,
-        )
-        where = st.pool
+        probe = create_pool(where, source, overprovisioning=overprovisioning)
+    _report(st, where, source, probe, moved=directory is not None and directory != st.pool)
+
+
+def _source(
+    directory: Path | None,
+    image: Path | None,
+    size: str,
+    device: Path | None,
+    setting: str | None,
+    source_dir: Path | None,
+    node: str | None,
+) -> PoolSource:
+    """The pool setting the options give (default: an image beside the pool, of --size)."""
+    if source_dir is not None:
+        return parse_source(_read_setting(source_dir, node))
+    if setting is not None:
+        return parse_source(setting)
+    if device is not None:
+        return parse_source(f"device:{device}")
+    if directory is not None:
+        return PoolSource(SourceKind.DIR)
+    return PoolSource(SourceKind.IMAGE, size=parse_size(size), image=image)
+
+
+def _read_setting(source_dir: Path, node: str | None) -> str:
+    """The file named after the node in `source_dir`, else its file `default`."""
+    if not node:
+        raise InvalidArgument("--source-dir needs this node's name: --node or AMBER_NODE_ID")
+    for name in (node, "default"):
+        path = source_dir / name
+        if "/" not in name and path.is_file():
+            return path.read_text()
+    raise InvalidArgument(
+        f"no pool setting for node {node!r} in {source_dir} (neither {node!r} nor 'default')"
+    )
+
+
+def _report(
+    st: CliState, where: Path, source: PoolSource, probe: ReflinkProbe | None, *, moved: bool
+) -> None:
+    if probe is None:
+        if st.json:
+            output.print_json({"pool": str(where), "created": False, "source": str(source)})
+        else:
+            output.console().print(f"Pool at {where} exists ({source}): nothing to do.")
+        return
     if st.json:
-        output.print_json({"pool": str(where), "reflink": probe.supported, "detail": probe.detail})
+        output.print_json(
+            {
+                "pool": str(where),
+                "created": True,
+                "source": str(source),
+                "reflink": probe.supported,
+                "detail": probe.detail,
+            }
+        )
         return
     output.console().print(f"Pool created at {where}: {probe.detail}.")
     if not probe.supported:
@@ -75,8 +168,8 @@ def init(
             "will be full sparse copies (slow, and they use real space). "
             "Use XFS with reflink or btrfs."
         )
-    if directory is not None and directory != st.pool:
-        output.console().print(f"Use it with --pool {directory} or AMBER_POOL={directory}.")
+    if moved:
+        output.console().print(f"Use it with --pool {where} or AMBER_POOL={where}.")
 
 
 @app.command("status")

@@ -7,10 +7,10 @@ Layout of a pool directory:
     snapshots/<uid>.img one reflink copy per snapshot (mode 0400)
     locks/              one lock file per object (flock)
 
-A pool may live in a loopback image that Amber formatted as XFS with reflink. Then the pool
-directory is that image's mount point, and a marker file `.amber-pool-image` sits in the
-*underlying* directory (hidden while the image is mounted): when Amber finds the marker, the
-image is not mounted — after a reboot — and Amber mounts it again before going on.
+A pool may live in a loopback image, or on a block device, that Amber formatted as XFS with
+reflink. Then the pool directory is its mount point, and a marker file `.amber-pool-image`
+sits in the *underlying* directory (hidden while the filesystem is mounted): when Amber finds
+the marker, the filesystem is not mounted — after a reboot — and Amber mounts it again.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from amber.pool.recovery import recover
 from amber.pool.snapshots import Snapshots
 from amber.pool.store import MetadataStore
 from amber.pool.volumes import Volumes
-from amber.system import fs, ioctl, loopdev, mount
+from amber.system import blockdev, fs, ioctl, loopdev, mount
 from amber.system.run import run
 
 MARKER = ".amber-pool-image"
@@ -109,7 +109,11 @@ class Pool:
 
     @staticmethod
     def init_dir(
-        root: Path, *, overprovisioning: float = 1.0, image: Path | None = None
+        root: Path,
+        *,
+        overprovisioning: float = 1.0,
+        image: Path | None = None,
+        device: Path | None = None,
     ) -> ReflinkProbe:
         """Make `root` a pool directory (it may exist, but must not hold a pool yet)."""
         if overprovisioning < 1.0 or overprovisioning > 100:
@@ -126,6 +130,7 @@ class Pool:
             store.set_meta("overprovisioning", repr(overprovisioning))
             store.set_meta("created", repr(time.time()))
             store.set_meta("image", str(image) if image else "")
+            store.set_meta("device", str(device) if device else "")
         finally:
             store.close()
         fsync_dir(root)
@@ -147,10 +152,7 @@ class Pool:
         try:
             with open(image, "xb") as f:
                 os.ftruncate(f.fileno(), size)
-            run(
-                ["mkfs.xfs", "-q", "-f", "-K", "-m", "reflink=1", "-L", "amber-pool", str(image)],
-                timeout=300,
-            )
+            _format_xfs(image, force=True)
             _write_marker(root, image)
             _mount_image(image, root)
         except BaseException:
@@ -160,6 +162,26 @@ class Pool:
             image.unlink(missing_ok=True)
             raise
         return Pool.init_dir(root, overprovisioning=overprovisioning, image=image)
+
+    @staticmethod
+    def init_device(device: Path, root: Path, *, overprovisioning: float = 1.0) -> ReflinkProbe:
+        """Format an empty block device XFS with reflink, mount it at `root`, make a pool.
+
+        Refused (FailedPrecondition) when the device holds any filesystem, RAID, LVM or
+        partition-table signature, or is in use: Amber never formats over data.
+        """
+        blockdev.check_empty(device)
+        if mount.is_mounted(root):
+            raise AlreadyExists(f"something is already mounted at {root}")
+        root.mkdir(parents=True, exist_ok=True)
+        _format_xfs(device, force=False)
+        _write_marker(root, device, key="device")
+        try:
+            mount.mount(device, root, fstype="xfs", options=["rw", "noatime"])
+        except BaseException:
+            (root / MARKER).unlink(missing_ok=True)
+            raise
+        return Pool.init_dir(root, overprovisioning=overprovisioning, device=device)
 
     # -- opening --------------------------------------------------------------------------
 
@@ -234,8 +256,16 @@ class Pool:
         return problems
 
 
-def _write_marker(root: Path, image: Path) -> None:
-    (root / MARKER).write_text(json.dumps({"image": str(image)}) + "\n")
+def _format_xfs(target: Path, *, force: bool) -> None:
+    """mkfs.xfs with reflink; without `force`, mkfs itself refuses an existing filesystem."""
+    argv = ["mkfs.xfs", "-q", "-K", "-m", "reflink=1", "-L", "amber-pool", str(target)]
+    if force:
+        argv.insert(2, "-f")
+    run(argv, timeout=300)
+
+
+def _write_marker(root: Path, source: Path, *, key: str = "image") -> None:
+    (root / MARKER).write_text(json.dumps({key: str(source)}) + "\n")
 
 
 def _mount_image(image: Path, root: Path) -> None:
@@ -258,7 +288,14 @@ def ensure_mounted(root: Path) -> None:
     with lock.hold("mount", what=f"mounting pool {root}"):
         if mount.is_mounted(root):
             return
-        image = Path(json.loads(marker.read_text())["image"])
+        recorded = json.loads(marker.read_text())
+        if "device" in recorded:
+            device = Path(recorded["device"])
+            if not device.exists():
+                raise NotFound(f"the pool device {device} for {root} is missing")
+            mount.mount(device, root, fstype="xfs", options=["rw", "noatime"])
+            return
+        image = Path(recorded["image"])
         if not image.exists():
             raise NotFound(f"the pool image {image} for {root} is missing")
         _mount_image(image, root)
