@@ -341,7 +341,7 @@ def test_invalid_claims_stay_pending_with_ambers_message(cluster: Cluster) -> No
     kube.apply([snapshot(ns, "snap", "origin", "amber-local")])
     ready(kube, ns, "snap")
     kube.apply([claim(ns, "elsewhere", "100Mi", node="node-b", source=("VolumeSnapshot", "snap"))])
-    _pending_with(kube, ns, "elsewhere", "node-a")
+    _pending_with(kube, ns, "elsewhere", "lives on node 'node-a', not on this node 'node-b'")
 
 
 def test_deletes_leave_no_volume_snapshot_or_loop_device(cluster: Cluster) -> None:
@@ -364,6 +364,24 @@ def test_deletes_leave_no_volume_snapshot_or_loop_device(cluster: Cluster) -> No
         assert not [
             loop for loop in loopdev.list_loops() if str(loop.backing_file).startswith(prefix)
         ]
+
+
+SIDECARS = ("csi-provisioner", "csi-snapshotter", "csi-resizer")
+
+
+def test_no_sidecar_was_refused_by_rbac(cluster: Cluster) -> None:
+    """The sidecars ran as deploy/'s ServiceAccounts through every flow above: a request the
+    RBAC refused shows in their logs even where the sidecar carries on without it (a missing
+    watch, or the provisioner's snapshot finalizer), and fails the suite."""
+    logs = cluster.plane.procs.logs
+    refused = [
+        f"{log.name}: {line[:300]}"
+        for log in sorted(logs.glob("*.log"))
+        if log.name.startswith(SIDECARS)
+        for line in log.read_text(errors="replace").splitlines()
+        if "forbidden" in line
+    ]
+    assert not refused, "\n".join(refused[:10])
 
 
 @pytest.fixture(autouse=True)
