@@ -26,6 +26,8 @@ fi
 
 # System tools: mkfs/resize for ext4 and xfs, losetup/mount/fsfreeze (util-linux), python venv.
 packages=(python3 python3-venv python3-dev xfsprogs e2fsprogs util-linux mount btrfs-progs procps)
+# The end-to-end tests run a real Kubernetes control plane, whose store is etcd (3.4 in Debian 12).
+[[ ${dev} -eq 1 ]] && packages+=(etcd-server)
 [[ ${bench} -eq 1 ]] && packages+=(restic)
 missing=()
 for pkg in "${packages[@]}"; do

