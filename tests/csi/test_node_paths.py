@@ -146,3 +146,29 @@ def test_amber_csi_stage_refuses_an_over_long_path_in_one_line(
     assert done.stderr.strip().splitlines() == [
         "error: staging path has a component longer than 255 bytes (NAME_MAX)"
     ]
+
+
+@pytest.mark.parametrize("kind", ["mount", "block"])
+def test_paths_the_kernel_refuses_are_the_requests_problem(
+    csi: Csi, driver: DriverProcess, base: Path, kind: str
+) -> None:
+    """A target the kernel will not create (sysfs) or that cannot exist (below a file) gets
+    FAILED_PRECONDITION naming it, never INTERNAL; unpublishing what cannot exist is OK."""
+    cap: Any = mount_cap() if kind == "mount" else block_cap()
+    volume = csi.create(f"pvc-kernel-{kind}", 16 * MiB, cap=cap).volume_id
+    staging = base / "staging"
+    staging.mkdir()
+    csi.stage(volume, staging, cap)
+    sysfs = Path("/sys/kernel/amber-sanity-target")
+    message = expect_code(
+        Code.FAILED_PRECONDITION, lambda: csi.publish(volume, staging, sysfs, cap)
+    )
+    assert str(sysfs) in message
+    below_a_file = Path("/etc/hostname/amber-target")
+    expect_code(Code.FAILED_PRECONDITION, lambda: csi.publish(volume, staging, below_a_file, cap))
+    csi.unpublish(volume, below_a_file)  # not published there, cannot even exist: OK
+    expect_code(Code.FAILED_PRECONDITION, lambda: csi.stage(volume, below_a_file, cap))
+    assert not sysfs.exists()
+    assert "Traceback" not in driver.log.read_text(errors="replace")
+    csi.unstage(volume, staging)
+    csi.delete(volume)

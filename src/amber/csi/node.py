@@ -18,6 +18,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -125,7 +127,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
         access = _capability(request)
         volume = self._objects.volume(request.volume_id)
         _fits(access, volume)
-        if not staging.is_dir():
+        with _path_errors("staging_target_path", staging):
+            is_dir = staging.is_dir()
+        if not is_dir:
             raise FailedPrecondition(
                 f"staging_target_path {staging} is not a directory: the CO creates it"
             )
@@ -377,12 +381,27 @@ def _check_apart(target: Path, staging: Path) -> None:
         )
 
 
+@contextmanager
+def _path_errors(field: str, path: Path) -> Iterator[None]:
+    """An OS error on a path the CO chose (EACCES, EPERM, ENOTDIR, ELOOP...) is the request's
+    problem, not the plugin's: FAILED_PRECONDITION naming the path, not INTERNAL."""
+    try:
+        yield
+    except OSError as e:
+        raise FailedPrecondition(f"{field} {path} cannot be used: {e.strerror or e}") from e
+
+
 def _create_target(target: Path, *, directory: bool) -> bool:
     """Create the publish target (the SP's job); True if it was created here.
 
     An existing target is accepted only when it is what Amber would have made and still empty
     (an empty directory, or an empty file for a device): never bind over data.
     """
+    with _path_errors("target_path", target):
+        return _create_target_unchecked(target, directory=directory)
+
+
+def _create_target_unchecked(target: Path, *, directory: bool) -> bool:
     if not target.parent.is_dir():
         raise FailedPrecondition(
             f"the parent directory of target_path {target} does not exist: the CO creates it"
@@ -412,7 +431,7 @@ def _create_target(target: Path, *, directory: bool) -> bool:
 
 def _check_empty(directory: Path, field: str, allowed: str = "") -> None:
     """FAILED_PRECONDITION unless `directory` is empty (but for our own `allowed` file)."""
-    with os.scandir(directory) as entries:
+    with _path_errors(field, directory), os.scandir(directory) as entries:
         others = [e.name for e in entries if e.name != allowed]
     if others:
         raise FailedPrecondition(
@@ -432,5 +451,6 @@ def _remove_created(path: Path, *, directory: bool) -> None:
         elif not directory and stat.S_ISREG(st.st_mode) and st.st_size == 0:
             path.unlink()
     except OSError as e:
-        if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY):
-            raise
+        # Gone (or never there: ENOTDIR), or not ours to remove: nothing to do.
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENOTEMPTY, errno.EBUSY):
+            raise FailedPrecondition(f"{path} cannot be removed: {e.strerror or e}") from e
