@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,10 +82,8 @@ class Attachments:
         s: Snapshot = self._ctx.store.snapshot(name)
         return _Target(kind, s.uid, s.name, s.image, s.mode, s.fs_type, True, None)
 
-    def _lock(self, kind: str, name: str):  # type: ignore[no-untyped-def]
-        return self._ctx.locks.hold(
-            f"{kind}:{name}", timeout=self._ctx.settings.lock_timeout, what=f"{kind} {name!r}"
-        )
+    def _lock(self, kind: str, name: str) -> AbstractContextManager[None]:
+        return self._ctx.hold_objects([f"{kind}:{name}"])
 
     # -- filesystem mounts ----------------------------------------------------------------
 

@@ -45,6 +45,8 @@ def recover(ctx: PoolContext) -> list[str]:
                 continue  # finished while we waited for the lock
             _recover_entry(ctx, entry)
             done.append(f"recovered interrupted {entry.op} of {entry.lock_key}")
+            if not ctx.object_exists(entry.lock_key):
+                ctx.locks.discard(entry.lock_key, fd)
         finally:
             ctx.locks.release(fd)
     done += _reconcile_attachments(ctx)
