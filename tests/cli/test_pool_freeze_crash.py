@@ -8,7 +8,10 @@ no guard process may be left. Then the next command recovers the pool to a consi
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -16,9 +19,12 @@ import pytest
 
 from amber.cli.state import CRASH_ENV
 from amber.domain.units import MiB
+from amber.pool import Pool
+from amber.pool.locks import LockTable
+from amber.system import ioctl
 from tests.cli.runner import amber, amber_json
 from tests.csi.driver import rpc_error, running_driver, start_driver
-from tests.pool.frozen import no_guard_left, writable_within
+from tests.pool.frozen import FREEZE_LIMIT, no_guard_left, start_write, writable_within
 
 WINDOW = ["freeze.guard-started", "copy.frozen", "copy.copied", "freeze.thaw-requested"]
 COMMANDS = {
@@ -93,3 +99,55 @@ def test_kill_of_the_node_plugin_during_freeze_leaves_the_filesystem_writable(
         assert [e.snapshot.snapshot_id for e in csi.list_snapshots().entries] == []
         assert (staging / "data").read_text() == "payload"
         csi.unstage(volume, staging)
+
+
+def _freeze(mountpoint: Path) -> None:
+    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, ioctl.FIFREEZE, 0)
+    finally:
+        os.close(fd)
+
+
+def test_pool_open_thaws_what_a_killed_guard_left(pool_dir: Path, work_dir: Path) -> None:
+    """A whole container killed at once takes the guard with it: the journal still names the
+    frozen mount, and the next pool open thaws it."""
+    mnt = _killed_snapshot(pool_dir, work_dir)
+    _freeze(mnt)  # as if the guard had died with its parent before it could thaw
+
+    Pool.open(pool_dir).close()
+
+    assert writable_within(mnt)
+
+
+def test_pool_open_leaves_the_freeze_of_a_live_operation_alone(
+    pool_dir: Path, work_dir: Path
+) -> None:
+    """While a live operation holds the source volume, a freeze may be its own: recovery keeps
+    the stale entry and thaws at a later open, once the source is free."""
+    mnt = _killed_snapshot(pool_dir, work_dir)
+    _freeze(mnt)
+    holder = LockTable(pool_dir / "locks")
+    fd = holder.try_acquire("volume:v")
+    assert fd is not None
+    writer = start_write(mnt)
+    try:
+        Pool.open(pool_dir).close()
+        with pytest.raises(subprocess.TimeoutExpired):
+            writer.wait(timeout=2)  # still frozen: the live holder's freeze was left alone
+    finally:
+        holder.release(fd)
+
+    Pool.open(pool_dir).close()
+
+    assert writer.wait(timeout=FREEZE_LIMIT) == 0
+    assert writable_within(mnt)
+
+
+def _killed_snapshot(pool_dir: Path, work_dir: Path) -> Path:
+    mnt = work_dir / "v"
+    amber_json(pool_dir, "volume", "create", "v", "--size", "128Mi")
+    amber_json(pool_dir, "volume", "mount", "v", str(mnt))
+    assert amber(pool_dir, "snapshot", "create", "v", "s", crash_at="copy.frozen").returncode == -9
+    assert no_guard_left(mnt)
+    return mnt

@@ -18,15 +18,20 @@ from amber.system.freeze import GUARD_MODULE
 FREEZE_LIMIT = PoolSettings().freeze_limit
 
 
+def start_write(directory: Path) -> subprocess.Popen[bytes]:
+    """A child that writes and fsyncs a file in `directory` (it blocks while that is frozen)."""
+    probe = str(directory / "probe")
+    code = f"import os; f=open({probe!r},'w'); f.write('x'); f.flush(); os.fsync(f.fileno())"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
 def writable_within(directory: Path, seconds: float = FREEZE_LIMIT) -> bool:
     """Write and fsync a file in `directory` from a child process that must finish in time.
 
     A write to a frozen filesystem blocks uninterruptibly, so on a timeout the probe thaws the
     filesystem itself (test cleanup, after the verdict) to let the child end.
     """
-    probe = str(directory / "probe")
-    code = f"import os; f=open({probe!r},'w'); f.write('x'); f.flush(); os.fsync(f.fileno())"
-    child = subprocess.Popen([sys.executable, "-c", code])
+    child = start_write(directory)
     try:
         return child.wait(timeout=seconds) == 0
     except subprocess.TimeoutExpired:

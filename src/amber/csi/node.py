@@ -4,9 +4,10 @@ Staging attaches the volume's image to a loop device. A filesystem volume is che
 mounted at the staging path; a block volume's device is bound onto a file inside the staging
 directory (`STAGED_DEVICE`), so that "staged here" is visible in the mount table and survives
 a restart of the plugin. Publishing binds the staged filesystem onto the target directory, or
-the device onto the target file; read-only publications are read-only bind mounts (for a
-device, the loop device itself is set read-only, which is why one block volume cannot be
-published read-only and read-write at the same time).
+the device onto the target file; read-only publications are read-only bind mounts. A block
+volume's staged device is a read-only attachment, so that the pool makes the loop device itself
+read-only while every publication is read-only and writable while one is read-write (which is
+why one block volume cannot be published read-only and read-write at the same time).
 
 Every RPC is idempotent: it looks at what is already mounted where and only does what is
 missing, so repeated calls -- also after a plugin restart or a node reboot, once the pool's
@@ -40,7 +41,7 @@ from amber.domain.errors import (
     OutOfSpace,
 )
 from amber.domain.models import Attachment, AttachmentKind, Volume, VolumeMode
-from amber.system import ioctl, mount
+from amber.system import mount
 
 __all__ = ["STAGED_DEVICE", "NodeServicer", "ResizerNodeServicer"]
 
@@ -145,7 +146,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
             raise _occupied(staging, "staging_target_path")
         _check_empty(staging, "staging_target_path", allowed=STAGED_DEVICE)
         if volume.mode is VolumeMode.BLOCK:
-            self._pool.attachments.expose("volume", volume.name, target)
+            # Read-only: the staged device is never written through; a read-write publication
+            # makes the shared loop device writable (see `amber.pool.attach`).
+            self._pool.attachments.expose("volume", volume.name, target, read_only=True)
         else:
             self._pool.attachments.mount("volume", volume.name, staging, options=access.mount_flags)
 
@@ -213,7 +216,6 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
         try:
             if volume.mode is VolumeMode.BLOCK:
                 self._pool.attachments.expose("volume", volume.name, target, read_only=read_only)
-                self._apply_device_read_only(volume)
             else:
                 flags = [f for f in access.mount_flags if f in PUBLISH_FLAGS]
                 self._pool.attachments.mount(
@@ -224,20 +226,6 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
                 _remove_created(target, directory=volume.mode is VolumeMode.FILESYSTEM)
             raise
 
-    def _apply_device_read_only(self, volume: Volume) -> None:
-        """The loop device is read-only while every publication of the volume is read-only."""
-        published = [
-            a
-            for a in self._attachments(volume)
-            if a.kind is AttachmentKind.DEVICE and a.path.name != STAGED_DEVICE
-        ]
-        if not published:
-            return
-        wanted = all(a.read_only for a in published)
-        device = published[0].loop_device
-        if ioctl.is_read_only(device) != wanted:
-            ioctl.set_read_only(device, wanted)
-
     @rpc_errors()
     def NodeUnpublishVolume(self, request: Any, context: grpc.ServicerContext) -> Any:
         _required(request.volume_id, "volume_id")
@@ -245,21 +233,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
         volume = self._objects.volume(request.volume_id)
         with self._lock(volume):
             if any(a.path == target for a in self._attachments(volume)):
-                released = self._pool.attachments.release("volume", volume.name, target)
-                if volume.mode is VolumeMode.BLOCK and released:
-                    self._restore_device_write(volume, released[0].loop_device)
+                self._pool.attachments.release("volume", volume.name, target)
             _remove_created(target, directory=volume.mode is VolumeMode.FILESYSTEM)
         return csi_pb2.NodeUnpublishVolumeResponse()
-
-    def _restore_device_write(self, volume: Volume, device: Path) -> None:
-        remaining = [a for a in self._attachments(volume) if a.loop_device == device]
-        if not remaining:
-            return  # the loop device is gone with its last user
-        if all(a.path.name == STAGED_DEVICE for a in remaining):
-            if ioctl.is_read_only(device):
-                ioctl.set_read_only(device, False)
-            return
-        self._apply_device_read_only(volume)
 
     # -- stats and expansion --------------------------------------------------------------
 

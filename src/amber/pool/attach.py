@@ -2,7 +2,13 @@
 
 An object has at most one loop device. Its first filesystem mount mounts the device; further
 mounts bind the first one, so every mount shares one filesystem instance (which is what online
-expansion and freezing act on). Snapshots are always attached and mounted read-only. Every
+expansion and freezing act on). Snapshots are always attached and mounted read-only.
+
+The loop device itself refuses writes (BLKROSET; `ro` in sysfs and `losetup`) while every
+attachment of its object is read-only: a read-only bind of a device node alone would not stop
+`dd`. A read-only device is refused while the object is attached read-write (it would share a
+writable loop device); a read-write attachment made later turns the loop device writable again,
+and releasing it turns it back. Snapshots' loop devices are attached read-only for good. Every
 attachment is a row in the pool database, written after the kernel state exists; recovery
 removes kernel state that has no row and rows whose kernel state is gone (after a reboot).
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +28,7 @@ from amber.domain.models import Attachment, AttachmentKind, Snapshot, Volume, Vo
 from amber.domain.names import validate_name
 from amber.pool.context import PoolContext
 from amber.pool.volumes import grow_filesystem_if_mounted
-from amber.system import fs, loopdev, mount
+from amber.system import fs, ioctl, loopdev, mount
 
 KINDS = ("volume", "snapshot")
 
@@ -75,10 +82,8 @@ class Attachments:
         s: Snapshot = self._ctx.store.snapshot(name)
         return _Target(kind, s.uid, s.name, s.image, s.mode, s.fs_type, True, None)
 
-    def _lock(self, kind: str, name: str):  # type: ignore[no-untyped-def]
-        return self._ctx.locks.hold(
-            f"{kind}:{name}", timeout=self._ctx.settings.lock_timeout, what=f"{kind} {name!r}"
-        )
+    def _lock(self, kind: str, name: str) -> AbstractContextManager[None]:
+        return self._ctx.hold_objects([f"{kind}:{name}"])
 
     # -- filesystem mounts ----------------------------------------------------------------
 
@@ -128,7 +133,7 @@ class Attachments:
         self, obj: _Target, target: Path, read_only: bool, extra: builtins.list[str]
     ) -> Attachment:
         ctx = self._ctx
-        loop = self._loop_for(obj)
+        loop = self._loop_for(obj, writable=not read_only)
         ctx.failpoint("attach.loop-attached")
         mounted = [
             a
@@ -155,15 +160,26 @@ class Attachments:
         else:
             fs.check(loop, obj.fs_type)
 
-    def _loop_for(self, obj: _Target) -> Path:
-        """The object's loop device: the recorded one if it still backs the image, else new."""
+    def _loop_for(self, obj: _Target, *, writable: bool) -> Path:
+        """The object's loop device: the recorded one if it still backs the image, else new.
+
+        A `writable` use gets a device that accepts writes (a read-only one is switched back).
+        """
+        device = self._live_loop(obj)
+        if device is None:
+            return loopdev.attach(obj.image, read_only=obj.snapshot)
+        if writable and not obj.snapshot and ioctl.is_read_only(device):
+            ioctl.set_read_only(device, False)
+        return device
+
+    def _live_loop(self, obj: _Target) -> Path | None:
         live = {loop.device for loop in loopdev.find_loops(obj.image)}
         for attachment in self._ctx.store.attachments(obj.uid):
             if attachment.loop_device in live:
                 return attachment.loop_device
         for device in live:  # attached but unrecorded: a leftover, reuse it
             return device
-        return loopdev.attach(obj.image, read_only=obj.snapshot)
+        return None
 
     # -- block devices --------------------------------------------------------------------
 
@@ -184,8 +200,21 @@ class Attachments:
                     return existing
                 if mount.is_mounted(path):
                     raise FailedPrecondition(f"something else is already mounted at {path}")
+            read_only = read_only or obj.snapshot
+            if read_only:
+                self._check_no_writer(obj)
             return self._journaled_attach(
-                obj, path, lambda: self._expose_locked(obj, path, read_only or obj.snapshot)
+                obj, path, lambda: self._expose_locked(obj, path, read_only)
+            )
+
+    def _check_no_writer(self, obj: _Target) -> None:
+        writers = [a for a in self._ctx.store.attachments(obj.uid) if not a.read_only]
+        if writers:
+            where = ", ".join(str(a.path) for a in writers)
+            raise FailedPrecondition(
+                f"{obj.kind} {obj.name!r} is attached read-write at {where}: a read-only device "
+                f"would share its writable loop device; release it first "
+                f"(`amber {obj.kind} unmount {obj.name}`)"
             )
 
     def _journaled_attach(
@@ -199,6 +228,7 @@ class Attachments:
             with self._ctx.store.transaction() as db:
                 self._ctx.store.add_attachment(db, attachment)
                 self._ctx.store.journal_remove(journal_id, db)
+            sync_device_read_only(self._ctx, obj.uid, obj.image)
         except BaseException:
             undo_attach(self._ctx, payload)
             self._ctx.store.journal_remove(journal_id)
@@ -206,7 +236,7 @@ class Attachments:
         return attachment
 
     def _expose_locked(self, obj: _Target, path: Path | None, read_only: bool) -> Attachment:
-        loop = self._loop_for(obj)
+        loop = self._loop_for(obj, writable=not read_only)
         if path is None:
             return Attachment(obj.uid, obj.name, AttachmentKind.DEVICE, loop, loop, read_only)
         if not path.exists():
@@ -260,7 +290,19 @@ def finish_detach(ctx: PoolContext, journal_id: int, payload: Mapping[str, Any])
     _release_paths(ctx, [str(t) for t in targets])
     ctx.failpoint("detach.unmounted")
     _detach_if_unused(ctx, str(payload["uid"]), Path(str(payload["image"])))
+    sync_device_read_only(ctx, str(payload["uid"]), Path(str(payload["image"])))
     ctx.store.journal_remove(journal_id)
+
+
+def sync_device_read_only(ctx: PoolContext, uid: str, image: Path) -> None:
+    """Make the object's loop device read-only iff every attachment of it is read-only."""
+    attachments = ctx.store.attachments(uid)
+    if not attachments:
+        return
+    wanted = all(a.read_only for a in attachments)
+    for loop in loopdev.find_loops(image):
+        if ioctl.is_read_only(loop.device) != wanted:
+            ioctl.set_read_only(loop.device, wanted)
 
 
 def undo_attach(ctx: PoolContext, payload: Mapping[str, Any]) -> None:

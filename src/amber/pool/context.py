@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amber.domain.errors import OutOfSpace
+from amber.domain.errors import AmberError, OutOfSpace
 from amber.domain.units import MiB, format_size
 from amber.pool.locks import LockTable
 from amber.pool.store import FULL_BYTES, MetadataStore
@@ -69,6 +70,33 @@ class PoolContext:
         for entry in self.store.journal():
             total += int(entry.payload.get("reserve", 0))
         return total
+
+    @contextmanager
+    def hold_objects(self, keys: list[str]) -> Iterator[None]:
+        """Hold the locks of objects (`volume:NAME`, `snapshot:NAME`) for the body.
+
+        On the way out, while still holding them, the lock file of every object that does not
+        exist (deleted, or never created) is removed, so that lock files do not pile up.
+        """
+        with self.locks.hold_all(keys, timeout=self.settings.lock_timeout) as held:
+            try:
+                yield
+            finally:
+                for key, lock in held.items():
+                    if not self.object_exists(key):
+                        lock.discard()
+
+    def object_exists(self, key: str) -> bool:
+        """Whether the object a lock key names exists (True for keys that name no object)."""
+        kind, _, name = key.partition(":")
+        try:
+            if kind == "volume":
+                return self.store.find_volume(name) is not None
+            if kind == "snapshot":
+                return self.store.find_snapshot(name) is not None
+        except AmberError:
+            return True  # cannot tell (e.g. a full pool): keep the file
+        return True
 
     def check_room_locked(self, new_bytes: int, what: str) -> None:
         """Refuse `what` if it does not fit; call with the pool lock held."""

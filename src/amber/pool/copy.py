@@ -55,7 +55,13 @@ def consistent_copy(
         copy_image(ctx, source, target)
         return
     frozen_at = mounts[0]
-    ctx.store.journal_update(journal_id, {**payload, "frozen": str(frozen_at)})
+    source_volume = ctx.store.volume_by_uid(source_uid)
+    frozen_by = f"volume:{source_volume.name}" if source_volume else ""
+    # Recovery thaws `frozen` only if it can take `frozen_by`: a live snapshot of the same
+    # volume, whose freeze this must not cut short, holds that lock.
+    ctx.store.journal_update(
+        journal_id, {**payload, "frozen": str(frozen_at), "frozen_by": frozen_by}
+    )
     with freeze.frozen(frozen_at, ctx.settings.freeze_limit, ctx.failpoint) as held:
         ctx.failpoint("copy.frozen")
         copy_image(ctx, source, target)

@@ -43,8 +43,11 @@ def recover(ctx: PoolContext) -> list[str]:
         try:
             if not any(e.id == entry.id for e in ctx.store.journal()):
                 continue  # finished while we waited for the lock
-            _recover_entry(ctx, entry)
+            if not _recover_entry(ctx, entry):
+                continue
             done.append(f"recovered interrupted {entry.op} of {entry.lock_key}")
+            if not ctx.object_exists(entry.lock_key):
+                ctx.locks.discard(entry.lock_key, fd)
         finally:
             ctx.locks.release(fd)
     done += _reconcile_attachments(ctx)
@@ -53,9 +56,29 @@ def recover(ctx: PoolContext) -> list[str]:
     return done
 
 
-def _undo_create(ctx: PoolContext, entry: JournalEntry, payload: dict[str, Any]) -> None:
-    if payload.get("frozen"):
+def _thaw_leftover(ctx: PoolContext, payload: dict[str, Any]) -> bool:
+    """Thaw what a killed copy froze, unless a live operation holds the source volume now
+    (a freeze may then be its own); return False if the entry must wait for a later open.
+
+    The freeze guard thaws when its process dies; this covers a guard killed with it.
+    """
+    if not payload.get("frozen"):
+        return True
+    owner = str(payload.get("frozen_by") or "")
+    fd = ctx.locks.try_acquire(owner) if owner else None
+    if owner and fd is None:
+        return False
+    try:
         ioctl.thaw(Path(payload["frozen"]))
+    finally:
+        if fd is not None:
+            ctx.locks.release(fd)
+    return True
+
+
+def _undo_create(ctx: PoolContext, entry: JournalEntry, payload: dict[str, Any]) -> bool:
+    if not _thaw_leftover(ctx, payload):
+        return False
     uid = str(payload["uid"])
     known = ctx.store.volume_by_uid(uid) or ctx.store.snapshot_by_uid(uid)
     if known is None:
@@ -63,13 +86,15 @@ def _undo_create(ctx: PoolContext, entry: JournalEntry, payload: dict[str, Any])
             loopdev.detach(loop.device)
         remove_file(Path(payload["image"]))
     ctx.store.journal_remove(entry.id)
+    return True
 
 
-def _recover_entry(ctx: PoolContext, entry: JournalEntry) -> None:
+def _recover_entry(ctx: PoolContext, entry: JournalEntry) -> bool:
+    """Finish or undo one stale entry; False if it must wait (left for a later open)."""
     payload = entry.payload
     if entry.op in ("create_volume", "create_snapshot"):
-        _undo_create(ctx, entry, payload)
-    elif entry.op in ("delete_volume", "delete_snapshot"):
+        return _undo_create(ctx, entry, payload)
+    if entry.op in ("delete_volume", "delete_snapshot"):
         finish_delete(ctx, entry.id, payload, kind=entry.op.removeprefix("delete_"))
     elif entry.op == "expand_volume":
         volume = ctx.store.volume_by_uid(str(payload["uid"]))
@@ -84,6 +109,8 @@ def _recover_entry(ctx: PoolContext, entry: JournalEntry) -> None:
         finish_detach(ctx, entry.id, payload)
     else:
         log.error("unknown journal operation %r left in place", entry.op)
+        return False
+    return True
 
 
 def _reconcile_attachments(ctx: PoolContext) -> list[str]:

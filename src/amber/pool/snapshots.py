@@ -41,7 +41,7 @@ class Snapshots:
         validate_name("snapshot", name)
         ctx = self._ctx
         keys = [f"snapshot:{name}", f"volume:{volume_name}"]
-        with ctx.locks.hold_all(keys, timeout=ctx.settings.lock_timeout):
+        with ctx.hold_objects(keys):
             existing = ctx.store.find_snapshot(name)
             if existing is not None:
                 if exist_ok and existing.volume_name == volume_name:
@@ -93,9 +93,7 @@ class Snapshots:
         """Delete a snapshot that is not mounted."""
         validate_name("snapshot", name)
         ctx = self._ctx
-        with ctx.locks.hold(
-            f"snapshot:{name}", timeout=ctx.settings.lock_timeout, what=f"snapshot {name!r}"
-        ):
+        with ctx.hold_objects([f"snapshot:{name}"]):
             snapshot = ctx.store.snapshot(name)
             delete_unused_locked(ctx, "snapshot", snapshot.uid, name, snapshot.image)
         return snapshot

@@ -94,7 +94,7 @@ class Volumes:
             raise InvalidArgument(f"volume {request.name!r} cannot be cloned from itself")
         ctx = self._ctx
         keys = [f"volume:{request.name}", *_source_lock(request)]
-        with ctx.locks.hold_all(keys, timeout=ctx.settings.lock_timeout):
+        with ctx.hold_objects(keys):
             existing = ctx.store.find_volume(request.name)
             if existing is not None:
                 return self._existing(existing, request, exist_ok)
@@ -262,9 +262,7 @@ class Volumes:
         """Delete a volume that is not in use; its snapshots stay."""
         validate_name("volume", name)
         ctx = self._ctx
-        with ctx.locks.hold(
-            f"volume:{name}", timeout=ctx.settings.lock_timeout, what=f"volume {name!r}"
-        ):
+        with ctx.hold_objects([f"volume:{name}"]):
             volume = ctx.store.volume(name)
             delete_unused_locked(ctx, "volume", volume.uid, name, volume.image)
         return volume
@@ -275,9 +273,7 @@ class Volumes:
         """Grow a volume; online if mounted (image, loop device, then filesystem)."""
         validate_name("volume", name)
         ctx = self._ctx
-        with ctx.locks.hold(
-            f"volume:{name}", timeout=ctx.settings.lock_timeout, what=f"volume {name!r}"
-        ):
+        with ctx.hold_objects([f"volume:{name}"]):
             volume = ctx.store.volume(name)
             new_size = round_up(size, ALIGNMENT)
             if size <= 0 or new_size < volume.size:

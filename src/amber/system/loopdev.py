@@ -6,12 +6,14 @@ state is read back from sysfs, which is the kernel's truth and survives our own 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from amber.domain.errors import Busy, SystemFailure
+from amber.system import ioctl
 from amber.system.run import run
 
 _SYS_BLOCK = Path("/sys/block")
@@ -58,11 +60,22 @@ def attach(image: Path, *, read_only: bool = False) -> Path:
     device = Path(out.strip())
     if not device.name.startswith("loop"):
         raise SystemFailure(f"losetup returned an unexpected device {out.strip()!r}")
+    if not read_only and ioctl.is_read_only(device):
+        # The kernel keeps a BLKROSET flag across detach and reuse of a loop device: a device
+        # someone left read-only must not make this writable attachment read-only.
+        ioctl.set_read_only(device, False)
     return device
 
 
 def detach(device: Path, *, attempts: int = 20) -> None:
-    """Detach a loop device, retrying briefly while the kernel still holds it (udev, umount)."""
+    """Detach a loop device, retrying briefly while the kernel still holds it (udev, umount).
+
+    A read-only flag set with BLKROSET is cleared first: it would outlive the detach and make
+    the next user of this device number read-only.
+    """
+    with contextlib.suppress(OSError, SystemFailure):
+        if ioctl.is_read_only(device):
+            ioctl.set_read_only(device, False)
     for attempt in range(attempts):
         try:
             run(["losetup", "--detach", str(device)], timeout=30)
