@@ -11,7 +11,7 @@ import pytest
 from amber.blobstore.base import BlobInfo, BlobStore
 from amber.blobstore.faulty import Fault, FaultyStore
 from amber.blobstore.filestore import FileStore
-from amber.blobstore.retry import RetryingStore
+from amber.blobstore.retry import RetryingStore, RetryWait
 from amber.domain.errors import (
     AmberError,
     InvalidArgument,
@@ -235,3 +235,83 @@ def test_retry_settings_are_checked() -> None:
         RetryingStore(inner, base_delay=2.0, max_delay=1.0)
     with pytest.raises(InvalidArgument):
         RetryingStore(inner, deadline=0)
+
+
+def test_a_store_that_never_answered_gets_the_short_budget(file_store: FileStore) -> None:
+    clock = FakeClock()
+    heard: list[RetryWait] = []
+    faulty = FaultyStore(file_store, [Fault("get", times=100)])
+    store = retrying(
+        faulty, clock, attempts=100, deadline=120.0, first_deadline=5.0, on_retry=heard.append
+    )
+    with pytest.raises(Unavailable, match="gave up after"):
+        store.get("k")
+    assert sum(clock.sleeps) <= 5.0
+    assert heard == []  # a misconfigured target fails quickly, with one line
+    assert not store.answered
+
+
+def test_an_outage_after_the_first_answer_is_ridden_out_and_announced(
+    file_store: FileStore,
+) -> None:
+    clock = FakeClock()
+    heard: list[RetryWait] = []
+    file_store.put("k", b"v")
+    faulty = FaultyStore(file_store, [Fault("get", times=12, kind="reset")])
+    store = retrying(
+        faulty,
+        clock,
+        attempts=100,
+        base_delay=0.25,
+        max_delay=8.0,
+        deadline=120.0,
+        first_deadline=5.0,
+        on_retry=heard.append,
+    )
+    assert store.exists("k")  # the first answer
+    assert store.get("k") == b"v"  # after 12 failures, far past the 5 s first-contact budget
+    assert sum(clock.sleeps) > 5.0
+    assert [wait.attempt for wait in heard] == list(range(1, 13))
+    assert all(wait.budget == 120.0 for wait in heard)
+    assert "connection reset" in heard[0].message
+    assert heard[-1].waited == pytest.approx(sum(clock.sleeps[:-1]))
+    faulty.assert_all_fired()
+
+
+def test_the_retry_budget_still_ends_a_long_outage(file_store: FileStore) -> None:
+    clock = FakeClock()
+    file_store.put("k", b"v")
+    faulty = FaultyStore(file_store, [Fault("get", times=1000)])
+    store = retrying(faulty, clock, attempts=1000, max_delay=8.0, deadline=120.0)
+    assert store.exists("k")
+    with pytest.raises(Unavailable, match="gave up after"):
+        store.get("k")
+    assert 100.0 < sum(clock.sleeps) <= 120.0
+
+
+def test_a_listing_that_never_reached_the_store_keeps_the_short_budget(
+    file_store: FileStore,
+) -> None:
+    clock = FakeClock()
+
+    class LazilyUnreachable(FaultyStore):
+        """Like S3: `list` returns at once, the request fails when iterated."""
+
+        def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+            def failing() -> Iterator[BlobInfo]:
+                raise Unavailable("cannot reach the service (injected)")
+                yield  # a generator
+
+            return failing()
+
+    store = retrying(
+        LazilyUnreachable(file_store, []),
+        clock,
+        attempts=100,
+        deadline=120.0,
+        first_deadline=5.0,
+    )
+    with pytest.raises(Unavailable, match="gave up after"):
+        list(store.list("data/"))
+    assert sum(clock.sleeps) <= 5.0
+    assert not store.answered

@@ -130,7 +130,7 @@ class _BusyRepo:
         self.busy_times = busy_times
         self.calls = 0
 
-    def lock(self, holder: str, kind: object) -> str:
+    def lock(self, holder: str, kind: object, *, reader: bool = False) -> str:
         self.calls += 1
         if self.calls <= self.busy_times:
             raise Busy("exclusive lock held by prune")

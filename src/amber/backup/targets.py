@@ -21,10 +21,15 @@ use it unchanged. The access key *id* is stored (it identifies, it does not auth
 is never shown either. Secret file contents are read when a target is opened and handed to the
 store or the key derivation, never logged, printed or put in an error message.
 
-Every remote call of an opened target goes through `RetryingStore` with a short budget (a few
-attempts with backoff within `TargetRuntime.deadline` seconds), and each attempt is bounded by
-the store's own timeouts (S3 connect/read timeouts, the file store's per-call timeout): an
-unreachable target fails in seconds with one line saying which target and why.
+Every remote call of an opened target goes through `RetryingStore`, and each attempt is bounded
+by the store's own timeouts (S3 connect/read timeouts, the file store's per-call timeout). A
+target that has not answered yet gets a short budget (`TargetRuntime.first_contact_deadline`,
+10 s): a wrong endpoint or a target that is down fails in seconds with one line saying which
+target and why. Once it has answered, an outage is retried with backoff for up to the *retry
+budget* (`TargetRuntime.deadline`, 120 s by default: long enough for an S3 gateway to restart
+or an NFS server to fail over), each pause announced through `TargetRuntime.on_retry`. The
+budget is set per target by the stored option `retry-budget` (seconds) and for one command by
+the environment variable `AMBER_RETRY_BUDGET`, which wins.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +54,7 @@ from amber.backup.layout import BACKUPS_PREFIX, Clock
 from amber.backup.repository import Repository, init_repository, open_repository, read_config
 from amber.blobstore.base import BlobStore
 from amber.blobstore.filestore import FileStore
-from amber.blobstore.retry import RetryingStore
+from amber.blobstore.retry import RetryingStore, RetryWait
 from amber.domain.errors import (
     AlreadyExists,
     AmberError,
@@ -78,8 +83,11 @@ STORED_OPTIONS = frozenset(
         "connect-timeout",
         "read-timeout",
         "timeout",
+        "retry-budget",
     }
 )
+RETRY_BUDGET_OPTION = "retry-budget"
+RETRY_BUDGET_ENV = "AMBER_RETRY_BUDGET"
 _PATH_OPTIONS = ("ca-bundle", "credentials-file")
 
 
@@ -114,6 +122,7 @@ class Target:
             )
         if self.encryption not in (ENCRYPTION_AES, ENCRYPTION_NONE):
             raise InvalidArgument(f"target {self.name!r}: unknown encryption {self.encryption!r}")
+        _target_budget(self)
         given = [f for f in (self.password_file, self.key_file) if f]
         if self.encryption == ENCRYPTION_NONE and given:
             raise InvalidArgument("--no-encryption takes no password or key file")
@@ -300,30 +309,76 @@ class TargetConfig:
 class TargetRuntime:
     """How hard to try a target before giving up (read once at the edge)."""
 
-    attempts: int = 4
-    """Tries per remote call (only 'unavailable' failures are retried)."""
+    attempts: int = 1000
+    """Tries per remote call at most (only 'unavailable' failures are retried); the budgets
+    below end a call first."""
     base_delay: float = 0.25
     """First pause between tries; it doubles each time."""
-    max_delay: float = 4.0
+    max_delay: float = 8.0
     """Longest pause between tries."""
-    deadline: float = 30.0
-    """No new try starts this many seconds after a call began."""
+    deadline: float = 120.0
+    """The retry budget: once the target has answered, no new try starts this many seconds
+    after a call began (a target's `retry-budget` option replaces it)."""
+    first_contact_deadline: float = 10.0
+    """The budget of calls until the target has answered once."""
+    on_retry: Callable[[RetryWait], None] | None = field(default=None, compare=False)
+    """Hears of every pause of an outage (the CLI prints a status line)."""
+    budget_from_env: bool = False
+    """`deadline` came from `AMBER_RETRY_BUDGET`: a target's option does not replace it."""
     scrypt: ScryptParams = field(default_factory=ScryptParams)
     """scrypt cost for the password slot written when a repository is created."""
     key_cache: Path | None = field(default_factory=lambda: key_cache_dir(os.environ))
     """Where unlocked keys of password targets are remembered (`amber.backup.keycache`);
     None: nowhere. Set by `AMBER_KEY_CACHE` (a directory, or `off`)."""
 
-    def retrying(self, store: BlobStore) -> RetryingStore:
-        """`store` (unwrapped if it already retries) retried within this budget."""
+    def retrying(self, store: BlobStore, budget: float | None = None) -> RetryingStore:
+        """`store` (unwrapped if it already retries) retried within this runtime's budgets, or
+        `budget` seconds (a target's own) unless the environment set the budget."""
         inner = store.inner if isinstance(store, RetryingStore) else store
+        deadline = self.deadline if budget is None or self.budget_from_env else budget
         return RetryingStore(
             inner,
             attempts=self.attempts,
             base_delay=self.base_delay,
             max_delay=self.max_delay,
-            deadline=self.deadline,
+            deadline=deadline,
+            first_deadline=min(self.first_contact_deadline, deadline),
+            on_retry=self.on_retry,
         )
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], on_retry: Callable[[RetryWait], None] | None = None
+    ) -> TargetRuntime:
+        """The defaults, with `AMBER_RETRY_BUDGET` (seconds) as the retry budget if set."""
+        value = environ.get(RETRY_BUDGET_ENV)
+        if value is None or not value.strip():
+            return cls(on_retry=on_retry)
+        return cls(
+            deadline=parse_retry_budget(value, RETRY_BUDGET_ENV),
+            on_retry=on_retry,
+            budget_from_env=True,
+        )
+
+
+def parse_retry_budget(value: str, where: str) -> float:
+    """A retry budget in seconds (more than 0, at most a day); InvalidArgument otherwise."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 86400:
+        raise InvalidArgument(
+            f"{where} must be a number of seconds between 0 and 86400 (a day), not {value!r}"
+        )
+    return seconds
+
+
+def _target_budget(target: Target) -> float | None:
+    value = target.options.get(RETRY_BUDGET_OPTION)
+    if value is None:
+        return None
+    return parse_retry_budget(value, f"option {RETRY_BUDGET_OPTION} of target {target.name!r}")
 
 
 def key_cache_dir(environ: Mapping[str, str]) -> Path | None:
@@ -367,8 +422,9 @@ def credentials(target: Target) -> Credentials | None:
 
 
 def store_options(target: Target) -> dict[str, str]:
-    """The store options with the secret key read from its file."""
-    options = dict(target.options)
+    """The store options with the secret key read from its file (options of the retry
+    wrapper left out)."""
+    options = {k: v for k, v in target.options.items() if k != RETRY_BUDGET_OPTION}
     secret = _read_secret(target.secret_key_file, "secret key")
     if secret is not None:
         options["secret-key"] = secret.decode("utf-8").strip()
@@ -403,11 +459,13 @@ def open_store(target: Target, runtime: TargetRuntime | None = None) -> BlobStor
     of a second, which a file target need not pay.
     """
     runtime = runtime or TargetRuntime()
+    budget = _target_budget(target)
     if target.url.startswith("file:"):
-        return runtime.retrying(_file_store(target.url, target.options))
+        options = {k: v for k, v in target.options.items() if k != RETRY_BUDGET_OPTION}
+        return runtime.retrying(_file_store(target.url, options), budget)
     from amber.blobstore.target import open_store as open_url
 
-    return runtime.retrying(open_url(target.url, store_options(target)))
+    return runtime.retrying(open_url(target.url, store_options(target)), budget)
 
 
 def open_target_repository(

@@ -11,6 +11,12 @@ without atomic puts); a repeated delete of a deleted key is not an error.
 Backoff doubles from `base_delay` up to `max_delay`, with "equal jitter": each pause is drawn
 from [d/2, d] for the nominal delay d, so pauses still grow while concurrent clients spread
 out. Sleep, clock and randomness are injected so that tests never wait.
+
+Two budgets: until the store has answered once, a call gives up after `first_deadline`
+seconds (a mistyped endpoint or a target that is down when the command starts fails within
+seconds); once it has answered, an outage is ridden out for up to `deadline` seconds per call
+(a restarting S3 gateway, a failing-over NFS server, a flapping link), and every pause is
+announced through `on_retry` so that a command never hangs silently.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from amber.blobstore.base import BlobInfo, BlobStore, Payload
@@ -28,12 +35,30 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class RetryWait:
+    """One pause before a retry, as `on_retry` hears of it."""
+
+    message: str
+    """The failure being retried (one line, no secrets)."""
+    attempt: int
+    """The attempt that failed (1-based)."""
+    delay: float
+    """Seconds until the next attempt."""
+    waited: float
+    """Seconds since the call began."""
+    budget: float | None
+    """Seconds the call may take in all (None: bounded by attempts only)."""
+
+
 class RetryingStore:
     """A BlobStore that retries the `Unavailable` failures of `inner`.
 
     A call gives up after `attempts` tries, or earlier when the next pause would end more than
-    `deadline` seconds (by `clock`) after the call began; it then raises `Unavailable` whose
-    message ends with the number of attempts made, chained to the last failure.
+    `deadline` seconds (by `clock`) after the call began — `first_deadline` instead, if given,
+    while the store has not answered any call yet; it then raises `Unavailable` whose message
+    ends with the number of attempts made, chained to the last failure. `on_retry` hears of
+    every pause once the store has answered (before that, the short budget ends soon anyway).
     """
 
     def __init__(
@@ -47,11 +72,14 @@ class RetryingStore:
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        first_deadline: float | None = None,
+        on_retry: Callable[[RetryWait], None] | None = None,
     ) -> None:
         if attempts < 1 or base_delay < 0 or max_delay < base_delay:
             raise InvalidArgument("retry needs attempts >= 1 and 0 <= base_delay <= max_delay")
-        if deadline is not None and deadline <= 0:
-            raise InvalidArgument("a retry deadline must be a positive number of seconds")
+        for budget in (deadline, first_deadline):
+            if budget is not None and budget <= 0:
+                raise InvalidArgument("a retry deadline must be a positive number of seconds")
         self._inner = inner
         self._attempts = attempts
         self._base_delay = base_delay
@@ -60,6 +88,9 @@ class RetryingStore:
         self._deadline = deadline
         self._clock = clock
         self._rng = rng or random.Random()
+        self._first_deadline = first_deadline
+        self._on_retry = on_retry
+        self._answered = False  # set once any call succeeded; never reset
 
     @property
     def inner(self) -> BlobStore:
@@ -111,19 +142,28 @@ class RetryingStore:
         returned, so each key is yielded once. Attempts are counted from the last progress:
         a long listing on a flaky link may restart more than `attempts` times in all, but never
         more than `attempts` times in a row without new keys."""
-        first = self._call(lambda: self._inner.list(prefix))  # checks the prefix eagerly
+        # checks the prefix eagerly; a lazy listing has not reached the store yet
+        first = self._call(lambda: self._inner.list(prefix), answers=False)
         return self._list(prefix, first)
 
     # -- internals --------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[[], T]) -> T:
+    @property
+    def answered(self) -> bool:
+        """Whether the store has answered a call (the long budget applies)."""
+        return self._answered
+
+    def _call(self, fn: Callable[[], T], *, answers: bool = True) -> T:
         start = self._clock()
         attempt = 1
         while True:
             try:
-                return fn()
+                result = fn()
             except Unavailable as e:
                 self._pause_or_give_up(e, attempt, start)
+            else:
+                self._answered = self._answered or answers
+                return result
             attempt += 1
 
     def _list(self, prefix: str, listing: Iterator[BlobInfo]) -> Iterator[BlobInfo]:
@@ -134,6 +174,7 @@ class RetryingStore:
             before = len(seen)
             try:
                 for info in listing:
+                    self._answered = True
                     if info.key not in seen:
                         seen.add(info.key)
                         yield info
@@ -142,20 +183,29 @@ class RetryingStore:
                     start, attempt = self._clock(), 1
                 self._pause_or_give_up(e, attempt, start)
                 attempt += 1
-                listing = self._call(lambda: self._inner.list(prefix))
+                listing = self._call(lambda: self._inner.list(prefix), answers=False)
             else:
+                self._answered = True
                 return
+
+    def _budget(self) -> float | None:
+        if self._answered or self._first_deadline is None:
+            return self._deadline
+        return self._first_deadline
 
     def _pause_or_give_up(self, error: Unavailable, attempt: int, start: float) -> None:
         """Sleep before attempt `attempt + 1`, or raise if the budget is spent."""
         delay = self._delay(attempt)
-        out_of_time = self._deadline is not None and self._clock() + delay - start > self._deadline
-        if attempt >= self._attempts or out_of_time:
+        budget = self._budget()
+        waited = self._clock() - start
+        if attempt >= self._attempts or (budget is not None and waited + delay > budget):
             plural = "s" if attempt > 1 else ""
             raise Unavailable(
                 f"{error.message} (gave up after {attempt} attempt{plural})"
             ) from error
         log.info("retrying in %.2f s after attempt %d failed: %s", delay, attempt, error.message)
+        if self._on_retry is not None and self._answered:
+            self._on_retry(RetryWait(error.message, attempt, delay, waited, budget))
         self._sleep(delay)
 
     def _delay(self, attempt: int) -> float:

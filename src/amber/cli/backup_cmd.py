@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -26,10 +29,12 @@ from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
 from amber.backup.targets import (
     TargetConfig,
+    TargetRuntime,
     backup_handle,
     open_target_repository,
     parse_backup_ref,
 )
+from amber.blobstore.retry import RetryWait
 from amber.cli import output
 from amber.cli.state import CliState, state
 from amber.cli.target_cmd import ConfigOption, remember_config, targets_config
@@ -97,7 +102,32 @@ def _resolve(config: TargetConfig, ref: str, target: str | None) -> tuple[str, s
 
 
 def _open(ctx: typer.Context, target: str, *, create: bool = False) -> Repository:
-    return open_target_repository(targets_config(ctx).get(target), create=create)
+    runtime = TargetRuntime.from_env(os.environ, on_retry=RetryNotices(target))
+    return open_target_repository(targets_config(ctx).get(target), create=create, runtime=runtime)
+
+
+class RetryNotices:
+    """Status lines on stderr while a target is out (at most one a second): a long outage
+    must not look like a hang."""
+
+    def __init__(self, target: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._target = target
+        self._clock = clock
+        self._last: float | None = None
+        self._mutex = threading.Lock()
+
+    def __call__(self, wait: RetryWait) -> None:
+        with self._mutex:
+            now = self._clock()
+            if self._last is not None and now - self._last < 1.0:
+                return
+            self._last = now
+        budget = f" of the {wait.budget:.0f} s retry budget" if wait.budget else ""
+        sys.stderr.write(
+            f"waiting for target {self._target}: {wait.message}; retrying in {wait.delay:.1f} s "
+            f"({wait.waited:.0f} s{budget} used)\n"
+        )
+        sys.stderr.flush()
 
 
 def _labels(pairs: Sequence[str]) -> dict[str, str]:
