@@ -25,7 +25,7 @@ from amber.domain.units import GiB, MiB
 from amber.system import loopdev
 from tests.csi.conftest import make_pool, remove_pool
 from tests.csi.driver import DriverProcess, pool_state, start_driver
-from tests.sanity.tools import k8s_binary
+from tests.k8s_tools import k8s_bin
 
 SANITY_TIMEOUT = 900.0
 SNAPSHOT_PARAMETERS = "type: local\n"
@@ -73,7 +73,7 @@ class Outcome:
 
 @pytest.fixture
 def csi_sanity() -> Path:
-    return k8s_binary("csi-sanity")
+    return k8s_bin("csi-sanity") / "csi-sanity"
 
 
 @pytest.fixture
