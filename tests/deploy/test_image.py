@@ -101,17 +101,20 @@ def test_the_script_installs_the_tools_amber_calls() -> None:
 @pytest.mark.slow
 def test_the_script_makes_a_working_non_editable_install(tmp_path: Path) -> None:
     prefix, bin_dir = tmp_path / "prefix", tmp_path / "bin"
+    # A clean environment: nothing may lead Python back to the source tree.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     done = subprocess.run(
         ["bash", str(SCRIPT), "--prefix", str(prefix), "--link", str(bin_dir), str(REPO)],
         capture_output=True,
         text=True,
         check=False,
         timeout=600,
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        env=env,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     helped = subprocess.run(
-        [str(bin_dir / "amber"), "--help"], capture_output=True, text=True, check=False
+        [str(bin_dir / "amber"), "--help"], capture_output=True, text=True, check=False, env=env
     )
     assert helped.returncode == 0, helped.stderr
     assert "pool" in helped.stdout
@@ -124,6 +127,7 @@ def test_the_script_makes_a_working_non_editable_install(tmp_path: Path) -> None
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     module = Path(json.loads(where.stdout))
     assert module.is_relative_to(prefix)  # installed, not a link back to the source tree

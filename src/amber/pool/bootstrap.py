@@ -75,8 +75,9 @@ def parse_source(text: str) -> PoolSource:
         return PoolSource(SourceKind.IMAGE, size=parse_size(value))
     if kind == "dir" and not value:
         return PoolSource(SourceKind.DIR)
-    if kind == "device" and value.startswith("/dev/"):
-        return PoolSource(SourceKind.DEVICE, device=Path(os.path.normpath(value)))
+    device = os.path.normpath(value) if value.startswith("/") else ""
+    if kind == "device" and device.startswith("/dev/"):
+        return PoolSource(SourceKind.DEVICE, device=Path(device))
     raise InvalidArgument(f"unknown pool source {text.strip()[:80]!r}: {_USAGE}")
 
 
