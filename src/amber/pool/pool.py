@@ -179,6 +179,20 @@ class Pool:
         settings = settings or PoolSettings()
         release_ballast_if_low(root, settings.ballast_bytes)
         store = MetadataStore(root / DB_NAME)
+        try:
+            return cls._open_with(store, root, settings, failpoint)
+        except BaseException:
+            store.close()  # an open database would keep the pool filesystem busy
+            raise
+
+    @classmethod
+    def _open_with(
+        cls,
+        store: MetadataStore,
+        root: Path,
+        settings: PoolSettings,
+        failpoint: Callable[[str], None],
+    ) -> Pool:
         ctx = PoolContext(
             root=root,
             store=store,
