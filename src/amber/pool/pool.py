@@ -212,7 +212,7 @@ class Pool:
         if store.read_only:
             # Recovery decides from what the rows say: it must not act on a view it cannot
             # update. It runs at the first open after space was freed.
-            log.warning(
+            log.info(
                 "pool %s is full and its reserve is used up: its metadata is read-only "
                 "(recovery skipped) until space is freed",
                 root,
