@@ -19,6 +19,7 @@ from amber.pool.store import FULL_BYTES
 from amber.system import fs
 from tests.cli.runner import amber, amber_json
 from tests.conftest import make_xfs, teardown_mounts_under
+from tests.pool.test_full import fill_up
 
 
 @pytest.fixture
@@ -90,7 +91,6 @@ def test_a_full_pool_can_be_seen_unmounted_deleted_and_recovered(full_pool: Path
 
 
 def test_what_needs_room_is_refused_with_one_clear_line(full_pool: Path) -> None:
-    ok(full_pool, "pool", "status")  # frees the reserve: the pool is still nearly full
     for args in (
         ["snapshot", "create", "b", "s"],
         ["volume", "create", "c", "--from-volume", "b"],
@@ -103,3 +103,23 @@ def test_what_needs_room_is_refused_with_one_clear_line(full_pool: Path) -> None
         assert lines[0].startswith("error: "), lines
         assert "full" in lines[0], lines
     assert amber_json(full_pool, "snapshot", "list") == []
+
+
+def test_with_its_reserve_used_up_the_pool_is_still_seen(full_pool: Path) -> None:
+    ok(full_pool, "pool", "status")  # gives the reserve back...
+    fill_up(full_pool.parent)  # ...and the writers eat it too
+
+    status = json.loads(ok(full_pool, "--output", "json", "pool", "status").stdout)
+    assert status["full"] is True
+    assert {v["name"] for v in amber_json(full_pool, "volume", "list")} == {"a", "b"}
+    ok(full_pool, "pool", "check")
+    done = amber(full_pool, "volume", "unmount", "a")
+    assert done.returncode == 6, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: the pool filesystem at "), lines
+    assert "is full" in lines[0], lines
+
+    (full_pool.parent / "filler").unlink()
+    ok(full_pool, "volume", "unmount", "a")
+    ok(full_pool, "volume", "delete", "a")

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from amber.domain.errors import OutOfSpace
-from amber.pool import Pool, PoolSettings
+from amber.domain.models import VolumeMode
+from amber.domain.units import MiB
+from amber.pool import Pool, PoolSettings, VolumeRequest
 from amber.pool.context import BALLAST
 from amber.pool.store import MetadataStore
 from tests.conftest import make_xfs
@@ -77,5 +79,39 @@ def test_opening_a_full_pool_gives_its_reserve_back_first(tiny_fs: Path) -> None
         assert status.space_problem is not None
         assert "nearly full" in status.space_problem
         pool.ctx.store.set_meta("after", "written")  # metadata writes have room again
+    finally:
+        pool.close()
+
+
+def test_a_full_pool_without_its_reserve_opens_read_only(tiny_fs: Path) -> None:
+    """The reserve was given back and eaten too: the pool still opens to be seen (read-only,
+    recovery skipped); what would write answers OutOfSpace; once space is freed it is normal."""
+    root = tiny_fs / "pool"
+    Pool.init_dir(root)
+    with_reserve = Pool.open(root)
+    with_reserve.volumes.create(VolumeRequest("v", 16 * MiB, mode=VolumeMode.BLOCK))
+    with_reserve.close()
+    fill_up(tiny_fs)
+    Pool.open(root).close()  # gives the reserve back...
+    fill_up(tiny_fs)  # ...and the writers eat it too
+
+    pool = Pool.open(root)
+    try:
+        assert pool.ctx.store.read_only
+        assert pool.status().full
+        assert [v.name for v in pool.volumes.list()] == ["v"]
+        assert pool.check() == []
+        with pytest.raises(OutOfSpace, match="is full"):
+            pool.volumes.delete("v")
+        assert [v.name for v in pool.volumes.list()] == ["v"]
+    finally:
+        pool.close()
+
+    (tiny_fs / "filler").unlink()
+    pool = Pool.open(root)
+    try:
+        assert not pool.ctx.store.read_only
+        pool.volumes.delete("v")
+        assert pool.volumes.list() == []
     finally:
         pool.close()

@@ -170,7 +170,9 @@ def release_ballast_if_low(root: Path, size: int) -> bool:
         path.unlink()
     except OSError:
         return False
-    log.warning("pool %s is full: releasing its %s space reserve", root, format_size(size))
+    # INFO, not WARNING: the command's own answer (`pool status`, or its one error line)
+    # already says the pool is full.
+    log.info("pool %s is full: releasing its %s space reserve", root, format_size(size))
     return True
 
 

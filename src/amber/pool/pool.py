@@ -16,6 +16,7 @@ the marker, the filesystem is not mounted — after a reboot — and Amber mount
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from amber.system import blockdev, fs, ioctl, loopdev, mount
 from amber.system.run import run
 
 MARKER = ".amber-pool-image"
+log = logging.getLogger(__name__)
 DEFAULT_POOL = Path("/var/lib/amber/pool")
 DEFAULT_IMAGE = Path("/var/lib/amber/pool.img")
 
@@ -200,7 +202,21 @@ class Pool:
             raise NotFound(f"no Amber pool at {root}: create one with `amber pool init`")
         settings = settings or PoolSettings()
         release_ballast_if_low(root, settings.ballast_bytes)
-        store = MetadataStore(root / DB_NAME)
+        store = MetadataStore(root / DB_NAME, read_only_when_full=True)
+        try:
+            return cls._open_with(store, root, settings, failpoint)
+        except BaseException:
+            store.close()  # an open database would keep the pool filesystem busy
+            raise
+
+    @classmethod
+    def _open_with(
+        cls,
+        store: MetadataStore,
+        root: Path,
+        settings: PoolSettings,
+        failpoint: Callable[[str], None],
+    ) -> Pool:
         ctx = PoolContext(
             root=root,
             store=store,
@@ -215,6 +231,15 @@ class Pool:
             release_ballast_if_low(root, settings.ballast_bytes)
 
         store.before_write = before_write
+        if store.read_only:
+            # Recovery decides from what the rows say: it must not act on a view it cannot
+            # update. It runs at the first open after space was freed.
+            log.info(
+                "pool %s is full and its reserve is used up: its metadata is read-only "
+                "(recovery skipped) until space is freed",
+                root,
+            )
+            return cls(ctx, [])
         recovered = recover(ctx)
         ensure_ballast(ctx)
         return cls(ctx, recovered)

@@ -5,13 +5,19 @@ owner is gone (a killed process releases its flocks), so the entry is stale:
 
 | op              | recovery                                                         |
 |-----------------|------------------------------------------------------------------|
-| create_volume   | undo: thaw a frozen source, remove the image if it has no row      |
+| create_volume   | undo: thaw a frozen source*, remove the image if it has no row     |
 | create_snapshot | undo: the same                                                   |
 | delete_volume   | finish: drop the row, free loop devices, remove the image          |
 | delete_snapshot | finish: the same                                                 |
 | expand_volume   | finish: grow image and loop, record the size; fs grows at mount    |
 | attach          | undo: unmount an unrecorded target, free an unused loop device     |
 | detach          | finish: unmount the targets, drop rows, free the loop device       |
+
+*The freeze guard normally thawed it already when its process died; recovery covers a guard
+killed with it. It thaws only when it can take the source volume's lock: a live operation on
+the source may hold a freeze of its own, so the entry then waits for a later open.
+
+Lock files of objects that no longer exist after recovery are removed.
 
 Then attachment rows whose kernel state is gone (after a reboot) are dropped, so that the next
 mount or CSI stage call converges.

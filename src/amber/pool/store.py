@@ -75,17 +75,51 @@ def new_uid() -> str:
 class MetadataStore:
     """Thread-safe access to the pool database; each public method is one transaction."""
 
-    def __init__(self, path: Path, before_write: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        before_write: Callable[[], None] | None = None,
+        *,
+        read_only_when_full: bool = False,
+    ) -> None:
         self.before_write = before_write
         """Called before each write transaction (the pool frees its space reserve there)."""
         self._lock = threading.RLock()
         self._path = path
+        self.read_only = False
+        """True when the filesystem was too full to open the database for writing and it was
+        opened read-only instead (`read_only_when_full`): reads work, writes raise OutOfSpace."""
         try:
-            self._db = sqlite3.connect(
-                path, timeout=30.0, isolation_level=None, check_same_thread=False
+            self._db = self._connect(self._uri("mode=rwc"))
+            self._setup_closing_on_error()
+        except OutOfSpace:
+            if not read_only_when_full:
+                raise
+            self._db = self._connect(self._read_only_uri())
+            self._db.row_factory = sqlite3.Row
+            self.read_only = True
+
+    def _connect(self, uri: str) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(
+                uri, timeout=30.0, isolation_level=None, check_same_thread=False, uri=True
             )
         except sqlite3.Error as e:
             raise self._storage_error(e, "cannot open its metadata") from e
+
+    def _read_only_uri(self) -> str:
+        """Read-only access that needs no new file: through the live WAL files if a writer
+        keeps them, else the database file alone (it holds everything once no WAL is left)."""
+        wal = self._path.with_name(self._path.name + "-wal")
+        shm = self._path.with_name(self._path.name + "-shm")
+        if wal.exists() and shm.exists():
+            return self._uri("mode=ro")
+        return self._uri("mode=ro&immutable=1")
+
+    def _uri(self, query: str) -> str:
+        return f"{self._path.absolute().as_uri()}?{query}"
+
+    def _setup_closing_on_error(self) -> None:
         try:
             self._setup()
         except BaseException:
