@@ -102,7 +102,7 @@ def _resolve(config: TargetConfig, ref: str, target: str | None) -> tuple[str, s
 
 
 def _open(ctx: typer.Context, target: str, *, create: bool = False) -> Repository:
-    runtime = TargetRuntime.from_env(os.environ, on_retry=RetryNotices(target))
+    runtime = TargetRuntime.for_commands(os.environ, on_retry=RetryNotices(target))
     return open_target_repository(targets_config(ctx).get(target), create=create, runtime=runtime)
 
 
