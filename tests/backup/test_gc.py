@@ -213,7 +213,7 @@ def test_chunks_missing_from_the_index_stop_the_sweep(
     for key in keys(store, "index/"):
         store.delete(key)
     before = keys(store, "")
-    with pytest.raises(FailedPrecondition, match="rebuild-index"):
+    with pytest.raises(FailedPrecondition, match="amber backup repair"):
         prune(
             open_repository(store, PASSWORD, clock=clock),
             RetentionPolicy(keep_last=1),

@@ -9,7 +9,7 @@ lists, left by interrupted backups) is garbage, except that a pack is never dele
 - it is at least as new as the oldest live shared lock held by someone else: a running backup
   may be about to reference it;
 - any chunk that a kept manifest names is missing from the index: then an unindexed pack may
-  hold it, so nothing is swept until `rebuild_index` has run (prune refuses);
+  hold it, so nothing is swept until `amber backup repair` has run (prune refuses);
 - any manifest cannot be read: then its chunks are unknown (prune refuses).
 
 Temporaries that interrupted uploads left on a file target (staged packs of a killed backup,
@@ -177,8 +177,8 @@ def _refuse_missing_chunks(plan: SweepPlan) -> None:
         raise FailedPrecondition(
             f"{len(plan.missing_chunks)} chunk(s) that kept backups use (e.g. {example}) are not "
             "in the index, so their packs could be mistaken for garbage; nothing was deleted. "
-            "Run rebuild-index; if chunks are still missing, check names the damaged backups: "
-            "delete them (they cannot be restored whole) and prune again"
+            "Run `amber backup repair`; if chunks are still missing, check names the damaged "
+            "backups: delete them (they cannot be restored whole) and prune again"
         )
 
 

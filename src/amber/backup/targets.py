@@ -22,14 +22,16 @@ is never shown either. Secret file contents are read when a target is opened and
 store or the key derivation, never logged, printed or put in an error message.
 
 Every remote call of an opened target goes through `RetryingStore`, and each attempt is bounded
-by the store's own timeouts (S3 connect/read timeouts, the file store's per-call timeout). A
-target that has not answered yet gets a short budget (`TargetRuntime.first_contact_deadline`,
-10 s): a wrong endpoint or a target that is down fails in seconds with one line saying which
-target and why. Once it has answered, an outage is retried with backoff for up to the *retry
-budget* (`TargetRuntime.deadline`, 120 s by default: long enough for an S3 gateway to restart
+by the store's own timeouts (S3 connect/read timeouts, the file store's per-call timeout).
+Commands (`TargetRuntime.for_commands`) give a target that has not answered yet a short budget
+(`FIRST_CONTACT_BUDGET`, 10 s): a wrong endpoint or a target that is down fails in seconds with
+one line saying which target and why. Once it has answered, an outage is retried with backoff
+for up to the *retry budget* (`OUTAGE_BUDGET`, 120 s: long enough for an S3 gateway to restart
 or an NFS server to fail over), each pause announced through `TargetRuntime.on_retry`. The
 budget is set per target by the stored option `retry-budget` (seconds) and for one command by
-the environment variable `AMBER_RETRY_BUDGET`, which wins.
+the environment variable `AMBER_RETRY_BUDGET`, which wins. The plain `TargetRuntime()` (the CSI
+node) keeps a short budget per call (4 attempts within 30 s): its background uploads retry by
+themselves, and a gRPC call must answer within the sidecar's timeout.
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ STORED_OPTIONS = frozenset(
 )
 RETRY_BUDGET_OPTION = "retry-budget"
 RETRY_BUDGET_ENV = "AMBER_RETRY_BUDGET"
+OUTAGE_BUDGET = 120.0
+"""Seconds a command retries a target that has answered before giving up on an outage."""
+FIRST_CONTACT_BUDGET = 10.0
+"""Seconds a command tries to reach a target that has not answered yet."""
 _PATH_OPTIONS = ("ca-bundle", "credentials-file")
 
 
@@ -309,18 +315,17 @@ class TargetConfig:
 class TargetRuntime:
     """How hard to try a target before giving up (read once at the edge)."""
 
-    attempts: int = 1000
-    """Tries per remote call at most (only 'unavailable' failures are retried); the budgets
-    below end a call first."""
+    attempts: int = 4
+    """Tries per remote call at most (only 'unavailable' failures are retried)."""
     base_delay: float = 0.25
     """First pause between tries; it doubles each time."""
-    max_delay: float = 8.0
+    max_delay: float = 4.0
     """Longest pause between tries."""
-    deadline: float = 120.0
-    """The retry budget: once the target has answered, no new try starts this many seconds
-    after a call began (a target's `retry-budget` option replaces it)."""
-    first_contact_deadline: float = 10.0
-    """The budget of calls until the target has answered once."""
+    deadline: float = 30.0
+    """The retry budget: no new try starts this many seconds after a call began (a target's
+    `retry-budget` option replaces it)."""
+    first_contact_deadline: float | None = None
+    """The budget of calls until the target has answered once (None: `deadline`)."""
     on_retry: Callable[[RetryWait], None] | None = field(default=None, compare=False)
     """Hears of every pause of an outage (the CLI prints a status line)."""
     budget_from_env: bool = False
@@ -336,28 +341,32 @@ class TargetRuntime:
         `budget` seconds (a target's own) unless the environment set the budget."""
         inner = store.inner if isinstance(store, RetryingStore) else store
         deadline = self.deadline if budget is None or self.budget_from_env else budget
+        first = self.first_contact_deadline
         return RetryingStore(
             inner,
             attempts=self.attempts,
             base_delay=self.base_delay,
             max_delay=self.max_delay,
             deadline=deadline,
-            first_deadline=min(self.first_contact_deadline, deadline),
+            first_deadline=None if first is None else min(first, deadline),
             on_retry=self.on_retry,
         )
 
     @classmethod
-    def from_env(
+    def for_commands(
         cls, environ: Mapping[str, str], on_retry: Callable[[RetryWait], None] | None = None
     ) -> TargetRuntime:
-        """The defaults, with `AMBER_RETRY_BUDGET` (seconds) as the retry budget if set."""
-        value = environ.get(RETRY_BUDGET_ENV)
-        if value is None or not value.strip():
-            return cls(on_retry=on_retry)
+        """What a CLI command uses: outages are retried for `OUTAGE_BUDGET` seconds (or
+        `AMBER_RETRY_BUDGET`, or the target's `retry-budget`), a target that never answered
+        fails within `FIRST_CONTACT_BUDGET`, and `on_retry` hears of every pause."""
+        value = environ.get(RETRY_BUDGET_ENV, "").strip()
         return cls(
-            deadline=parse_retry_budget(value, RETRY_BUDGET_ENV),
+            attempts=10_000,
+            max_delay=8.0,
+            deadline=parse_retry_budget(value, RETRY_BUDGET_ENV) if value else OUTAGE_BUDGET,
+            first_contact_deadline=FIRST_CONTACT_BUDGET,
             on_retry=on_retry,
-            budget_from_env=True,
+            budget_from_env=bool(value),
         )
 
 

@@ -102,7 +102,7 @@ def _resolve(config: TargetConfig, ref: str, target: str | None) -> tuple[str, s
 
 
 def _open(ctx: typer.Context, target: str, *, create: bool = False) -> Repository:
-    runtime = TargetRuntime.from_env(os.environ, on_retry=RetryNotices(target))
+    runtime = TargetRuntime.for_commands(os.environ, on_retry=RetryNotices(target))
     return open_target_repository(targets_config(ctx).get(target), create=create, runtime=runtime)
 
 
@@ -477,8 +477,10 @@ def _print_check(st: CliState, target: str, result: CheckResult) -> None:
 
 @app.command("repair")
 def repair_(ctx: typer.Context, target: TargetOption) -> None:
-    """Rebuild the index from the pack headers (after a damaged or deleted index object),
-    adopt the staged packs of killed backups and remove torn temporary files."""
+    """Rebuild the index from the pack headers; adopt or remove what killed backups left.
+
+    Use it after `check` reports a damaged or missing index object. Takes the exclusive lock.
+    """
     from amber.cli.backup_repair_cmd import run_repair
 
     run_repair(state(ctx), target, _open(ctx, target), _progress(state(ctx)))
@@ -497,8 +499,11 @@ def unlock_(
         typer.Option("--remove-all", help="Remove every lock (only when no amber runs)."),
     ] = False,
 ) -> None:
-    """Remove repository locks: by default the expired ones and those of dead processes of
-    this host; named locks (e.g. an unreadable one) or, with --remove-all, every lock."""
+    """Remove repository locks: stale ones, named ones, or (--remove-all) every lock.
+
+    Without arguments: expired locks and locks of dead processes of this host. Name a lock
+    (e.g. the unreadable one an error or `check` names) to remove it whatever its state.
+    """
     from amber.cli.backup_repair_cmd import run_unlock
 
     if lock_id and remove_all:
