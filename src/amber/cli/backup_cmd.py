@@ -31,6 +31,7 @@ from amber.backup.targets import (
     parse_backup_ref,
 )
 from amber.cli import output
+from amber.cli.numbers import finite, percent
 from amber.cli.state import CliState, state
 from amber.cli.target_cmd import ConfigOption, remember_config, targets_config
 from amber.domain.errors import Corrupt, InvalidArgument
@@ -207,6 +208,7 @@ def restore(
 
     _one_malloc_arena()
     st = state(ctx)
+    wanted = parse_size(size) if size else None
     name, backup_id = _resolve(targets_config(ctx), backup, target)
     repo = _open(ctx, name)
     pool = st.open_pool()
@@ -215,7 +217,7 @@ def restore(
         repo,
         backup_id,
         volume,
-        size=parse_size(size) if size else None,
+        size=wanted,
         options=RestoreOptions(allow_partial=allow_partial),
         progress=_progress(st),
     )
@@ -348,7 +350,12 @@ def prune_(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go.")] = False,
     grace: Annotated[
         float,
-        typer.Option("--grace", help="Never delete packs younger than this (seconds)."),
+        typer.Option(
+            "--grace",
+            min=0.0,
+            callback=finite,
+            help="Never delete packs younger than this (seconds).",
+        ),
     ] = DEFAULT_GRACE_SECONDS,
 ) -> None:
     """Forget backups by policy (per volume), then delete the data no kept backup uses."""
@@ -406,7 +413,12 @@ def check_(
         bool, typer.Option("--read-data", help="Also download and verify every byte.")
     ] = False,
     subset: Annotated[
-        float, typer.Option("--subset", help="With --read-data: percentage of packs to read.")
+        float,
+        typer.Option(
+            "--subset",
+            callback=percent,
+            help="With --read-data: percentage of packs to read.",
+        ),
     ] = 100.0,
 ) -> None:
     """Verify the repository's structure (and with --read-data, its data)."""
