@@ -32,6 +32,8 @@ TARGET = "s3t"
 class Nodes:
     moto: MotoServer
     prefix: str
+    targets: Path
+    """The targets file of nodes A and B (target `s3t`)."""
     pools: list[Path]
     drivers: list[DriverProcess]
 
@@ -57,7 +59,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, xfs_root: Path) -> Iterator[
         keys = (moto.access_key, moto.secret_key)
         targets = write_targets(tmp_path_factory.mktemp("t"), TARGET, moto.endpoint, prefix, keys)
         nothing = tmp_path_factory.mktemp("none") / "targets.json"
-        env = Nodes(moto, prefix, [make_pool(xfs_root) for _ in range(3)], [])
+        env = Nodes(moto, prefix, targets, [make_pool(xfs_root) for _ in range(3)], [])
         fast = ["--upload-retry=0.3", "--upload-attempts=60"]
         try:
             for pool, node, config in zip(

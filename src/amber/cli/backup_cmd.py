@@ -17,6 +17,7 @@ import typer
 
 from amber.backup.backuper import SYSTEM_LABEL_PREFIX, BackupOptions, backup_snapshot
 from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult, prune
+from amber.backup.handles import parse_backup_name
 from amber.backup.keeper import LockKeeper, acquire, holder
 from amber.backup.locks import LockKind
 from amber.backup.manifest import HOLE, ZERO, Manifest
@@ -28,7 +29,6 @@ from amber.backup.targets import (
     TargetConfig,
     backup_handle,
     open_target_repository,
-    parse_backup_ref,
 )
 from amber.cli import output
 from amber.cli.numbers import finite, percent
@@ -84,8 +84,10 @@ def _progress(st: CliState) -> Progress:
 
 
 def _resolve(config: TargetConfig, ref: str, target: str | None) -> tuple[str, str]:
-    """(target, backup id) from a handle, or an id plus --target (or the only target)."""
-    named, backup_id = parse_backup_ref(ref, target)
+    """(target, backup id) from a handle or a CSI snapshot ID (`amber:v1:bak:...`), or an id
+    plus --target (or the only target)."""
+    name = parse_backup_name(ref, target)
+    named, backup_id = name.target, name.backup_id
     if named is None:
         known = sorted(config.load())
         if len(known) != 1:
