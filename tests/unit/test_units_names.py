@@ -29,7 +29,7 @@ def test_parse_size_follows_kubernetes_units(text: str, expected: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "Gi", "-1Gi", "0", "1.Gi", "1 GB", "10gi", "1e9", "1Xi", "2Pi"]
+    "text", ["", "Gi", "-1Gi", "0", "1.Gi", "1 GB", "10 Gi", "10gi", "1e9", "1Xi", "nan"]
 )
 def test_parse_size_rejects_nonsense(text: str) -> None:
     with pytest.raises(InvalidArgument):

@@ -42,6 +42,7 @@ from amber.backup.repository import Repository
 from amber.backup.retention import RetentionItem, RetentionPolicy, apply_retention
 from amber.blobstore.base import BlobInfo
 from amber.domain.errors import FailedPrecondition, InvalidArgument
+from amber.domain.numbers import check_seconds
 
 DEFAULT_GRACE_SECONDS = 24 * 3600.0
 # Prune compacts the index into few objects once backups have left more than this many.
@@ -235,6 +236,7 @@ def prune(
         raise InvalidArgument(
             "refusing to prune with an empty policy: it would remove every backup"
         )
+    check_seconds("grace period", grace_seconds)  # NaN would protect no young pack
     now_of = clock or repo.clock
     held, own = _exclusive_lock(repo, lock, holder)
     try:

@@ -9,7 +9,11 @@ If a rule runs out of items before keeping N, it also keeps the oldest item, so 
 is not thinned to nothing (borg >= 1.2 does the same). Items carrying any of `keep_tags` are
 always kept and do not count toward any rule.
 
-An empty policy keeps nothing; `gc.prune` refuses to run with one.
+An empty policy keeps nothing; `gc.prune` refuses to run with one. A policy refuses nonsense
+when it is made (InvalidArgument): a negative count (borg and restic read it as "keep all";
+here it kept nothing, and prune removed every backup) and an empty tag (it matches no backup,
+so it would protect nothing while making the policy look non-empty). Every edge that builds a
+policy (the CLI, a scheduler) gets the same rule and message.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+
+from amber.domain.errors import InvalidArgument
+from amber.domain.numbers import check_count
 
 RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
@@ -41,6 +48,12 @@ class RetentionPolicy:
     keep_monthly: int = 0
     keep_yearly: int = 0
     keep_tags: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        for rule, count in self.counts().items():
+            check_count(f"retention keep-{rule}", count)
+        if any(not tag.strip() for tag in self.keep_tags):
+            raise InvalidArgument("retention keep-tag must not be empty: name the tag to keep")
 
     def counts(self) -> dict[str, int]:
         """`rule -> N` in the order the rules apply."""

@@ -20,6 +20,7 @@ import typer
 
 from amber.backup.backuper import SYSTEM_LABEL_PREFIX, BackupOptions, backup_snapshot
 from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult, prune
+from amber.backup.handles import parse_backup_name
 from amber.backup.keeper import LockKeeper, acquire, holder
 from amber.backup.locks import LockKind
 from amber.backup.manifest import HOLE, ZERO, Manifest
@@ -32,10 +33,10 @@ from amber.backup.targets import (
     TargetRuntime,
     backup_handle,
     open_target_repository,
-    parse_backup_ref,
 )
 from amber.blobstore.retry import RetryWait
 from amber.cli import output
+from amber.cli.numbers import finite, percent
 from amber.cli.state import CliState, state
 from amber.cli.target_cmd import ConfigOption, remember_config, targets_config
 from amber.domain.errors import Corrupt, InvalidArgument
@@ -88,8 +89,10 @@ def _progress(st: CliState) -> Progress:
 
 
 def _resolve(config: TargetConfig, ref: str, target: str | None) -> tuple[str, str]:
-    """(target, backup id) from a handle, or an id plus --target (or the only target)."""
-    named, backup_id = parse_backup_ref(ref, target)
+    """(target, backup id) from a handle or a CSI snapshot ID (`amber:v1:bak:...`), or an id
+    plus --target (or the only target)."""
+    name = parse_backup_name(ref, target)
+    named, backup_id = name.target, name.backup_id
     if named is None:
         known = sorted(config.load())
         if len(known) != 1:
@@ -237,6 +240,7 @@ def restore(
 
     _one_malloc_arena()
     st = state(ctx)
+    wanted = parse_size(size) if size else None
     name, backup_id = _resolve(targets_config(ctx), backup, target)
     repo = _open(ctx, name)
     pool = st.open_pool()
@@ -245,7 +249,7 @@ def restore(
         repo,
         backup_id,
         volume,
-        size=parse_size(size) if size else None,
+        size=wanted,
         options=RestoreOptions(allow_partial=allow_partial),
         progress=_progress(st),
     )
@@ -378,7 +382,12 @@ def prune_(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go.")] = False,
     grace: Annotated[
         float,
-        typer.Option("--grace", help="Never delete packs younger than this (seconds)."),
+        typer.Option(
+            "--grace",
+            min=0.0,
+            callback=finite,
+            help="Never delete packs younger than this (seconds).",
+        ),
     ] = DEFAULT_GRACE_SECONDS,
 ) -> None:
     """Forget backups by policy (per volume), then delete the data no kept backup uses."""
@@ -438,7 +447,12 @@ def check_(
         bool, typer.Option("--read-data", help="Also download and verify every byte.")
     ] = False,
     subset: Annotated[
-        float, typer.Option("--subset", help="With --read-data: percentage of packs to read.")
+        float,
+        typer.Option(
+            "--subset",
+            callback=percent,
+            help="With --read-data: percentage of packs to read.",
+        ),
     ] = 100.0,
 ) -> None:
     """Verify the repository's structure (and with --read-data, its data)."""

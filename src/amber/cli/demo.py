@@ -86,7 +86,8 @@ def demo(
     """Walk through the Amber story on the pool: volume, snapshot, restore, clone, expand,
     then a full and an incremental backup to a local target and a restore from it."""
     st = state(ctx)
-    pool = ensure_pool(st.pool, parse_size(image_size))
+    data_size, pool_size = parse_size(data), parse_size(image_size)  # before anything is made
+    pool = ensure_pool(st.pool, pool_size)
     tag = time.strftime("%Y%m%d-%H%M%S")
     work = Path(f"/run/amber/demo-{tag}")
     kinds = ("app", "snap", "restored", "clone", "snap2", "from-backup")
@@ -97,7 +98,7 @@ def demo(
         f"[bold]Amber demo[/] on pool {pool.root} (reflink: {'yes' if pool.ctx.reflink else 'no'})"
     )
     try:
-        before = _story(pool, work, names, parse_size(data))
+        before = _story(pool, work, names, data_size)
         backup_story(
             pool,
             config,

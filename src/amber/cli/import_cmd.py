@@ -6,17 +6,26 @@ under the same name can restore any backup of it: this prints a pre-provisioned
 `VolumeSnapshot` bound to it (snapshot.storage.k8s.io/v1), ready for `kubectl apply -f -`.
 The backup is looked up on the target first, so a typo fails here, not in the cluster.
 The output is YAML (written in its JSON-compatible flow of quoted scalars).
+
+The backup may be named by its id (with --target), its handle, or the ID the first cluster's
+VolumeSnapshotContent carries (`amber:v1:bak:<target>:<key>`). A csi-snapshotter started with
+`--node-deployment` (as Amber's DaemonSet runs it) only handles the contents labelled
+`snapshot.storage.kubernetes.io/managed-by: <its node>`: `--node` sets that label (any node
+that can reach the target will do); without it the content stays unready in such a cluster,
+which a warning on stderr says.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import typer
 
-from amber.backup.targets import backup_handle, open_target_repository, parse_backup_ref
+from amber.backup.handles import check_key, parse_backup_name
+from amber.backup.targets import backup_handle, open_target_repository
+from amber.cli.output import err_console
 from amber.cli.target_cmd import targets_config
 from amber.domain.errors import InvalidArgument
 
@@ -24,12 +33,30 @@ DEFAULT_DRIVER = "amber.csi.dev"
 API_VERSION = "snapshot.storage.k8s.io/v1"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _POLICIES = ("Retain", "Delete")
+MANAGED_BY: Final = "snapshot.storage.kubernetes.io/managed-by"
+"""The label a csi-snapshotter with `--node-deployment` selects the contents it handles by."""
+_LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
+NO_NODE_WARNING: Final = (
+    f"warning: the VolumeSnapshotContent has no label {MANAGED_BY}: a csi-snapshotter run with "
+    "--node-deployment (as Amber's DaemonSet runs it) handles only contents labelled with its "
+    "node, so this one would never become ready; pass --node NODE (any node that can reach "
+    "the target)"
+)
 
 
 def _check_dns(what: str, value: str) -> str:
     if _DNS_LABEL.match(value) is None:
         raise InvalidArgument(f"{what} {value!r} is not a Kubernetes name (DNS label)")
     return value
+
+
+def _check_node(node: str) -> str:
+    if _LABEL_VALUE.match(node) is None:
+        raise InvalidArgument(
+            f"--node {node[:80]!r} cannot be a Kubernetes label value (at most 63 letters, "
+            "digits, '-', '_' or '.', starting and ending with a letter or digit)"
+        )
+    return node
 
 
 def snapshot_objects(
@@ -41,6 +68,7 @@ def snapshot_objects(
     deletion_policy: str,
     snapshot_class: str | None,
     content_name: str,
+    node: str | None = None,
 ) -> list[dict[str, Any]]:
     """The VolumeSnapshotContent and VolumeSnapshot of a pre-provisioned backup snapshot."""
     content_spec: dict[str, Any] = {
@@ -58,11 +86,14 @@ def snapshot_objects(
     if snapshot_class:
         content_spec["volumeSnapshotClassName"] = snapshot_class
         snapshot_spec["volumeSnapshotClassName"] = snapshot_class
+    content_meta: dict[str, Any] = {"name": content_name}
+    if node is not None:
+        content_meta["labels"] = {MANAGED_BY: node}
     return [
         {
             "apiVersion": API_VERSION,
             "kind": "VolumeSnapshotContent",
-            "metadata": {"name": content_name},
+            "metadata": content_meta,
             "spec": content_spec,
         },
         {
@@ -89,7 +120,9 @@ def to_yaml(value: Any, indent: int = 0) -> str:
 
 def import_backup(
     ctx: typer.Context,
-    backup: Annotated[str, typer.Argument(help="Backup id or handle.")],
+    backup: Annotated[
+        str, typer.Argument(help="Backup id, handle, or snapshot ID (amber:v1:bak:...).")
+    ],
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="VolumeSnapshot namespace.")],
     name: Annotated[str, typer.Option("--name", help="VolumeSnapshot name.")],
     target: Annotated[
@@ -105,18 +138,31 @@ def import_backup(
     content_name: Annotated[
         str | None, typer.Option("--content-name", help="VolumeSnapshotContent name.")
     ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            help="Node whose csi-snapshotter (--node-deployment) handles the content: "
+            f"sets the label {MANAGED_BY}.",
+        ),
+    ] = None,
 ) -> None:
     """Print the VolumeSnapshotContent + VolumeSnapshot that import a backup into a cluster."""
     if deletion_policy not in _POLICIES:
         raise InvalidArgument(
             f"--deletion-policy must be Retain or Delete, not {deletion_policy!r}"
         )
-    named, backup_id = parse_backup_ref(backup, target)
-    if named is None:
+    wanted = parse_backup_name(backup, target)
+    if wanted.target is None:
         raise InvalidArgument("say which target holds the backup with --target, or give a handle")
+    named = wanted.target
+    _check_dns("namespace", namespace)
+    _check_dns("name", name)
+    if node is not None:
+        _check_node(node)
     config = targets_config(ctx)
     repo = open_target_repository(config.get(named))
-    manifest = repo.load_manifest(backup_id)
+    manifest = check_key(repo.load_manifest(wanted.backup_id), wanted)
     objects = snapshot_objects(
         backup_handle(named, manifest.backup_id),
         namespace=_check_dns("namespace", namespace),
@@ -125,5 +171,8 @@ def import_backup(
         deletion_policy=deletion_policy,
         snapshot_class=snapshot_class,
         content_name=content_name or f"{name}-{manifest.backup_id[:8]}",
+        node=node,
     )
     typer.echo("\n".join(f"---\n{to_yaml(o)}" for o in objects))
+    if node is None:
+        err_console().print(NO_NODE_WARNING, markup=False, highlight=False, soft_wrap=True)

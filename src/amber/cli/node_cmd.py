@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from amber.backup.targets import DEFAULT_CONFIG
+from amber.cli.numbers import finite
 from amber.cli.state import state
 from amber.csi.backups import BackupSettings, UploadSettings
 from amber.csi.capabilities import DriverMode
@@ -23,6 +24,8 @@ from amber.csi.ids import validate_node_id
 from amber.pool import Pool, PoolSettings
 
 DEFAULT_ENDPOINT = "unix:///run/amber/csi.sock"
+MAX_VOLUMES_LIMIT = 2**31 - 1
+"""Kubernetes keeps a node's volume limit in an int32 (CSINode `allocatable.count`)."""
 
 EndpointOption = Annotated[
     str,
@@ -34,7 +37,12 @@ EndpointOption = Annotated[
 ]
 GraceOption = Annotated[
     float,
-    typer.Option("--grace", help="Seconds calls in flight get to finish after SIGTERM."),
+    typer.Option(
+        "--grace",
+        min=0.0,
+        callback=finite,
+        help="Seconds calls in flight get to finish after SIGTERM.",
+    ),
 ]
 LogRequestsOption = Annotated[
     bool,
@@ -71,7 +79,12 @@ def node(
     ] = None,
     max_volumes: Annotated[
         int,
-        typer.Option("--max-volumes", min=0, help="Volumes per node announced (0: no limit)."),
+        typer.Option(
+            "--max-volumes",
+            min=0,
+            max=MAX_VOLUMES_LIMIT,
+            help="Volumes per node announced (0: no limit).",
+        ),
     ] = 0,
     grace: GraceOption = 30.0,
     log_requests: LogRequestsOption = False,
@@ -84,7 +97,12 @@ def node(
     ] = DEFAULT_CONFIG,
     upload_retry: Annotated[
         float,
-        typer.Option("--upload-retry", min=0.01, help="First pause after a failed upload (s)."),
+        typer.Option(
+            "--upload-retry",
+            min=0.01,
+            callback=finite,
+            help="First pause after a failed upload (s).",
+        ),
     ] = 2.0,
     upload_attempts: Annotated[
         int,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from amber.cli import output
+from amber.cli.numbers import finite
 from amber.cli.state import CliState, state
 from amber.domain.errors import InvalidArgument
 from amber.domain.units import parse_size
@@ -82,7 +83,9 @@ def init(
     overprovisioning: Annotated[
         float,
         typer.Option(
-            "--overprovisioning", help="How many times the pool size volume sizes may add up to."
+            "--overprovisioning",
+            callback=finite,
+            help="How many times the pool size volume sizes may add up to (1 to 100).",
         ),
     ] = 1.0,
 ) -> None:

@@ -423,7 +423,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
             found = self._backups.lookup(request.snapshot_id, dict(request.secrets))
             chosen = [found] if found is not None else []
         else:
-            chosen = self._backups.local()
+            chosen = self._backups.local(dict(request.secrets))
         if request.source_volume_id:
             chosen = [i for i in chosen if i.source_volume_id == request.source_volume_id]
         return chosen

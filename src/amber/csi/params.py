@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from amber.domain.errors import InvalidArgument, OutOfRange, OutOfSpace
-from amber.domain.units import MAX_SIZE, GiB, MiB, format_size, round_up
+from amber.domain.units import GiB, MiB, check_size_limit, format_size, round_up
 from amber.system import fs
 
 __all__ = [
@@ -204,9 +204,7 @@ def choose_size(required: int, limit: int, *, minimum: int, source_size: int = 0
     wanted = required or source_size or DEFAULT_SIZE
     if limit and not required:
         wanted = min(wanted, limit // ALIGNMENT * ALIGNMENT)
-    size = round_up(max(wanted, floor), ALIGNMENT)
-    if size > MAX_SIZE:
-        raise OutOfRange(f"{format_size(size)} is larger than the largest volume (1 PiB)")
+    size = check_size_limit(round_up(max(wanted, floor), ALIGNMENT))
     if limit and size > limit:
         raise OutOfRange(
             f"no volume of at most {limit} bytes can be made here: it needs at least "
@@ -225,9 +223,7 @@ def expansion_target(required: int, limit: int, current: int) -> int:
     wanted = required or limit
     if wanted == 0:
         raise InvalidArgument("capacity_range needs required_bytes (or limit_bytes) to expand")
-    size = round_up(wanted, ALIGNMENT)
-    if size > MAX_SIZE:
-        raise OutOfRange(f"{format_size(size)} is larger than the largest volume (1 PiB)")
+    size = check_size_limit(round_up(wanted, ALIGNMENT))
     if limit and current > limit:
         raise OutOfRange(
             f"the volume is already {format_size(current)}, more than limit_bytes {limit}; "

@@ -57,6 +57,16 @@ class OutOfRange(AmberError):
     exit_code = 7
 
 
+class SizeTooLarge(OutOfRange):
+    """A size above the largest volume Amber makes (`units.MAX_SIZE`, 1 PiB).
+
+    One rule, two edges: CSI answers OUT_OF_RANGE (a capacity the driver cannot satisfy, as
+    the spec asks), the CLI treats it as a bad argument (exit 2) like any other unusable size.
+    """
+
+    exit_code = 2
+
+
 class Busy(AmberError):
     """Another operation holds the object; retry later."""
 

@@ -2,18 +2,25 @@
 
 `K M G T P` are powers of 1000 and `Ki Mi Gi Ti Pi` powers of 1024, as in a PVC's
 `resources.requests.storage`. A bare number is bytes. Lower-case `k` is accepted for kilo.
+Spaces around the size are ignored; a space inside it (`10 Gi`) is refused, as Kubernetes
+refuses it: `10 Gi` could be a typo for `10Gi` as well as for `10 GiB` or `100Gi`.
+
+The largest size is `MAX_SIZE` (1 PiB), checked by `check_size_limit` for every size that comes
+from a person or a CSI request, whether written (`parse_size`) or given in bytes (a capacity
+range): the CLI exits 2 and CSI answers OUT_OF_RANGE, with the same message.
 """
 
 from __future__ import annotations
 
 import re
 
-from amber.domain.errors import InvalidArgument
+from amber.domain.errors import InvalidArgument, SizeTooLarge
 
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 TiB = 1024 * GiB
+PiB = 1024 * TiB
 
 _SUFFIXES = {
     "": 1,
@@ -27,37 +34,54 @@ _SUFFIXES = {
     "Mi": MiB,
     "Gi": GiB,
     "Ti": TiB,
-    "Pi": 1024 * TiB,
+    "Pi": PiB,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGTP]i?)?\s*$")
+_SIZE_RE = re.compile(r"^(\d+)(?:\.(\d+))?([kKMGTP]i?)?$", re.ASCII)
+# Digits that matter: 1 PiB has 16, a byte's fraction needs fewer than 20 (int() of thousands of
+# digits raises ValueError in Python 3.11+, so longer numbers never reach it).
+_DIGITS = 24
 
-# Far beyond any real volume, small enough that arithmetic and file offsets stay sane.
-MAX_SIZE = 1024 * TiB
+MAX_SIZE = PiB
+"""The largest volume: far beyond any real one, small enough that arithmetic and file offsets
+stay sane (ext4 and XFS images, loop devices and FIEMAP all work well below 8 EiB)."""
+
+
+def check_size_limit(value: int, shown: str | None = None) -> int:
+    """`value` bytes, or SizeTooLarge (exit 2 in the CLI, OUT_OF_RANGE in CSI) above MAX_SIZE.
+
+    `shown` is how the size was written, for the message (default: the bytes, in binary units).
+    """
+    if value > MAX_SIZE:
+        text = shown if shown is not None else format_size(value)
+        raise SizeTooLarge(f"size {text} is above the maximum volume size (1 PiB)")
+    return value
+
+
+def _quoted(text: str) -> str:
+    """`text` for a message: quoted, and cut short when long (it may be anything)."""
+    text = text.strip()
+    return repr(text if len(text) <= 40 else f"{text[:37]}...")
 
 
 def parse_size(text: str) -> int:
     """Parse `10Gi`, `500M`, `1.5Gi` or `1048576` into bytes; raise InvalidArgument otherwise."""
-    match = _SIZE_RE.match(text)
+    match = _SIZE_RE.match(text.strip())
     if match is None:
         raise InvalidArgument(
-            f"invalid size {text!r}: use a number with an optional unit "
-            "K, M, G, T (powers of 1000) or Ki, Mi, Gi, Ti (powers of 1024), e.g. 10Gi"
+            f"invalid size {_quoted(text)}: use a number with an optional unit right after it "
+            "(no space): K, M, G, T (powers of 1000) or Ki, Mi, Gi, Ti (powers of 1024), e.g. 10Gi"
         )
-    number: str = match.group(1)
-    suffix: str = match.group(2) or ""
-    multiplier: int | None = _SUFFIXES.get(suffix)
-    if multiplier is None:
-        raise InvalidArgument(f"invalid size unit in {text!r}")
-    if "." in number:
-        whole, frac = number.split(".")
-        value = int(whole) * multiplier + int(frac) * multiplier // int(10 ** len(frac))
-    else:
-        value = int(number) * multiplier
+    whole: str = match.group(1).lstrip("0") or "0"
+    frac: str = (match.group(2) or "")[:_DIGITS]
+    multiplier = _SUFFIXES[match.group(3) or ""]
+    if len(whole) > _DIGITS:
+        return check_size_limit(MAX_SIZE + 1, _quoted(text))
+    value = int(whole) * multiplier
+    if frac:
+        value += int(frac) * multiplier // 10 ** len(frac)
     if value <= 0:
-        raise InvalidArgument(f"size {text!r} must be greater than zero")
-    if value > MAX_SIZE:
-        raise InvalidArgument(f"size {text!r} is larger than the maximum of 1 PiB")
-    return value
+        raise InvalidArgument(f"size {_quoted(text)} must be greater than zero")
+    return check_size_limit(value, _quoted(text))
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -69,7 +93,7 @@ def format_size(value: int) -> str:
     """Format bytes for people: `10.0 GiB`, `512.0 MiB`, `0 B`."""
     if value < KiB:
         return f"{value} B"
-    for unit, size in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+    for unit, size in (("PiB", PiB), ("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if value >= size:
             return f"{value / size:.1f} {unit}"
     raise AssertionError("unreachable")

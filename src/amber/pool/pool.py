@@ -25,6 +25,7 @@ from pathlib import Path
 
 from amber.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from amber.domain.models import PoolStatus
+from amber.domain.numbers import check_range
 from amber.domain.units import GiB, format_size
 from amber.pool.attach import Attachments
 from amber.pool.context import (
@@ -118,8 +119,7 @@ class Pool:
         device: Path | None = None,
     ) -> ReflinkProbe:
         """Make `root` a pool directory (it may exist, but must not hold a pool yet)."""
-        if overprovisioning < 1.0 or overprovisioning > 100:
-            raise InvalidArgument("overprovisioning must be between 1 and 100")
+        check_range("overprovisioning", overprovisioning, 1.0, 100.0)
         root.mkdir(parents=True, exist_ok=True)
         if (root / DB_NAME).exists():
             raise AlreadyExists(f"{root} already holds an Amber pool")
@@ -143,6 +143,7 @@ class Pool:
         image: Path, size: int, root: Path, *, overprovisioning: float = 1.0
     ) -> ReflinkProbe:
         """Create a sparse image, format it XFS with reflink, mount it at `root`, make a pool."""
+        check_range("overprovisioning", overprovisioning, 1.0, 100.0)  # before anything is made
         if size < MIN_IMAGE_SIZE:
             raise InvalidArgument(f"a pool image must be at least {format_size(MIN_IMAGE_SIZE)}")
         if image.exists():

@@ -9,7 +9,8 @@ Two forms are understood:
 CreateSnapshot must answer before the upload has even started, so it names the backup by a
 *key* derived from the CSI snapshot name (the name itself when short and valid, else a hashed
 name, like pool names). The upload then commits the backup under an id computed from that key
-(`key_backup_id`) and labels its manifest with the key (`amber.csi.dev/snapshot-key`): finding
+(`key_backup_id`, in `amber.backup.handles`, which the CLI reads these IDs with too) and
+labels its manifest with the key (`amber.csi.dev/snapshot-key`): finding
 the backup of a key is one read of `backups/<id>`, on any node, never a listing. A key is
 never 32 hex digits (such names are hashed), so `amber:v1:bak:<target>:<32 hex>`
 unambiguously names a backup by id too.
@@ -17,10 +18,10 @@ unambiguously names a backup by id too.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Final
 
+from amber.backup.handles import BAK_PREFIX, LABEL_KEY, key_backup_id
 from amber.backup.layout import is_valid_id
 from amber.backup.targets import HANDLE_PREFIX, validate_target_name
 from amber.csi.ids import MAX_ID_BYTES, pool_name
@@ -39,12 +40,8 @@ __all__ = [
     "snapshot_key",
 ]
 
-BAK_PREFIX: Final = "amber:v1:bak:"
-LABEL_KEY: Final = "amber.csi.dev/snapshot-key"
-"""Manifest label holding the key of the CSI snapshot a backup was made for."""
 LABEL_NAME: Final = "amber.csi.dev/snapshot-name"
 LABEL_NODE: Final = "amber.csi.dev/node"
-_KEY_ID_DOMAIN: Final = b"amber.csi.dev/backup-id-of-key/v1\n"
 
 
 @dataclass(frozen=True)
@@ -68,24 +65,6 @@ def snapshot_key(csi_name: str, target: str) -> str:
     if is_valid_id(key):
         key = pool_name(csi_name, 0)  # forces the hashed form: never mistaken for an id
     return key
-
-
-def key_backup_id(key: str) -> str:
-    """The id the backup of snapshot key `key` is committed under (32 lowercase hex digits).
-
-    It is derived, not drawn at random, so that whoever holds the key -- this node after a
-    restart, another node, another cluster -- finds the backup by reading one manifest
-    instead of listing and opening all of them. It depends on the key alone, not on the
-    target's name: one repository may be known by several names (a targets file entry here,
-    a name derived from a Secret there), and a backup id only has to be unique within its
-    repository. The key is unique per CSI snapshot name (`snapshot-<uid>`), and 128 bits of
-    SHA-256 make two keys sharing an id as unlikely as two random ids colliding; readers still
-    check the manifest's key label, so a foreign backup under the id is never taken for ours.
-    The fixed prefix keeps these ids apart from every other SHA-256 of the same text (pool
-    names hash CSI names with plain SHA-256), and lets a later scheme choose a prefix of its
-    own.
-    """
-    return hashlib.sha256(_KEY_ID_DOMAIN + key.encode()).hexdigest()[:32]
 
 
 def format_bak_id(target: str, key: str) -> str:

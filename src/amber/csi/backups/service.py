@@ -7,13 +7,15 @@ the servicer turns that into CSI messages and codes.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from amber.backup.layout import Clock
 from amber.backup.manifest import Manifest
+from amber.backup.repository import Repository
 from amber.backup.targets import DEFAULT_CONFIG, TargetRuntime
 from amber.csi.backups.handles import BackupRef, format_bak_id, parse_backup_id, snapshot_key
 from amber.csi.backups.jobs import JobStore, UploadJob, UploadState
@@ -39,6 +41,8 @@ from amber.domain.models import Volume
 from amber.pool import Pool
 
 __all__ = ["BackupSettings", "BackupSnapshots", "SnapshotInfo", "parse_backup_id"]
+
+_log = logging.getLogger(__name__)
 
 _FAILURE_KINDS: dict[str, type[AmberError]] = {
     cls.__name__: cls
@@ -230,10 +234,62 @@ class BackupSnapshots:
         self._restores.release_ended(backup_id)
 
     # -- ListSnapshots -----------------------------------------------------------------------
+    #
+    # A committed backup snapshot is reported only while its backup is on the target: another
+    # node (or `amber backup delete`/`prune`) may have removed it. This node's job for it is a
+    # cache; when the target says the backup is gone, the job is dropped the way DeleteSnapshot
+    # drops it (the worker removes the local snapshot kept with it). Uploads that have not
+    # committed are this node's alone and are reported from the job. The target comes from
+    # the call's secrets (the class's `snapshotter-list-secret-*`), else from what this node
+    # knows; a target this node cannot name is not checked, and its jobs are reported as known.
 
-    def local(self) -> list[SnapshotInfo]:
-        """This node's backup snapshots (those being deleted excluded)."""
-        return [self._info(j) for j in self._store.jobs() if j.state is not UploadState.DELETING]
+    def local(self, secrets: Mapping[str, str] | None = None) -> list[SnapshotInfo]:
+        """This node's backup snapshots (those being deleted, or gone from their target,
+        excluded)."""
+        jobs = [j for j in self._store.jobs() if j.state is not UploadState.DELETING]
+        gone = self._gone_from_targets([j for j in jobs if j.state is UploadState.READY], secrets)
+        return [self._info(j) for j in jobs if j.name not in gone]
+
+    def _gone_from_targets(
+        self, jobs: Iterable[UploadJob], secrets: Mapping[str, str] | None
+    ) -> set[str]:
+        """Names of the committed jobs whose backups are no longer on their targets (one
+        listing per target); each is dropped. Targets that cannot be read are not judged."""
+        by_target: dict[str, list[UploadJob]] = {}
+        for job in jobs:
+            by_target.setdefault(job.target, []).append(job)
+        gone: set[str] = set()
+        for target, members in by_target.items():
+            try:
+                repo = self._repository(target, secrets)
+                present = set(repo.list_backups()) if repo is not None else set()
+            except AmberError as e:
+                _log.info("backup snapshots of target %s not checked: %s", target, e.message)
+                continue
+            for job in members:
+                if job.backup_id is not None and job.backup_id not in present:
+                    self._drop_stale(job)
+                    gone.add(job.name)
+        return gone
+
+    def _repository(self, target: str, secrets: Mapping[str, str] | None) -> Repository | None:
+        """The target's repository (None when it holds none); TargetUnknown when this node
+        cannot name the target."""
+        access = self._resolver.resolve(target, secrets)
+        try:
+            return access.open()
+        except NotFound:
+            return None
+
+    def _drop_stale(self, job: UploadJob) -> None:
+        _log.info(
+            "backup snapshot %s: its backup is gone from target %s (deleted elsewhere); "
+            "forgetting it",
+            job.name,
+            job.target,
+        )
+        self._store.update(job, state=UploadState.DELETING, next_try=0.0)
+        self._uploads.wake()
 
     def local_snapshot_names(self) -> set[str]:
         """Pool snapshots that belong to backup snapshots (uploads in progress, and local
@@ -245,19 +301,26 @@ class BackupSnapshots:
         }
 
     def lookup(self, snapshot_id: str, secrets: Mapping[str, str]) -> SnapshotInfo | None:
-        """The snapshot an ID names: from this node's jobs, else from the target."""
+        """The snapshot an ID names, if its backup is on the target (or still uploading here)."""
         ref = parse_backup_id(snapshot_id)
         if ref is None:
             return None
         job = self._job_of(ref)
-        if job is not None:
+        if job is not None and job.state is not UploadState.READY:
             return None if job.state is UploadState.DELETING else self._info(job, snapshot_id)
+        known = job.backup_id if job is not None else None
         try:
-            repo = self._resolver.resolve(ref.target, secrets).open()
-        except (TargetUnknown, NotFound):
+            repo = self._repository(ref.target, secrets)
+        except TargetUnknown:
+            return None if job is None else self._info(job, snapshot_id)
+        manifest = None if repo is None else find_backup(repo, ref, known)
+        if manifest is None:
+            if job is not None:
+                self._drop_stale(job)
             return None
-        manifest = find_backup(repo, ref)
-        return None if manifest is None else _manifest_info(manifest, snapshot_id)
+        return (
+            _manifest_info(manifest, snapshot_id) if job is None else self._info(job, snapshot_id)
+        )
 
     # -- CreateVolume / DeleteVolume ---------------------------------------------------------
 
