@@ -166,6 +166,29 @@ def test_local_snapshot_restores_and_clones_on_its_node(cluster: Cluster) -> Non
         assert (row["size"], row["source_kind"], row["source_name"]) == (size, kind, source)
 
 
+def test_local_snapshot_keeps_the_moment_it_was_taken(cluster: Cluster) -> None:
+    kube = cluster.kube
+    ns = namespace(kube, "e2e-moment")
+    kube.apply([claim(ns, "dev", "64Mi", node="node-b", storage_class="amber-block", block=True)])
+    _, pv = bound(kube, ns, "dev")
+    before, after = os.urandom(Mi), os.urandom(Mi)
+    _write_pattern(cluster, pv, before)
+    kube.apply([snapshot(ns, "moment", "dev", "amber-local")])
+    ready(kube, ns, "moment")
+    _write_pattern(cluster, pv, after)
+    kube.apply(
+        [
+            claim(
+                ns, "then", "64Mi", node="node-b", storage_class="amber-block", block=True,
+                source=("VolumeSnapshot", "moment"),
+            )
+        ]
+    )  # fmt: skip
+    _, then = bound(kube, ns, "then")
+    assert _read_pattern(cluster, then, Mi) == before
+    assert _read_pattern(cluster, pv, Mi) == after
+
+
 def test_expansion_reaches_the_node_expansion_stage(cluster: Cluster) -> None:
     kube = cluster.kube
     ns = namespace(kube, "e2e-expand")
