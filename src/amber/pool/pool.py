@@ -40,6 +40,7 @@ from amber.pool.context import (
     no_failpoint,
     release_ballast_if_low,
 )
+from amber.pool.groups import Groups
 from amber.pool.locks import LockTable
 from amber.pool.recovery import recover
 from amber.pool.snapshots import Snapshots
@@ -98,6 +99,7 @@ class Pool:
         self.ctx = ctx
         self.volumes = Volumes(ctx)
         self.snapshots = Snapshots(ctx)
+        self.groups = Groups(ctx)
         self.attachments = Attachments(ctx)
         self.recovered = recovered
 
