@@ -286,6 +286,12 @@ class Pool:
             problems.extend(f"orphan image {p}" for p in paths if p not in known)
         problems += [f"missing image {p}" for p in sorted(known) if not p.exists()]
         problems += [f"unfinished {e.op} of {e.lock_key}" for e in store.journal()]
+        problems += [
+            f"snapshot group {g.name} lost its member {uid}"
+            for g in store.groups()
+            for uid in g.member_uids
+            if store.snapshot_by_uid(uid) is None
+        ]
         recorded = {a.loop_device for a in store.attachments()}
         for loop in loopdev.list_loops():
             inside = str(loop.backing_file).startswith(str(self.root) + "/")
