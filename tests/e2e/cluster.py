@@ -145,6 +145,7 @@ class ControlPlane:
                 str(self.bin / "snapshot-controller"),
                 f"--kubeconfig={config}",
                 "--enable-distributed-snapshotting",
+                "--feature-gates=CSIVolumeGroupSnapshot=true",
                 "--leader-election=false",
                 "--v=3",
             ],
@@ -397,6 +398,7 @@ def deploy_amber(plane: ControlPlane, pools: dict[str, Path], targets: Path) -> 
             *deploy_documents("csidriver.yaml"),
             *deploy_documents("storageclasses.yaml"),
             *deploy_documents("snapshotclasses.yaml"),
+            *deploy_documents("groupsnapshotclasses.yaml"),
         ]
     )
     nodes = {name: start_amber_node(plane, name, pool, targets) for name, pool in pools.items()}

@@ -22,6 +22,7 @@ GROUP_PATHS = {
     "v1": "/api/v1",
     "storage.k8s.io/v1": "/apis/storage.k8s.io/v1",
     "snapshot.storage.k8s.io/v1": "/apis/snapshot.storage.k8s.io/v1",
+    "groupsnapshot.storage.k8s.io/v1beta2": "/apis/groupsnapshot.storage.k8s.io/v1beta2",
 }
 PLURALS = {
     "persistentvolumeclaims": "v1",
@@ -36,6 +37,9 @@ PLURALS = {
     "volumesnapshots": "snapshot.storage.k8s.io/v1",
     "volumesnapshotcontents": "snapshot.storage.k8s.io/v1",
     "volumesnapshotclasses": "snapshot.storage.k8s.io/v1",
+    "volumegroupsnapshots": "groupsnapshot.storage.k8s.io/v1beta2",
+    "volumegroupsnapshotcontents": "groupsnapshot.storage.k8s.io/v1beta2",
+    "volumegroupsnapshotclasses": "groupsnapshot.storage.k8s.io/v1beta2",
 }
 
 
