@@ -7,11 +7,15 @@ of writability run before any `amber` command: the freeze guards alone must have
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from amber.pool import Pool
+from amber.system import ioctl
 from tests.cli.runner import amber, amber_json
 from tests.pool.frozen import no_guard_left, writable_within
 
@@ -80,3 +84,29 @@ def test_kill_during_delete_group_finishes_the_delete(
     assert amber_json(pool_dir, "snapshot", "list-groups") == []
     assert amber_json(pool_dir, "snapshot", "list") == []
     assert list((pool_dir / "snapshots").iterdir()) == []
+
+
+def _freeze(mountpoint: Path) -> None:
+    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, ioctl.FIFREEZE, 0)
+    finally:
+        os.close(fd)
+
+
+def test_pool_open_thaws_every_member_a_killed_guard_left(pool_dir: Path, work_dir: Path) -> None:
+    """A whole container killed at once takes the guards with it: the journal names every
+    frozen mount of the group, and the next pool open thaws them all."""
+    mounts = _two_mounted(pool_dir, work_dir)
+    crashed = amber(pool_dir, "snapshot", "create-group", "g", "a", "b", crash_at="group.frozen")
+    assert crashed.returncode == -9
+    for mnt in mounts:
+        assert no_guard_left(mnt)
+        _freeze(mnt)  # as if its guard had died with its parent before it could thaw
+
+    Pool.open(pool_dir).close()
+
+    for mnt in mounts:
+        assert writable_within(mnt), f"{mnt} stayed frozen"
+    _consistent(pool_dir)
+    assert amber_json(pool_dir, "snapshot", "list") == []
