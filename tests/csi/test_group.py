@@ -219,3 +219,26 @@ def test_delete_of_a_group_in_use_is_failed_precondition(
     amber_json(csi_pool, "snapshot", "unmount", member)
     _delete(group_stub, gid, ids)
     expect_code(Code.NOT_FOUND, lambda: _get(group_stub, gid, ids))
+
+
+def test_secrets_of_group_calls_never_reach_a_message_or_the_log(
+    csi: Csi, group_stub: Any, driver: DriverProcess
+) -> None:
+    secret = "grp-s3cr3t-value-91c2"
+    (a,) = _volumes(csi, 1)
+    secrets = {"token": secret, "s3SK": secret}
+
+    message = expect_code(
+        Code.INVALID_ARGUMENT,
+        lambda: _create(group_stub, "sec", [a], secrets=secrets, parameters={"x": secret}),
+    )
+    group = _create(group_stub, "sec", [a], secrets=secrets)
+    request = csi_pb2.DeleteVolumeGroupSnapshotRequest(
+        group_snapshot_id=group.group_snapshot_id, snapshot_ids=_ids(group), secrets=secrets
+    )
+    group_stub.DeleteVolumeGroupSnapshot(request, timeout=RPC_TIMEOUT)
+
+    assert secret not in message
+    log = driver.log.read_text(errors="replace")
+    assert "CreateVolumeGroupSnapshot" in log
+    assert secret not in log
