@@ -12,11 +12,16 @@ import json
 import os
 from pathlib import Path
 
+import grpc
 import pytest
 
+from amber.cli.state import CRASH_ENV
+from amber.csi._proto import csi_pb2, csi_pb2_grpc
+from amber.domain.units import MiB
 from amber.pool import Pool
 from amber.system import ioctl
 from tests.cli.runner import amber, amber_json
+from tests.csi.driver import rpc_error, running_driver, start_driver
 from tests.pool.frozen import no_guard_left, writable_within
 
 CREATE_POINTS = [
@@ -110,3 +115,41 @@ def test_pool_open_thaws_every_member_a_killed_guard_left(pool_dir: Path, work_d
         assert writable_within(mnt), f"{mnt} stayed frozen"
     _consistent(pool_dir)
     assert amber_json(pool_dir, "snapshot", "list") == []
+
+
+@pytest.mark.parametrize("failpoint", ["group.frozen", "group.create.copied"])
+def test_kill_of_the_node_plugin_during_a_group_snapshot_leaks_no_snapshot(
+    pool_dir: Path, work_dir: Path, failpoint: str
+) -> None:
+    """CreateVolumeGroupSnapshot over gRPC to `amber node`, killed -9 before the group is
+    recorded: no member snapshot is left (the spec's "SP SHOULD make sure no snapshots are
+    leaked"), nothing stays frozen, and after a restart the same call makes the group."""
+    driver = start_driver(pool_dir, env={CRASH_ENV: failpoint})
+    stagings, volumes = [], []
+    try:
+        csi = driver.client()
+        for name in ("pvc-a", "pvc-b"):
+            staging = work_dir / name
+            staging.mkdir()
+            volumes.append(csi.create(name, 64 * MiB).volume_id)
+            csi.stage(volumes[-1], staging)
+            stagings.append(staging)
+        with grpc.insecure_channel(driver.endpoint) as channel:
+            stub = csi_pb2_grpc.GroupControllerStub(channel)
+            request = csi_pb2.CreateVolumeGroupSnapshotRequest(name="g", source_volume_ids=volumes)
+            error = rpc_error(lambda: stub.CreateVolumeGroupSnapshot(request, timeout=60))
+        assert error.code() is grpc.StatusCode.UNAVAILABLE, error.details()
+        assert driver.proc.wait(timeout=60) == -9, "the plugin did not die at the failpoint"
+        for staging in stagings:
+            assert writable_within(staging), f"{staging} stayed frozen after kill -9"
+    finally:
+        driver.cleanup()
+    with running_driver(pool_dir) as restarted:
+        csi = restarted.client()
+        assert [e.snapshot.snapshot_id for e in csi.list_snapshots().entries] == []
+        with grpc.insecure_channel(restarted.endpoint) as channel:
+            stub = csi_pb2_grpc.GroupControllerStub(channel)
+            group = stub.CreateVolumeGroupSnapshot(request, timeout=60).group_snapshot
+        assert len(group.snapshots) == 2
+        for volume, staging in zip(volumes, stagings, strict=True):
+            csi.unstage(volume, staging)
