@@ -293,7 +293,7 @@ def list_(
         table.add_column(column)
     for r in rows:
         table.add_row(
-            r["backup_id"][:12],
+            r["backup_id"],
             r["volume"],
             output.when(r["created"]),
             format_size(r["size"]),
@@ -302,7 +302,7 @@ def list_(
             ",".join(r["tags"]) or "-",
             r["handle"],
         )
-    output.console().print(table)
+    output.console().print(output.fit(table, "ID", "VOLUME", "HANDLE"))
 
 
 @app.command("show")
@@ -428,7 +428,7 @@ def _print_prune(st: CliState, target: str, result: PruneResult) -> None:
         table.add_row(backup_id, f"keep: {reason}")
     for backup_id in result.removed_backups:
         table.add_row(backup_id, "remove")
-    output.console().print(table)
+    output.console().print(output.fit(table, "BACKUP"))
     output.console().print(
         f"{len(result.removed_backups)} backup(s) and {len(result.deleted_packs)} pack(s) {verb} "
         f"removed, freeing {format_size(result.freed_bytes)}; {len(result.protected_packs)} "
@@ -549,6 +549,6 @@ def bases(
         table.add_column(column)
     for r in records:
         table.add_row(
-            r.volume, r.target, r.snapshot, r.backup_id[:12], output.when(r.created), str(r.image)
+            r.volume, r.target, r.snapshot, r.backup_id, output.when(r.created), str(r.image)
         )
-    output.console().print(table)
+    output.console().print(output.fit(table, "VOLUME", "TARGET", "SNAPSHOT", "BACKUP"))

@@ -21,7 +21,7 @@ from google.protobuf.json_format import MessageToDict
 from rich.table import Table
 
 from amber.cli import output
-from amber.cli.state import OutputFormat, state
+from amber.cli.state import state
 from amber.csi import params
 from amber.csi._proto import csi_pb2, csi_pb2_grpc
 from amber.domain import errors
@@ -52,10 +52,6 @@ _ERRORS: Final[dict[grpc.StatusCode, type[errors.AmberError]]] = {
 EndpointOption = Annotated[
     str,
     typer.Option("--endpoint", envvar="CSI_ENDPOINT", help="The driver's socket (unix://...)."),
-]
-OutputOption = Annotated[
-    OutputFormat | None,
-    typer.Option("--output", "-o", help="table for people, json for scripts."),
 ]
 
 
@@ -111,16 +107,16 @@ def _capability(*, block: bool, fs_type: str = "", read_only: bool = False) -> A
     return cap
 
 
-def _json_mode(ctx: typer.Context, fmt: OutputFormat | None) -> bool:
-    return fmt is OutputFormat.json if fmt is not None else state(ctx).json
+def _json_mode(ctx: typer.Context) -> bool:
+    return state(ctx).json
 
 
-def _emit(ctx: typer.Context, fmt: OutputFormat | None, reply: Any, table: Table | None) -> None:
-    if _json_mode(ctx, fmt) or table is None:
+def _emit(ctx: typer.Context, reply: Any, table: Table | None) -> None:
+    if _json_mode(ctx) or table is None:
         data = MessageToDict(reply, preserving_proto_field_name=True)
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
     else:
-        output.console().print(table)
+        output.console().print(output.fit(table, "VOLUME ID", "SNAPSHOT ID", "SOURCE VOLUME"))
 
 
 def _rows(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -166,9 +162,7 @@ def _volume_rows(volume: Any) -> list[tuple[str, str]]:
 
 
 @app.command("info")
-def info(
-    ctx: typer.Context, endpoint: EndpointOption = DEFAULT_ENDPOINT, fmt: OutputOption = None
-) -> None:
+def info(ctx: typer.Context, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
     """Plugin name, version, capabilities, health and node information."""
 
     def action(d: Driver) -> None:
@@ -191,7 +185,7 @@ def info(
         }
         if node_info is not None:
             replies["node"] = node_info
-        _emit_info(ctx, fmt, replies)
+        _emit_info(ctx, replies)
 
     _run(endpoint, action)
 
@@ -203,8 +197,8 @@ def _optional(d: Driver, method: Callable[..., Any], request: Any) -> Any:
         return None  # UNIMPLEMENTED: the controller endpoint has no NodeGetInfo
 
 
-def _emit_info(ctx: typer.Context, fmt: OutputFormat | None, replies: dict[str, Any]) -> None:
-    if _json_mode(ctx, fmt):
+def _emit_info(ctx: typer.Context, replies: dict[str, Any]) -> None:
+    if _json_mode(ctx):
         data = {k: MessageToDict(v, preserving_proto_field_name=True) for k, v in replies.items()}
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return
@@ -262,7 +256,6 @@ def create_volume(
         str | None, typer.Option("--from-volume", help="Clone this volume ID.")
     ] = None,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """CreateVolume: an empty volume, a clone or a restore (instant reflink copies)."""
     request = csi_pb2.CreateVolumeRequest(
@@ -274,7 +267,7 @@ def create_volume(
 
     def action(d: Driver) -> None:
         reply = d.call(d.controller.CreateVolume, request)
-        _emit(ctx, fmt, reply, _rows("Volume", _volume_rows(reply.volume)))
+        _emit(ctx, reply, _rows("Volume", _volume_rows(reply.volume)))
 
     _run(endpoint, action)
 
@@ -291,7 +284,6 @@ def get_volume(
     ctx: typer.Context,
     volume_id: str,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """ControllerGetVolume: size, source, topology and condition."""
 
@@ -302,7 +294,7 @@ def get_volume(
         )
         condition = reply.status.volume_condition
         rows = [*_volume_rows(reply.volume), ("condition", _condition(condition))]
-        _emit(ctx, fmt, reply, _rows("Volume", rows))
+        _emit(ctx, reply, _rows("Volume", rows))
 
     _run(endpoint, action)
 
@@ -312,9 +304,7 @@ def _condition(condition: Any) -> str:
 
 
 @app.command("list-volumes")
-def list_volumes(
-    ctx: typer.Context, endpoint: EndpointOption = DEFAULT_ENDPOINT, fmt: OutputOption = None
-) -> None:
+def list_volumes(ctx: typer.Context, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
     """ListVolumes (every page)."""
 
     def action(d: Driver) -> None:
@@ -330,8 +320,7 @@ def list_volumes(
                 break
         combined = csi_pb2.ListVolumesResponse(entries=entries)
         table = Table(title="Volumes", title_justify="left")
-        table.add_column("VOLUME ID", overflow="fold")
-        for column in ("SIZE", "MODE", "CONDITION"):
+        for column in ("VOLUME ID", "SIZE", "MODE", "CONDITION"):
             table.add_column(column)
         for e in entries:
             table.add_row(
@@ -340,7 +329,7 @@ def list_volumes(
                 e.volume.volume_context.get(_MODE_KEY, "-"),
                 _condition(e.status.volume_condition),
             )
-        _emit(ctx, fmt, combined, table)
+        _emit(ctx, combined, table)
 
     _run(endpoint, action)
 
@@ -355,7 +344,6 @@ def expand(
         typer.Option("--path", help="Where the volume is published: also run NodeExpandVolume."),
     ] = None,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """ControllerExpandVolume, then NodeExpandVolume at --path when the node has work left."""
     wanted = csi_pb2.CapacityRange(required_bytes=parse_size(size))
@@ -376,7 +364,7 @@ def expand(
             ("capacity", f"{format_size(reply.capacity_bytes)} ({reply.capacity_bytes} bytes)"),
             ("node expansion required", str(reply.node_expansion_required)),
         ]
-        _emit(ctx, fmt, reply, _rows("Expanded", rows))
+        _emit(ctx, reply, _rows("Expanded", rows))
 
     _run(endpoint, action)
 
@@ -400,14 +388,13 @@ def snapshot(
     volume_id: str,
     name: str,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """CreateSnapshot of VOLUME_ID named NAME (instant, on the volume's node)."""
     request = csi_pb2.CreateSnapshotRequest(name=name, source_volume_id=volume_id)
 
     def action(d: Driver) -> None:
         reply = d.call(d.controller.CreateSnapshot, request)
-        _emit(ctx, fmt, reply, _rows("Snapshot", _snapshot_rows(reply.snapshot)))
+        _emit(ctx, reply, _rows("Snapshot", _snapshot_rows(reply.snapshot)))
 
     _run(endpoint, action)
 
@@ -426,7 +413,6 @@ def list_snapshots(
         str, typer.Option("--volume", help="Only snapshots of this volume ID.")
     ] = "",
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """ListSnapshots (every page)."""
 
@@ -443,15 +429,13 @@ def list_snapshots(
             if not token:
                 break
         table = Table(title="Snapshots", title_justify="left")
-        for column in ("SNAPSHOT ID", "SOURCE VOLUME"):
-            table.add_column(column, overflow="fold")
-        for column in ("SIZE", "CREATED"):
+        for column in ("SNAPSHOT ID", "SOURCE VOLUME", "SIZE", "CREATED"):
             table.add_column(column)
         for e in entries:
             s = e.snapshot
             created = output.when(s.creation_time.ToNanoseconds() / 1e9)
             table.add_row(s.snapshot_id, s.source_volume_id, format_size(s.size_bytes), created)
-        _emit(ctx, fmt, csi_pb2.ListSnapshotsResponse(entries=entries), table)
+        _emit(ctx, csi_pb2.ListSnapshotsResponse(entries=entries), table)
 
     _run(endpoint, action)
 
@@ -533,7 +517,6 @@ def stats(
     volume_id: str,
     path: Path,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """NodeGetVolumeStats: bytes, inodes and condition of the volume at PATH."""
 
@@ -550,6 +533,6 @@ def stats(
             for u in reply.usage
         ]
         rows.append(("condition", _condition(reply.volume_condition)))
-        _emit(ctx, fmt, reply, _rows("Volume stats", rows))
+        _emit(ctx, reply, _rows("Volume stats", rows))
 
     _run(endpoint, action)

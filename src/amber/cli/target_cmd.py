@@ -177,7 +177,7 @@ def list_(ctx: typer.Context) -> None:
     for t in targets:
         options = ", ".join(f"{k}={v}" for k, v in t["options"].items()) or "-"
         table.add_row(t["name"], t["url"], t["encryption"], t["credential"], options)
-    output.console().print(table)
+    output.console().print(output.fit(table, "NAME", "URL"))
 
 
 def _status_rows(s: TargetStatus) -> list[tuple[str, str]]:
