@@ -20,7 +20,7 @@ import typer
 
 from amber.backup.backuper import SYSTEM_LABEL_PREFIX, BackupOptions, backup_snapshot
 from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult, prune
-from amber.backup.handles import check_key, parse_backup_name
+from amber.backup.handles import LATEST, check_key, parse_backup_name, resolve_backup_id
 from amber.backup.keeper import LockKeeper, acquire, holder
 from amber.backup.locks import LockKind
 from amber.backup.manifest import HOLE, ZERO, Manifest
@@ -29,7 +29,6 @@ from amber.backup.repository import Repository
 from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
 from amber.backup.targets import (
-    TargetConfig,
     TargetRuntime,
     backup_handle,
     open_target_repository,
@@ -53,7 +52,10 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-TargetOption = Annotated[str, typer.Option("--target", "-t", help="Backup target name.")]
+TargetOption = Annotated[
+    str | None,
+    typer.Option("--target", "-t", help="Backup target (default: the only one configured)."),
+]
 MaybeTarget = Annotated[
     str | None, typer.Option("--target", "-t", help="Backup target (not needed with a handle).")
 ]
@@ -88,28 +90,42 @@ def _progress(st: CliState) -> Progress:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _open_backup(ctx: typer.Context, ref: str, target: str | None) -> tuple[str, str, Repository]:
-    """(target, backup id, repository) of a backup named by id, handle or CSI snapshot ID; a
-    snapshot ID by key counts only if the manifest under its id carries that key."""
+BACKUP_HELP = "Backup id, unique id prefix, 'latest', or handle."
+VolumeOption = Annotated[
+    str | None, typer.Option("--volume", help=f"With {LATEST!r}: the newest backup of this volume.")
+]
+
+
+def _open_backup(
+    ctx: typer.Context, ref: str, target: str | None, volume: str | None = None
+) -> tuple[str, str, Repository]:
+    """(target, backup id, repository) of a backup named by id, unique id prefix, `latest`,
+    handle or CSI snapshot ID; a snapshot ID by key counts only if the manifest under its id
+    carries that key."""
     name = parse_backup_name(ref, target)
-    named, backup_id = _resolve(targets_config(ctx), ref, name.target, name.backup_id)
+    if volume is not None and name.backup_id != LATEST:
+        raise InvalidArgument(f"--volume goes with {LATEST!r}, not with a backup id")
+    named = _target_name(ctx, name.target, ref)
     repo = _open(ctx, named)
     if name.key is not None:
-        check_key(repo.load_manifest(backup_id), name)
+        check_key(repo.load_manifest(name.backup_id), name)
+        return named, name.backup_id, repo
+    backup_id = resolve_backup_id(repo, name.backup_id, volume=volume, where=f"target {named!r}")
     return named, backup_id, repo
 
 
-def _resolve(config: TargetConfig, ref: str, named: str | None, backup_id: str) -> tuple[str, str]:
-    """(target, backup id): the target named, or the only target there is."""
-    if named is None:
-        known = sorted(config.load())
-        if len(known) != 1:
-            raise InvalidArgument(
-                f"backup {ref!r}: say which target holds it with --target, or give its handle "
-                "(amber:v1:backup:TARGET:ID)"
-            )
-        named = known[0]
-    return named, backup_id
+def _target_name(ctx: typer.Context, given: str | None, ref: str | None = None) -> str:
+    """The target given, or the only target there is."""
+    if given is not None:
+        return given
+    config = targets_config(ctx)
+    known = sorted(config.load())
+    if len(known) == 1:
+        return known[0]
+    what = f"backup {ref!r}: say which target holds it" if ref else "say which target to use"
+    hint = " with --target, or give its handle (amber:v1:backup:TARGET:ID)" if ref else ""
+    count = "no targets are" if not known else f"{len(known)} targets are"
+    raise InvalidArgument(f"{what}{hint or ' with --target'} ({count} configured in {config.path})")
 
 
 def _open(ctx: typer.Context, target: str, *, create: bool = False) -> Repository:
@@ -177,7 +193,7 @@ def _summary(target: str, m: Manifest) -> dict[str, Any]:
 def create(
     ctx: typer.Context,
     snapshot: Annotated[str, typer.Argument(help="The pool snapshot to back up.")],
-    target: TargetOption,
+    given: TargetOption = None,
     label: Annotated[
         list[str] | None, typer.Option("--label", help="KEY=VALUE label (repeatable).")
     ] = None,
@@ -187,6 +203,7 @@ def create(
     ] = False,
 ) -> None:
     """Back up SNAPSHOT: only chunks changed since the last backup to TARGET are read."""
+    target = _target_name(ctx, given)
     _one_malloc_arena()
     st = state(ctx)
     pool = st.open_pool()
@@ -232,9 +249,10 @@ def create(
 @app.command("restore")
 def restore(
     ctx: typer.Context,
-    backup: Annotated[str, typer.Argument(help="Backup id or handle.")],
+    backup: Annotated[str, typer.Argument(help=BACKUP_HELP)],
     volume: Annotated[str, typer.Argument(help="Name of the new volume.")],
     target: MaybeTarget = None,
+    volume_of: VolumeOption = None,
     size: Annotated[
         str | None, typer.Option("--size", help="Size of the new volume (default: as backed up).")
     ] = None,
@@ -249,7 +267,7 @@ def restore(
     _one_malloc_arena()
     st = state(ctx)
     wanted = parse_size(size) if size else None
-    _, backup_id, repo = _open_backup(ctx, backup, target)
+    _, backup_id, repo = _open_backup(ctx, backup, target, volume_of)
     pool = st.open_pool()
     report = restore_backup(
         pool,
@@ -285,10 +303,11 @@ def restore(
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    target: TargetOption,
+    given: TargetOption = None,
     volume: Annotated[str | None, typer.Option("--volume", help="Only this volume.")] = None,
 ) -> None:
     """Backups in a target, oldest first."""
+    target = _target_name(ctx, given)
     st = state(ctx)
     manifests = _open(ctx, target).load_manifests()
     rows = [_summary(target, m) for m in manifests if volume in (None, m.volume_name)]
@@ -313,10 +332,15 @@ def list_(
 
 
 @app.command("show")
-def show(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
+def show(
+    ctx: typer.Context,
+    backup: Annotated[str, typer.Argument(help=BACKUP_HELP)],
+    target: MaybeTarget = None,
+    volume: VolumeOption = None,
+) -> None:
     """One backup in detail."""
     st = state(ctx)
-    name, backup_id, repo = _open_backup(ctx, backup, target)
+    name, backup_id, repo = _open_backup(ctx, backup, target, volume)
     manifest = repo.load_manifest(backup_id)
     summary = _summary(name, manifest)
     chunks = manifest.chunk_map
@@ -358,10 +382,15 @@ def show(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
+def delete(
+    ctx: typer.Context,
+    backup: Annotated[str, typer.Argument(help=BACKUP_HELP)],
+    target: MaybeTarget = None,
+    volume: VolumeOption = None,
+) -> None:
     """Delete one backup; its data goes at the next prune (if no other backup uses it)."""
     st = state(ctx)
-    name, backup_id, repo = _open_backup(ctx, backup, target)
+    name, backup_id, repo = _open_backup(ctx, backup, target, volume)
     repo.load_manifest(backup_id)  # NotFound names the backup
     repo.delete_backup(backup_id)
     if st.json:
@@ -376,7 +405,7 @@ def delete(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
 @app.command("prune")
 def prune_(
     ctx: typer.Context,
-    target: TargetOption,
+    given: TargetOption = None,
     keep_last: Annotated[int, typer.Option("--keep-last", help="Keep the N newest.")] = 0,
     keep_hourly: Annotated[int, typer.Option("--keep-hourly", help="Keep N hourly.")] = 0,
     keep_daily: Annotated[int, typer.Option("--keep-daily", help="Keep N daily.")] = 0,
@@ -397,6 +426,7 @@ def prune_(
     ] = DEFAULT_GRACE_SECONDS,
 ) -> None:
     """Forget backups by policy (per volume), then delete the data no kept backup uses."""
+    target = _target_name(ctx, given)
     st = state(ctx)
     policy = RetentionPolicy(
         keep_last=keep_last,
@@ -448,7 +478,7 @@ def _print_prune(st: CliState, target: str, result: PruneResult) -> None:
 @app.command("check")
 def check_(
     ctx: typer.Context,
-    target: TargetOption,
+    given: TargetOption = None,
     read_data: Annotated[
         bool, typer.Option("--read-data", help="Also download and verify every byte.")
     ] = False,
@@ -462,6 +492,7 @@ def check_(
     ] = 100.0,
 ) -> None:
     """Verify the repository's structure (and with --read-data, its data)."""
+    target = _target_name(ctx, given)
     from amber.backup.check import check
 
     st = state(ctx)
@@ -496,11 +527,12 @@ def _print_check(st: CliState, target: str, result: CheckResult) -> None:
 
 
 @app.command("repair")
-def repair_(ctx: typer.Context, target: TargetOption) -> None:
+def repair_(ctx: typer.Context, given: TargetOption = None) -> None:
     """Rebuild the index from the pack headers; adopt or remove what killed backups left.
 
     Use it after `check` reports a damaged or missing index object. Takes the exclusive lock.
     """
+    target = _target_name(ctx, given)
     from amber.cli.backup_repair_cmd import run_repair
 
     run_repair(state(ctx), target, _open(ctx, target), _progress(state(ctx)))
@@ -509,7 +541,7 @@ def repair_(ctx: typer.Context, target: TargetOption) -> None:
 @app.command("unlock")
 def unlock_(
     ctx: typer.Context,
-    target: TargetOption,
+    given: TargetOption = None,
     lock_id: Annotated[
         list[str] | None,
         typer.Argument(help="Locks to remove (ids or locks/<id>), whatever their state."),
@@ -524,6 +556,7 @@ def unlock_(
     Without arguments: expired locks and locks of dead processes of this host. Name a lock
     (e.g. the unreadable one an error or `check` names) to remove it whatever its state.
     """
+    target = _target_name(ctx, given)
     from amber.cli.backup_repair_cmd import run_unlock
 
     if lock_id and remove_all:
