@@ -35,11 +35,13 @@ from amber.backup.targets import (
 )
 from amber.blobstore.retry import RetryWait
 from amber.cli import output
-from amber.cli.numbers import finite, percent
+from amber.cli.durations import Duration
+from amber.cli.numbers import percent
 from amber.cli.state import CliState, state
 from amber.cli.target_cmd import ConfigOption, remember_config, targets_config
 from amber.domain.errors import Corrupt, InvalidArgument
 from amber.domain.units import format_size, parse_size
+from amber.pool import Pool
 
 if TYPE_CHECKING:
     from amber.backup.check import CheckResult
@@ -189,11 +191,35 @@ def _summary(target: str, m: Manifest) -> dict[str, Any]:
 # -- create and restore -----------------------------------------------------------------------
 
 
+def _snapshot_to_back_up(pool: Pool, name: str, *, take: bool) -> str:
+    """The snapshot `backup create NAME` backs up: NAME, or with `take` a new snapshot of the
+    volume NAME. A volume named without `take` is refused with what to run instead."""
+    if take:
+        pool.volumes.get(name)  # NotFound names the volume
+        taken = f"{name[:76]}-backup-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+        return pool.snapshots.create(name, taken).name
+    if pool.snapshots.find(name) is None and pool.volumes.find(name) is not None:
+        raise InvalidArgument(
+            f"{name!r} is a volume; a backup is made of a snapshot: run `amber snapshot create "
+            f"{name} SNAPSHOT` first and back that up, or add --snapshot to do both"
+        )
+    return name
+
+
 @app.command("create")
 def create(
     ctx: typer.Context,
-    snapshot: Annotated[str, typer.Argument(help="The pool snapshot to back up.")],
+    snapshot: Annotated[
+        str, typer.Argument(help="The pool snapshot to back up (with --snapshot: a volume).")
+    ],
     given: TargetOption = None,
+    take_snapshot: Annotated[
+        bool,
+        typer.Option(
+            "--snapshot",
+            help="SNAPSHOT names a volume: snapshot it now (kept in the pool) and back that up.",
+        ),
+    ] = False,
     label: Annotated[
         list[str] | None, typer.Option("--label", help="KEY=VALUE label (repeatable).")
     ] = None,
@@ -207,6 +233,7 @@ def create(
     _one_malloc_arena()
     st = state(ctx)
     pool = st.open_pool()
+    snapshot = _snapshot_to_back_up(pool, snapshot, take=take_snapshot)
     repo = _open(ctx, target, create=True)
     options = BackupOptions(
         labels=_labels(label or []), tags=tuple(tag or []), use_extent_map=not full
@@ -419,9 +446,8 @@ def prune_(
         float,
         typer.Option(
             "--grace",
-            min=0.0,
-            callback=finite,
-            help="Never delete packs younger than this (seconds).",
+            click_type=Duration(),
+            help="Never delete packs younger than this (90s, 1h, 7d; a bare number: seconds).",
         ),
     ] = DEFAULT_GRACE_SECONDS,
 ) -> None:

@@ -109,7 +109,6 @@ app = typer.Typer(
     help="Amber: node-local volumes with instant reflink snapshots, clones and restores.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 
 
