@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -37,7 +37,7 @@ from amber.blobstore.retry import RetryWait
 from amber.cli import output
 from amber.cli.durations import Duration
 from amber.cli.numbers import percent
-from amber.cli.state import CliState, state
+from amber.cli.state import CliState, key_values, state
 from amber.cli.target_cmd import ConfigOption, remember_config, targets_config
 from amber.domain.errors import Corrupt, InvalidArgument
 from amber.domain.units import format_size, parse_size
@@ -159,16 +159,6 @@ class RetryNotices:
         sys.stderr.flush()
 
 
-def _labels(pairs: Sequence[str]) -> dict[str, str]:
-    labels = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidArgument(f"invalid label {pair!r}: use KEY=VALUE")
-        labels[key] = value
-    return labels
-
-
 def _summary(target: str, m: Manifest) -> dict[str, Any]:
     return {
         "backup_id": m.backup_id,
@@ -236,7 +226,7 @@ def create(
     snapshot = _snapshot_to_back_up(pool, snapshot, take=take_snapshot)
     repo = _open(ctx, target, create=True)
     options = BackupOptions(
-        labels=_labels(label or []), tags=tuple(tag or []), use_extent_map=not full
+        labels=key_values(label, "--label"), tags=tuple(tag or []), use_extent_map=not full
     )
     report = backup_snapshot(
         pool,

@@ -10,6 +10,7 @@ NodeExpandVolume when the controller says the node has work left.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from google.protobuf.json_format import MessageToDict
 from rich.table import Table
 
 from amber.cli import output
-from amber.cli.state import state
+from amber.cli.state import key_values, state
 from amber.csi import params
 from amber.csi._proto import csi_pb2, csi_pb2_grpc
 from amber.domain import errors
@@ -53,6 +54,83 @@ EndpointOption = Annotated[
     str,
     typer.Option("--endpoint", envvar="CSI_ENDPOINT", help="The driver's socket (unix://...)."),
 ]
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help="KEY=VALUE: a class parameter, as a StorageClass or VolumeSnapshotClass "
+        "would send (repeatable).",
+    ),
+]
+SecretsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--secrets-file",
+        help="A YAML (key: value lines) or JSON map sent as the call's secrets (never printed).",
+    ),
+]
+
+
+_SECRET_KEY_RE: Final = re.compile(r"[-._a-zA-Z0-9]+")
+"""What a Kubernetes Secret allows as a key."""
+
+
+def _params(pairs: list[str] | None) -> dict[str, str]:
+    return key_values(pairs, "--param")
+
+
+def _secrets(path: Path | None) -> dict[str, str]:
+    """The secrets map in `path`: a JSON object of strings, or `key: value` lines (YAML's flat
+    form: `#` comments, quoted values). Errors name the file and line, never a value."""
+    if path is None:
+        return {}
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise errors.InvalidArgument(f"cannot read the secrets file {path}: {e}") from None
+    if text.lstrip().startswith("{"):
+        return _json_secrets(path, text)
+    found: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = f"{line} ".partition(": ")
+        if not sep or not _SECRET_KEY_RE.fullmatch(key):
+            raise errors.InvalidArgument(
+                f"line {number} of the secrets file {path} is not 'key: value'"
+            )
+        found[key.strip()] = _unquote(value.strip(), path, number)
+    return found
+
+
+def _unquote(value: str, path: Path, number: int) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1].replace("''", "'")
+    if value.startswith('"'):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            decoded = None
+        if not isinstance(decoded, str):
+            raise errors.InvalidArgument(
+                f"line {number} of the secrets file {path} has a badly quoted value"
+            )
+        return decoded
+    return value
+
+
+def _json_secrets(path: Path, text: str) -> dict[str, str]:
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in document.items()
+    ):
+        raise errors.InvalidArgument(
+            f"the secrets file {path} is not a JSON object of strings to strings"
+        )
+    return document
 
 
 class Driver:
@@ -255,6 +333,8 @@ def create_volume(
     from_volume: Annotated[
         str | None, typer.Option("--from-volume", help="Clone this volume ID.")
     ] = None,
+    param: ParamOption = None,
+    secrets_file: SecretsOption = None,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
 ) -> None:
     """CreateVolume: an empty volume, a clone or a restore (instant reflink copies)."""
@@ -263,6 +343,8 @@ def create_volume(
         capacity_range=csi_pb2.CapacityRange(required_bytes=parse_size(size)),
         volume_capabilities=[_capability(block=block, fs_type=fs_type)],
         volume_content_source=_source(from_snapshot, from_volume),
+        parameters=_params(param),
+        secrets=_secrets(secrets_file),
     )
 
     def action(d: Driver) -> None:
@@ -273,9 +355,11 @@ def create_volume(
 
 
 @app.command("delete-volume")
-def delete_volume(volume_id: str, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
+def delete_volume(
+    volume_id: str, secrets_file: SecretsOption = None, endpoint: EndpointOption = DEFAULT_ENDPOINT
+) -> None:
     """DeleteVolume (its snapshots stay)."""
-    request = csi_pb2.DeleteVolumeRequest(volume_id=volume_id)
+    request = csi_pb2.DeleteVolumeRequest(volume_id=volume_id, secrets=_secrets(secrets_file))
     _run(endpoint, lambda d: d.call(d.controller.DeleteVolume, request))
 
 
@@ -387,10 +471,18 @@ def snapshot(
     ctx: typer.Context,
     volume_id: str,
     name: str,
+    param: ParamOption = None,
+    secrets_file: SecretsOption = None,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
 ) -> None:
-    """CreateSnapshot of VOLUME_ID named NAME (instant, on the volume's node)."""
-    request = csi_pb2.CreateSnapshotRequest(name=name, source_volume_id=volume_id)
+    """CreateSnapshot of VOLUME_ID named NAME (instant, on the volume's node; a backup snapshot
+    with --param type=backup, its target from --param target=NAME or the secrets)."""
+    request = csi_pb2.CreateSnapshotRequest(
+        name=name,
+        source_volume_id=volume_id,
+        parameters=_params(param),
+        secrets=_secrets(secrets_file),
+    )
 
     def action(d: Driver) -> None:
         reply = d.call(d.controller.CreateSnapshot, request)
@@ -400,9 +492,13 @@ def snapshot(
 
 
 @app.command("delete-snapshot")
-def delete_snapshot(snapshot_id: str, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
-    """DeleteSnapshot."""
-    request = csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id)
+def delete_snapshot(
+    snapshot_id: str,
+    secrets_file: SecretsOption = None,
+    endpoint: EndpointOption = DEFAULT_ENDPOINT,
+) -> None:
+    """DeleteSnapshot (a backup snapshot's target may need the secrets)."""
+    request = csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id, secrets=_secrets(secrets_file))
     _run(endpoint, lambda d: d.call(d.controller.DeleteSnapshot, request))
 
 
@@ -412,9 +508,11 @@ def list_snapshots(
     volume_id: Annotated[
         str, typer.Option("--volume", help="Only snapshots of this volume ID.")
     ] = "",
+    secrets_file: SecretsOption = None,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
 ) -> None:
     """ListSnapshots (every page)."""
+    secrets = _secrets(secrets_file)
 
     def action(d: Driver) -> None:
         entries: list[Any] = []
@@ -422,7 +520,9 @@ def list_snapshots(
         while True:
             reply = d.call(
                 d.controller.ListSnapshots,
-                csi_pb2.ListSnapshotsRequest(source_volume_id=volume_id, starting_token=token),
+                csi_pb2.ListSnapshotsRequest(
+                    source_volume_id=volume_id, starting_token=token, secrets=secrets
+                ),
             )
             entries += reply.entries
             token = reply.next_token

@@ -14,6 +14,7 @@ from typing import Final
 import click
 import typer
 
+from amber.domain.errors import InvalidArgument
 from amber.pool import DEFAULT_POOL, Pool, PoolSettings
 
 CRASH_ENV = "AMBER_TEST_CRASH_AT"
@@ -99,3 +100,15 @@ def add_output_option(command: click.Command) -> None:
         return
     if not any("--output" in p.opts for p in command.params):
         command.params.append(output_option())
+
+
+def key_values(pairs: list[str] | None, option: str) -> dict[str, str]:
+    """`KEY=VALUE` options (`--label`, `--param`) as a map; a pair without `=` or without a key
+    is a usage error naming the option."""
+    found: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"invalid {option} {pair[:140]!r}: use KEY=VALUE")
+        found[key] = value
+    return found
