@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from amber.domain.errors import InvalidArgument
 from amber.domain.units import parse_duration
+from tests.blobstore.conftest import S3Server
 from tests.engine.helpers import PASSWORD_TEXT, Cli
 
 
@@ -71,7 +73,7 @@ def test_the_only_target_is_the_default_and_durations_take_units(
 
 
 def test_without_a_target_and_with_two_the_error_says_so(cli: Cli, only_target: str) -> None:
-    cli.ok("target", "add", "other", "file:///nonexistent-amber-target", "--no-encryption")
+    cli.ok("target", "add", "other", "file:///nonexistent-amber", "--no-encryption", "--no-check")
     done = cli.run("backup", "list")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
@@ -123,3 +125,111 @@ def test_shell_completion_is_offered_and_completes_lazy_commands() -> None:
     assert complete("amber vol") == ["volume"]
     assert "list" in complete("amber backup li")
     assert "--target" in complete("amber backup list --t")
+
+
+# -- target add: checked before it is saved; its directory or bucket made when asked -----------
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep the host's AWS settings out of the `amber` processes."""
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name.startswith("AMBER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def password(tmp_path: Path) -> str:
+    path = tmp_path / "password"
+    path.write_text(PASSWORD_TEXT + "\n")
+    return str(path)
+
+
+def _names(cli: Cli) -> list[str]:
+    return [t["name"] for t in cli.json("target", "list")]
+
+
+def test_a_file_target_directory_is_made_with_init_only(
+    cli: Cli, tmp_path: Path, password: str
+) -> None:
+    where = tmp_path / "nas" / "amber"
+    refused = cli.run("target", "add", "nas", f"file://{where}", "--password-file", password)
+    assert refused.returncode == 3
+    assert refused.stderr.count("\n") == 1
+    assert "--init" in refused.stderr
+    assert not where.exists()
+    assert _names(cli) == []
+    added = cli.json(
+        "target", "add", "nas", f"file://{where}", "--password-file", password, "--init"
+    )
+    assert added["created"] == [f"directory {where}"]
+    assert (where / "config").is_file()
+    assert _names(cli) == ["nas"]
+
+
+def test_target_add_checks_the_password_unless_told_not_to(
+    cli: Cli, tmp_path: Path, password: str
+) -> None:
+    where = tmp_path / "repo"
+    cli.ok("target", "add", "good", f"file://{where}", "--password-file", password, "--init")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    refused = cli.run("target", "add", "bad", f"file://{where}", "--password-file", str(wrong))
+    assert refused.returncode == 11
+    assert refused.stderr.count("\n") == 1
+    assert "not-the-password" not in refused.stderr
+    assert _names(cli) == ["good"]
+    cli.ok("target", "add", "bad", f"file://{where}", "--password-file", str(wrong), "--no-check")
+    assert _names(cli) == ["bad", "good"]
+
+
+def test_an_unreachable_target_is_not_saved(cli: Cli, password: str) -> None:
+    from tests.blobstore.conftest import free_port
+
+    args = ("target", "add", "gone", "s3://bucket/x", "--endpoint",
+            f"http://127.0.0.1:{free_port()}", "--password-file", password)  # fmt: skip
+    refused = cli.run(*args, timeout=60)
+    assert refused.returncode == 9
+    assert refused.stderr.count("\n") == 1
+    assert "--no-check" in refused.stderr
+    assert _names(cli) == []
+    cli.ok(*args, "--no-check")
+    assert _names(cli) == ["gone"]
+
+
+@pytest.fixture(scope="module", params=["moto", "seaweedfs"])
+def s3(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[S3Server]:
+    from tests.blobstore.conftest import _run_moto, run_weed
+
+    where = tmp_path_factory.mktemp(f"conveniences-{request.param}")
+    with _run_moto(where, auth=False) if request.param == "moto" else run_weed(where) as server:
+        yield server
+
+
+def test_create_bucket_makes_a_missing_bucket(
+    cli: Cli, tmp_path: Path, password: str, s3: S3Server
+) -> None:
+    (tmp_path / "s3-secret").write_text(s3.secret_key + "\n")
+    bucket = f"amber-new-{os.urandom(4).hex()}"
+    args = ("target", "add", "s3", f"s3://{bucket}/prefix", "--endpoint", s3.endpoint,
+            "--path-style", "--access-key", s3.access_key,
+            "--secret-key-file", str(tmp_path / "s3-secret"),
+            "--password-file", password)  # fmt: skip
+    missing = cli.run(*args)
+    assert missing.returncode != 0
+    assert bucket in missing.stderr
+    assert missing.stderr.count("\n") == 1
+    assert _names(cli) == []
+    added = cli.json(*args, "--create-bucket", "--init")
+    assert added["created"] == [f"bucket {bucket}"]
+    assert added["repository_id"]
+    status = cli.json("target", "status", "s3")
+    assert (status["reachable"], status["writable"], status["unlocked"]) == (True, True, True)
+    # an existing bucket is left as it is
+    cli.ok("target", "remove", "s3")
+    assert cli.json(*args, "--create-bucket")["created"] == []
