@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from amber.backup.targets import DEFAULT_CONFIG
-from amber.cli.numbers import finite
+from amber.cli.durations import Duration
 from amber.cli.state import state
 from amber.csi.backups import BackupSettings, UploadSettings
 from amber.csi.capabilities import DriverMode
@@ -39,9 +39,8 @@ GraceOption = Annotated[
     float,
     typer.Option(
         "--grace",
-        min=0.0,
-        callback=finite,
-        help="Seconds calls in flight get to finish after SIGTERM.",
+        click_type=Duration(),
+        help="How long calls in flight get to finish after SIGTERM (30s, 2m; bare: seconds).",
     ),
 ]
 LogRequestsOption = Annotated[
@@ -99,9 +98,8 @@ def node(
         float,
         typer.Option(
             "--upload-retry",
-            min=0.01,
-            callback=finite,
-            help="First pause after a failed upload (s).",
+            click_type=Duration(allow_zero=False, at_least=0.01),
+            help="First pause after a failed upload (2s, 500ms; bare: seconds).",
         ),
     ] = 2.0,
     upload_attempts: Annotated[
