@@ -60,6 +60,10 @@ def default_image(root: Path) -> Path:
 
 
 MIN_IMAGE_SIZE = 1 * GiB
+DEFAULT_IMAGE_OVERPROVISIONING = 4.0
+"""A new loopback pool's ratio: its image is sparse and so are the volumes in it, so volume
+sizes may add up to 4x the image (what volumes really write is what fills it, and a full pool
+still lets you unmount and delete). Directory and device pools default to 1."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,11 @@ class Pool:
 
     @staticmethod
     def init_image(
-        image: Path, size: int, root: Path, *, overprovisioning: float = 1.0
+        image: Path,
+        size: int,
+        root: Path,
+        *,
+        overprovisioning: float = DEFAULT_IMAGE_OVERPROVISIONING,
     ) -> ReflinkProbe:
         """Create a sparse image, format it XFS with reflink, mount it at `root`, make a pool."""
         check_range("overprovisioning", overprovisioning, 1.0, 100.0)  # before anything is made
