@@ -462,10 +462,12 @@ def test_import_prints_valid_objects_usable_by_another_cluster(env: Env) -> None
             "new-cluster",
             "--name",
             "restored-snap",
+            "--node",
+            "node-b",
         ],
     )
     assert result.exit_code == 0, result.output
-    content, snapshot = yaml.safe_load_all(result.output)
+    content, snapshot = yaml.safe_load_all(result.stdout)
     jsonschema.validate(content, CONTENT_SCHEMA)
     jsonschema.validate(snapshot, SNAPSHOT_SCHEMA)
     assert content["spec"]["deletionPolicy"] == "Retain"

@@ -77,15 +77,19 @@ def bound(kube: Kube, ns: str, name: str, timeout: float = 90) -> tuple[Obj, Obj
 
 
 def ready(kube: Kube, ns: str, name: str, timeout: float = 90) -> tuple[Obj, Obj]:
-    """Wait until the VolumeSnapshot is readyToUse; return it and its content."""
+    """Wait until the VolumeSnapshot is readyToUse; return it and its content. (A status error
+    on the way is not final: snapshot-controller reports conflicts there, and retries.)"""
+    seen: list[Obj] = [{}]
 
     def probe() -> Obj | None:
         vs = kube.get("volumesnapshots", name, ns)
-        status = vs.get("status") or {}
-        assert not status.get("error"), f"VolumeSnapshot {ns}/{name}: {status['error']}"
-        return vs if status.get("readyToUse") else None
+        seen[0] = vs.get("status") or {}
+        return vs if seen[0].get("readyToUse") else None
 
-    vs: Obj = until(f"VolumeSnapshot {ns}/{name} readyToUse", probe, timeout)
+    try:
+        vs: Obj = until(f"VolumeSnapshot {ns}/{name} readyToUse", probe, timeout)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; its status: {seen[0]}") from None
     return vs, kube.get("volumesnapshotcontents", vs["status"]["boundVolumeSnapshotContentName"])
 
 

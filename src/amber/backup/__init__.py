@@ -28,7 +28,8 @@ request, every byte. The byte-level format is in `docs/repository-format.md`.
 
 Modules: `crypto` (sealing, subkeys, chunk ids), `keys` (key slots), `config`, `layout` (key
 names, clock type), `pack`, `index`, `manifest`, `locks`, `repository` (init/open, reads),
-`writer` (one backup), `retention` (pure policy), `gc` (prune), `check`. The package re-exports
+`writer` (one backup), `retention` (pure policy), `gc` (prune), `check`, `handles` (backup
+ids, handles and CSI snapshot IDs as people paste them). The package re-exports
 nothing: import from the module, so that a command loads only the modules it runs (an
 incremental backup's own work is shorter than Python's imports).
 """

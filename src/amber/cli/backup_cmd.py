@@ -20,7 +20,7 @@ import typer
 
 from amber.backup.backuper import SYSTEM_LABEL_PREFIX, BackupOptions, backup_snapshot
 from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult, prune
-from amber.backup.handles import parse_backup_name
+from amber.backup.handles import check_key, parse_backup_name
 from amber.backup.keeper import LockKeeper, acquire, holder
 from amber.backup.locks import LockKind
 from amber.backup.manifest import HOLE, ZERO, Manifest
@@ -88,11 +88,19 @@ def _progress(st: CliState) -> Progress:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _resolve(config: TargetConfig, ref: str, target: str | None) -> tuple[str, str]:
-    """(target, backup id) from a handle or a CSI snapshot ID (`amber:v1:bak:...`), or an id
-    plus --target (or the only target)."""
+def _open_backup(ctx: typer.Context, ref: str, target: str | None) -> tuple[str, str, Repository]:
+    """(target, backup id, repository) of a backup named by id, handle or CSI snapshot ID; a
+    snapshot ID by key counts only if the manifest under its id carries that key."""
     name = parse_backup_name(ref, target)
-    named, backup_id = name.target, name.backup_id
+    named, backup_id = _resolve(targets_config(ctx), ref, name.target, name.backup_id)
+    repo = _open(ctx, named)
+    if name.key is not None:
+        check_key(repo.load_manifest(backup_id), name)
+    return named, backup_id, repo
+
+
+def _resolve(config: TargetConfig, ref: str, named: str | None, backup_id: str) -> tuple[str, str]:
+    """(target, backup id): the target named, or the only target there is."""
     if named is None:
         known = sorted(config.load())
         if len(known) != 1:
@@ -241,8 +249,7 @@ def restore(
     _one_malloc_arena()
     st = state(ctx)
     wanted = parse_size(size) if size else None
-    name, backup_id = _resolve(targets_config(ctx), backup, target)
-    repo = _open(ctx, name)
+    _, backup_id, repo = _open_backup(ctx, backup, target)
     pool = st.open_pool()
     report = restore_backup(
         pool,
@@ -309,8 +316,8 @@ def list_(
 def show(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
     """One backup in detail."""
     st = state(ctx)
-    name, backup_id = _resolve(targets_config(ctx), backup, target)
-    manifest = _open(ctx, name).load_manifest(backup_id)
+    name, backup_id, repo = _open_backup(ctx, backup, target)
+    manifest = repo.load_manifest(backup_id)
     summary = _summary(name, manifest)
     chunks = manifest.chunk_map
     summary["chunks"] = {
@@ -354,8 +361,7 @@ def show(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
 def delete(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
     """Delete one backup; its data goes at the next prune (if no other backup uses it)."""
     st = state(ctx)
-    name, backup_id = _resolve(targets_config(ctx), backup, target)
-    repo = _open(ctx, name)
+    name, backup_id, repo = _open_backup(ctx, backup, target)
     repo.load_manifest(backup_id)  # NotFound names the backup
     repo.delete_backup(backup_id)
     if st.json:
