@@ -28,6 +28,7 @@ from amber.domain.models import PoolStatus
 from amber.domain.numbers import check_range
 from amber.domain.units import GiB, format_size
 from amber.pool.attach import Attachments
+from amber.pool.bases import bases_usage
 from amber.pool.context import (
     DB_NAME,
     LOCKS_DIR,
@@ -260,6 +261,7 @@ class Pool:
         problem = self.ctx.space_problem()
         volumes, snapshots, attachments = self.ctx.store.counts()
         image = self.ctx.store.get_meta("image") or ""
+        bases = bases_usage(self.root)
         return PoolStatus(
             path=self.root,
             image=Path(image) if image else None,
@@ -276,6 +278,8 @@ class Pool:
             attachments=attachments,
             full=problem is not None,
             space_problem=problem,
+            backup_bases=bases.count,
+            backup_bases_bytes=bases.allocated,
         )
 
     def space_problem(self) -> str | None:
