@@ -29,6 +29,8 @@ class CliState:
     output: OutputFormat
     crash_at: str | None
     """A failpoint name at which the process kills itself (crash-safety tests only)."""
+    verbose: bool = False
+    """--verbose: log every detail (servers too)."""
 
     @property
     def json(self) -> bool:
@@ -47,11 +49,12 @@ class CliState:
         return Pool.open(self.pool, settings=PoolSettings(), failpoint=self.failpoint())
 
 
-def make_state(pool: Path | None, output: OutputFormat) -> CliState:
+def make_state(pool: Path | None, output: OutputFormat, *, verbose: bool = False) -> CliState:
     return CliState(
         pool=pool or DEFAULT_POOL,
         output=output,
         crash_at=os.environ.get(CRASH_ENV) or None,
+        verbose=verbose,
     )
 
 

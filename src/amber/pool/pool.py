@@ -252,6 +252,12 @@ class Pool:
             return cls(ctx, [])
         recovered = recover(ctx)
         ensure_ballast(ctx)
+        log.debug(
+            "opened pool %s (reflink %s, overprovisioning %g)",
+            root,
+            "yes" if ctx.reflink else "no",
+            ctx.overprovisioning,
+        )
         return cls(ctx, recovered)
 
     # -- reporting ------------------------------------------------------------------------
