@@ -14,6 +14,8 @@ import typer
 from amber.pool import DEFAULT_POOL, Pool, PoolSettings
 
 CRASH_ENV = "AMBER_TEST_CRASH_AT"
+INTERRUPT_ENV = "AMBER_TEST_INTERRUPT_AT"
+"""Tests only: a failpoint name at which the process sends itself SIGINT (a Ctrl-C there)."""
 
 
 class OutputFormat(StrEnum):
@@ -29,6 +31,8 @@ class CliState:
     output: OutputFormat
     crash_at: str | None
     """A failpoint name at which the process kills itself (crash-safety tests only)."""
+    interrupt_at: str | None = None
+    """A failpoint name at which the process interrupts itself (tests of Ctrl-C)."""
     verbose: bool = False
     """--verbose: log every detail (servers too)."""
 
@@ -37,11 +41,13 @@ class CliState:
         return self.output is OutputFormat.json
 
     def failpoint(self) -> Callable[[str], None]:
-        target = self.crash_at
+        target, interrupt = self.crash_at, self.interrupt_at
 
         def hit(name: str) -> None:
             if name == target:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if name == interrupt:
+                os.kill(os.getpid(), signal.SIGINT)
 
         return hit
 
@@ -54,6 +60,7 @@ def make_state(pool: Path | None, output: OutputFormat, *, verbose: bool = False
         pool=pool or DEFAULT_POOL,
         output=output,
         crash_at=os.environ.get(CRASH_ENV) or None,
+        interrupt_at=os.environ.get(INTERRUPT_ENV) or None,
         verbose=verbose,
     )
 
