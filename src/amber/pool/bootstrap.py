@@ -19,6 +19,7 @@ from enum import Enum
 from pathlib import Path
 
 from amber.domain.errors import AlreadyExists, AmberError, FailedPrecondition, InvalidArgument
+from amber.domain.numbers import check_range
 from amber.domain.units import GiB, MiB, format_size, parse_size
 from amber.pool.context import DB_NAME
 from amber.pool.pool import (
@@ -112,9 +113,10 @@ def create_pool(
 ) -> ReflinkProbe:
     """Create the pool at `root` from `source` (refused if there is one)."""
     source = _resolved(root, source)
-    _refuse_existing(root)
     if overprovisioning is None:
         overprovisioning = default_overprovisioning(source.kind)
+    check_range("overprovisioning", overprovisioning, 1.0, 100.0)  # bad input first
+    _refuse_existing(root)
     if source.kind is SourceKind.IMAGE:
         assert source.image is not None
         return Pool.init_image(source.image, source.size, root, overprovisioning=overprovisioning)
