@@ -92,3 +92,23 @@ def test_the_default_image_pool_holds_the_quick_start(tmp_path: Path) -> None:
     finally:
         teardown_mounts_under(tmp_path)
         subprocess.run(["umount", str(root)], check=False)
+
+
+def test_a_grown_image_pool_still_matches_its_node_setting(tmp_path: Path) -> None:
+    """The init container runs `pool init --if-missing --source image:SIZE` at every start:
+    a pool grown past the setting is the same pool; a setting past the image says how to grow."""
+    root = tmp_path / "pool"
+    try:
+        setting = ("pool", "init", "--if-missing", "--source")
+        assert amber(root, *setting, "image:2Gi").returncode == 0
+        amber_json(root, "pool", "resize", "--size", "3Gi")
+        same = amber(root, *setting, "image:2Gi")
+        assert same.returncode == 0, same.stderr
+        assert "nothing to do" in same.stdout
+        bigger = amber(root, *setting, "image:4Gi")
+        assert bigger.returncode == 5
+        assert "amber pool resize --size 4Gi" in bigger.stderr
+        assert bigger.stderr.count("\n") == 1
+    finally:
+        teardown_mounts_under(tmp_path)
+        subprocess.run(["umount", str(root)], check=False)

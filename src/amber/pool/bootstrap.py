@@ -198,8 +198,34 @@ def _existing_source(root: Path) -> tuple[PoolSource | str, float]:
     return PoolSource(SourceKind.IMAGE, size=image.stat().st_size, image=image), overprovisioning
 
 
+def _same_image(found: PoolSource | str, source: PoolSource) -> bool:
+    return (
+        isinstance(found, PoolSource)
+        and found.kind is SourceKind.IMAGE
+        and source.kind is SourceKind.IMAGE
+        and found.image == source.image
+    )
+
+
+def _grown(found: PoolSource | str, source: PoolSource) -> bool:
+    return _same_image(found, source) and isinstance(found, PoolSource) and found.size > source.size
+
+
+def _smaller(found: PoolSource | str, source: PoolSource) -> bool:
+    return _same_image(found, source) and isinstance(found, PoolSource) and found.size < source.size
+
+
 def _check_matches(root: Path, source: PoolSource, overprovisioning: float | None) -> None:
     found, found_over = _existing_source(root)
+    if _grown(found, source):
+        found = source  # `amber pool resize` grew it past the setting: still the same pool
+    if _smaller(found, source):
+        assert isinstance(found, PoolSource)
+        raise FailedPrecondition(
+            f"the pool image {found.image} is {format_size(found.size)}, smaller than the "
+            f"setting {source}: grow it with `amber pool resize --size "
+            f"{_setting_size(source.size)}`, or set the setting back"
+        )
     if found != source:
         raise FailedPrecondition(
             f"{root} already holds an Amber pool made from {found}, not {source}: change the "
