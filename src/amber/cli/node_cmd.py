@@ -7,8 +7,6 @@ announces that volumes grow on their nodes, and holds no pool. See docs/csi.md.
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +19,7 @@ from amber.csi.backups import BackupSettings, UploadSettings
 from amber.csi.capabilities import DriverMode
 from amber.csi.driver import DriverConfig, serve
 from amber.csi.ids import validate_node_id
+from amber.logs import LogStyle, setup_server_logging
 from amber.pool import Pool, PoolSettings
 
 DEFAULT_ENDPOINT = "unix:///run/amber/csi.sock"
@@ -49,16 +48,14 @@ LogRequestsOption = Annotated[
 ]
 
 
-def _setup_logging() -> None:
-    """RPC lines as bare JSON on stderr; everything else as `LEVEL name: message`."""
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    rpc = logging.getLogger("amber.csi.rpc")
-    rpc.propagate = False
-    rpc.setLevel(logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    rpc.addHandler(handler)
+LogFormatOption = Annotated[
+    LogStyle,
+    typer.Option(
+        "--log-format",
+        help="auto: logfmt on a terminal, JSON lines otherwise (time, level, logger, message, "
+        "request_id).",
+    ),
+]
 
 
 def node(
@@ -87,6 +84,7 @@ def node(
     ] = 0,
     grace: GraceOption = 30.0,
     log_requests: LogRequestsOption = False,
+    log_format: LogFormatOption = LogStyle.AUTO,
     targets_config: Annotated[
         Path,
         typer.Option(
@@ -110,7 +108,7 @@ def node(
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
     validate_node_id(node_id)
-    _setup_logging()
+    setup_server_logging(verbose=st.verbose, style=log_format)
     config = DriverConfig(
         mode=DriverMode.NODE,
         endpoint=endpoint,
@@ -132,12 +130,14 @@ def node(
 
 
 def controller(
+    ctx: typer.Context,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
     grace: GraceOption = 30.0,
     log_requests: LogRequestsOption = False,
+    log_format: LogFormatOption = LogStyle.AUTO,
 ) -> None:
     """Run the controller endpoint for csi-resizer (volumes grow on their nodes)."""
-    _setup_logging()
+    setup_server_logging(verbose=state(ctx).verbose, style=log_format)
     serve(
         DriverConfig(
             mode=DriverMode.CONTROLLER, endpoint=endpoint, grace=grace, log_requests=log_requests
