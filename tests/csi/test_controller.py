@@ -54,6 +54,7 @@ def test_plugin_info_and_capabilities(csi: Csi) -> None:
     assert {c.service.type for c in caps if c.HasField("service")} == {
         service.CONTROLLER_SERVICE,
         service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
+        service.GROUP_CONTROLLER_SERVICE,
     }
     assert [c.volume_expansion.type for c in caps if c.HasField("volume_expansion")] == [
         csi_pb2.PluginCapability.VolumeExpansion.ONLINE
@@ -103,6 +104,8 @@ def test_controller_mode_serves_csi_resizer_only() -> None:
         )
         services = {c.service.type for c in plugin.capabilities if c.HasField("service")}
         assert csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE in services
+        # Group snapshots need the node's pool: only `amber node` serves the GroupController.
+        assert csi_pb2.PluginCapability.Service.GROUP_CONTROLLER_SERVICE not in services
         controller = csi.controller.ControllerGetCapabilities(
             csi_pb2.ControllerGetCapabilitiesRequest(), timeout=RPC_TIMEOUT
         )

@@ -18,6 +18,7 @@ from typing import Final
 from amber.csi.backups import BackupSettings, BackupSnapshots
 from amber.csi.capabilities import DriverMode, plugin_capabilities
 from amber.csi.controller import ControllerServicer, ResizerControllerServicer
+from amber.csi.group import GroupControllerServicer
 from amber.csi.identity import IdentityServicer
 from amber.csi.ids import validate_node_id
 from amber.csi.logging import RpcLogInterceptor
@@ -80,7 +81,7 @@ def build_servicers(
 ) -> list[Registration]:
     """The registrations of `config.mode` (node mode needs the open pool and backups)."""
     if config.mode is DriverMode.CONTROLLER:
-        identity = IdentityServicer(plugin_capabilities())
+        identity = IdentityServicer(plugin_capabilities(config.mode))
         return [
             registration_for(identity),
             registration_for(ResizerControllerServicer()),
@@ -90,9 +91,10 @@ def build_servicers(
     assert backups is not None
     objects = LocalObjects(pool, config.node_id)
     return [
-        registration_for(IdentityServicer(plugin_capabilities(), pool_health(pool))),
+        registration_for(IdentityServicer(plugin_capabilities(config.mode), pool_health(pool))),
         registration_for(ControllerServicer(objects, backups)),
         registration_for(NodeServicer(objects, max_volumes=config.max_volumes)),
+        registration_for(GroupControllerServicer(objects)),
     ]
 
 
