@@ -54,6 +54,7 @@ def test_plugin_info_and_capabilities(csi: Csi) -> None:
     assert {c.service.type for c in caps if c.HasField("service")} == {
         service.CONTROLLER_SERVICE,
         service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
+        service.SNAPSHOT_METADATA_SERVICE,
     }
     assert [c.volume_expansion.type for c in caps if c.HasField("volume_expansion")] == [
         csi_pb2.PluginCapability.VolumeExpansion.ONLINE

@@ -18,7 +18,9 @@ Amber runs in two modes (see docs/csi.md):
   RPC capability at all, and its Node service answers only NodeGetCapabilities.
 
 Both modes announce the same plugin capabilities (CONTROLLER_SERVICE,
-VOLUME_ACCESSIBILITY_CONSTRAINTS, online expansion), as the spec asks of one plugin version.
+VOLUME_ACCESSIBILITY_CONSTRAINTS, online expansion, SNAPSHOT_METADATA_SERVICE), as the spec asks
+of one plugin version. Only node mode serves SnapshotMetadata (it needs the pool); nothing calls
+it on the controller endpoint.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def plugin_capabilities() -> PluginCapabilities:
         controller_service=True,
         accessibility_constraints=True,
         volume_expansion=VolumeExpansion.ONLINE,
+        snapshot_metadata_service=True,
     )
 
 

@@ -35,8 +35,9 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from amber.domain.errors import FailedPrecondition, InvalidArgument
+from amber.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from amber.domain.models import Snapshot
 from amber.system.ioctl import (
     FIEMAP_EXTENT_LAST,
@@ -152,10 +153,28 @@ class Delta:
         """The bytes the ranges cover."""
         return sum(length for _, length in self.ranges)
 
+    def aligned(self, offset: int) -> int:
+        """`offset` rounded down to a block boundary (where a resumed listing starts)."""
+        return offset - offset % self.block_size
+
+    def extents_from(self, offset: int) -> Iterator[ByteRange]:
+        """The ranges from the block holding `offset` on, the first one clipped to start there."""
+        start = self.aligned(offset)
+        for first, length in self.ranges:
+            end = first + length
+            if end > start:
+                yield max(first, start), end - max(first, start)
+
+    def blocks_from(self, offset: int) -> Iterator[ByteRange]:
+        """The same bytes as `extents_from`, as `(offset, block_size)` blocks in order."""
+        size = self.block_size
+        for first, length in self.extents_from(offset):
+            yield from ((block, size) for block in range(first, first + length, size))
+
 
 def allocated(snapshot: Snapshot) -> Delta:
     """The ranges of a snapshot's image that hold data (everything else reads as zeros)."""
-    with open(snapshot.image, "rb") as image:
+    with _open(snapshot.image, snapshot.name) as image:
         ranges = allocated_ranges(fiemap(image.fileno()), snapshot.size)
         return Delta(snapshot.size, _block_size(image.fileno()), ranges)
 
@@ -177,20 +196,27 @@ def delta(base: Snapshot, target: Snapshot, *, reflink: bool = True) -> Delta:
             "change tracking is off: the pool filesystem has no reflink, so snapshots share "
             "no blocks; read the whole snapshot instead"
         )
-    return image_delta(base.image, target.image, base.size, target.size)
+    with _open(base.image, base.name) as old, _open(target.image, target.name) as new:
+        return _delta(old.fileno(), new.fileno(), base.size, target.size)
 
 
-def image_delta(base: Path, target: Path, base_size: int, target_size: int) -> Delta:
-    """`delta` of two image files (both held open while their maps are read)."""
-    with open(base, "rb") as old, open(target, "rb") as new:
-        old_map, new_map = fiemap(old.fileno()), fiemap(new.fileno())
-        ranges = changed_ranges(old_map, new_map, min(base_size, target_size))
-        if target_size > base_size:
-            for start, length in allocated_ranges(new_map, target_size):
-                end = start + length
-                if end > base_size:
-                    _add(ranges, max(start, base_size), end)
-        return Delta(target_size, _block_size(new.fileno()), ranges)
+def _delta(old: int, new: int, base_size: int, target_size: int) -> Delta:
+    """`delta` of two open image files (held open while their maps are read)."""
+    old_map, new_map = fiemap(old), fiemap(new)
+    ranges = changed_ranges(old_map, new_map, min(base_size, target_size))
+    if target_size > base_size:
+        for start, length in allocated_ranges(new_map, target_size):
+            end = start + length
+            if end > base_size:
+                _add(ranges, max(start, base_size), end)
+    return Delta(target_size, _block_size(new), ranges)
+
+
+def _open(image: Path, name: str) -> BinaryIO:
+    try:
+        return open(image, "rb")  # the caller closes it
+    except FileNotFoundError as e:
+        raise NotFound(f"snapshot {name!r} was deleted while its blocks were listed") from e
 
 
 def _block_size(fd: int) -> int:
