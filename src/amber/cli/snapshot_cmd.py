@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from amber.cli import output
+from amber.cli import diff_cmd, output
 from amber.cli.state import state
 
 app = typer.Typer(
@@ -84,3 +84,6 @@ def unmount(ctx: typer.Context, name: str) -> None:
         output.print_json({"released": released})
     else:
         output.console().print(f"Snapshot {name} unmounted ({len(released)} mount(s)).")
+
+
+app.command("diff")(diff_cmd.diff)
