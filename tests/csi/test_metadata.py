@@ -31,6 +31,7 @@ SIZE = 16 * MiB
 BLOCK = 4 * KiB
 VARIABLE = csi_pb2.BlockMetadataType.VARIABLE_LENGTH
 FIXED = csi_pb2.BlockMetadataType.FIXED_LENGTH
+SECRET = "cbt-s3cr3t-91ab"
 
 
 def metadata_stub(driver: DriverProcess) -> Any:
@@ -220,7 +221,8 @@ def test_snapshots_of_different_volumes_are_an_invalid_argument(
 
 def test_fixed_length_reports_one_tuple_per_block(fresh_pool: Path) -> None:
     work = fresh_pool.parent / f"{fresh_pool.name}-work"
-    with running_driver(fresh_pool, extra=["--snapshot-metadata-type=fixed"]) as driver:
+    extra = ["--snapshot-metadata-type=fixed", "--log-requests"]
+    with running_driver(fresh_pool, extra=extra) as driver:
         csi, meta = driver.client(), metadata_stub(driver)
         base, target = _history(
             csi,
@@ -228,10 +230,13 @@ def test_fixed_length_reports_one_tuple_per_block(fresh_pool: Path) -> None:
             "fixed",
             [[(0, os.urandom(64 * KiB))], [(8 * KiB, os.urandom(12 * KiB))]],
         )
-        responses = delta(meta, base, target, max_results=2)
+        responses = delta(meta, base, target, max_results=2, secrets={"token": SECRET})
         assert {r.block_metadata_type for r in responses} == {FIXED}
         assert ranges(responses) == [(8 * KiB, BLOCK), (12 * KiB, BLOCK), (16 * KiB, BLOCK)]
         assert [len(r.block_metadata) for r in responses] == [2, 1]
         whole = ranges(allocated(meta, base, starting_offset=BLOCK + 1))
         assert {size for _, size in whole} == {BLOCK}
         assert merged(whole) == [(BLOCK, 60 * KiB)]
+        logged = driver.log.read_text()
+        assert "GetMetadataDelta" in logged
+        assert SECRET not in logged

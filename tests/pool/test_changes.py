@@ -184,6 +184,11 @@ def test_snapshots_of_different_volumes_have_no_delta(pool: Pool) -> None:
         pool.snapshots.create(name, f"{name}-s")
     with pytest.raises(InvalidArgument, match="not snapshots of the same volume"):
         delta(pool.snapshots.get("one-s"), pool.snapshots.get("two-s"))
+    old = pool.snapshots.get("one-s")
+    pool.volumes.delete("one")
+    pool.volumes.create(VolumeRequest("one", 64 * MiB, mode=VolumeMode.BLOCK, fs_type=None))
+    with pytest.raises(InvalidArgument, match="not snapshots of the same volume"):
+        delta(old, pool.snapshots.create("one", "one-again"))
     with pytest.raises(FailedPrecondition, match="change tracking is off"):
         delta(pool.snapshots.get("one-s"), pool.snapshots.get("one-s"), reflink=False)
 
