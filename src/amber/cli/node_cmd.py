@@ -19,6 +19,7 @@ from amber.csi.backups import BackupSettings, UploadSettings
 from amber.csi.capabilities import DriverMode
 from amber.csi.driver import DriverConfig, serve
 from amber.csi.ids import validate_node_id
+from amber.csi.metadata import MetadataType
 from amber.logs import LogStyle, setup_server_logging
 from amber.pool import Pool, PoolSettings
 
@@ -104,6 +105,13 @@ def node(
         int,
         typer.Option("--upload-attempts", min=1, help="Upload attempts before a snapshot fails."),
     ] = 8,
+    metadata_type: Annotated[
+        MetadataType,
+        typer.Option(
+            "--snapshot-metadata-type",
+            help="How SnapshotMetadata reports ranges: variable (extents) or fixed (4 KiB blocks).",
+        ),
+    ] = MetadataType.VARIABLE,
 ) -> None:
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
@@ -121,6 +129,7 @@ def node(
             targets_config=targets_config,
             uploads=UploadSettings(retry_base=upload_retry, max_attempts=upload_attempts),
         ),
+        metadata_type=metadata_type,
     )
 
     def open_pool(root: Path) -> Pool:
