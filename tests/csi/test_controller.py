@@ -55,6 +55,7 @@ def test_plugin_info_and_capabilities(csi: Csi) -> None:
         service.CONTROLLER_SERVICE,
         service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
         service.GROUP_CONTROLLER_SERVICE,
+        service.SNAPSHOT_METADATA_SERVICE,
     }
     assert [c.volume_expansion.type for c in caps if c.HasField("volume_expansion")] == [
         csi_pb2.PluginCapability.VolumeExpansion.ONLINE
@@ -104,8 +105,10 @@ def test_controller_mode_serves_csi_resizer_only() -> None:
         )
         services = {c.service.type for c in plugin.capabilities if c.HasField("service")}
         assert csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE in services
-        # Group snapshots need the node's pool: only `amber node` serves the GroupController.
-        assert csi_pb2.PluginCapability.Service.GROUP_CONTROLLER_SERVICE not in services
+        # The spec: every instance of one plugin version announces the same set, whichever
+        # RPCs it serves (only `amber node` serves GroupController and SnapshotMetadata).
+        assert csi_pb2.PluginCapability.Service.GROUP_CONTROLLER_SERVICE in services
+        assert csi_pb2.PluginCapability.Service.SNAPSHOT_METADATA_SERVICE in services
         controller = csi.controller.ControllerGetCapabilities(
             csi_pb2.ControllerGetCapabilitiesRequest(), timeout=RPC_TIMEOUT
         )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from amber.cli import output
+from amber.cli import diff_cmd, output
 from amber.cli.group_cmd import register as register_group_commands
 from amber.cli.state import state
 
@@ -88,3 +88,4 @@ def unmount(ctx: typer.Context, name: str) -> None:
 
 
 register_group_commands(app)  # create-group, list-groups, delete-group (amber.cli.group_cmd)
+app.command("diff")(diff_cmd.diff)

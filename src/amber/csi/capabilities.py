@@ -18,9 +18,11 @@ Amber runs in two modes (see docs/csi.md):
   RPC capability at all, and its Node service answers only NodeGetCapabilities.
 
 Both modes announce the same plugin capabilities (CONTROLLER_SERVICE,
-VOLUME_ACCESSIBILITY_CONSTRAINTS, online expansion), as the spec asks of one plugin version,
-except GROUP_CONTROLLER_SERVICE: group snapshots need the node's pool, so only node mode serves
-the GroupController (reached through `csi-snapshotter --node-deployment`).
+VOLUME_ACCESSIBILITY_CONSTRAINTS, online expansion, GROUP_CONTROLLER_SERVICE,
+SNAPSHOT_METADATA_SERVICE): the spec wants every instance of one plugin version to return the
+same set, whichever RPCs it serves. Group snapshots and changed-block metadata need the node's
+pool, so only node mode serves the GroupController (reached through `csi-snapshotter
+--node-deployment`) and SnapshotMetadata; nothing calls them on the controller endpoint.
 """
 
 from __future__ import annotations
@@ -75,12 +77,13 @@ NODE_RPCS: Final = (
 
 
 def plugin_capabilities(mode: DriverMode = DriverMode.CONTROLLER) -> PluginCapabilities:
-    """The same in both modes, but for the GroupController that only node mode serves."""
+    """The same in both modes, as the spec requires of one plugin version."""
     return PluginCapabilities(
         controller_service=True,
         accessibility_constraints=True,
         volume_expansion=VolumeExpansion.ONLINE,
-        group_controller_service=mode is DriverMode.NODE,
+        group_controller_service=True,
+        snapshot_metadata_service=True,
     )
 
 

@@ -22,6 +22,7 @@ from amber.csi.group import GroupControllerServicer
 from amber.csi.identity import IdentityServicer
 from amber.csi.ids import validate_node_id
 from amber.csi.logging import RpcLogInterceptor
+from amber.csi.metadata import MetadataType, SnapshotMetadataServicer
 from amber.csi.node import NodeServicer, ResizerNodeServicer
 from amber.csi.objects import LocalObjects
 from amber.csi.server import CSIServer, Registration, registration_for
@@ -56,6 +57,8 @@ class DriverConfig:
     """Log every request (redacted) with its RPC line."""
     backups: BackupSettings = field(default_factory=BackupSettings)
     """Backup snapshots: the targets file and retry settings; node mode only."""
+    metadata_type: MetadataType = MetadataType.VARIABLE
+    """How SnapshotMetadata reports ranges (extents or fixed blocks); node mode only."""
 
 
 def pool_health(pool: Pool) -> Callable[[], bool | None]:
@@ -95,6 +98,7 @@ def build_servicers(
         registration_for(ControllerServicer(objects, backups)),
         registration_for(NodeServicer(objects, max_volumes=config.max_volumes)),
         registration_for(GroupControllerServicer(objects)),
+        registration_for(SnapshotMetadataServicer(objects, config.metadata_type)),
     ]
 
 

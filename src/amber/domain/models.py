@@ -106,3 +106,8 @@ class PoolStatus:
     accounting says: thin volumes filled it."""
     space_problem: str | None = None
     """What is full and what to do, when `full`."""
+    backup_bases: int = 0
+    """Base images the backup engine keeps for incremental backups (reflink copies)."""
+    backup_bases_bytes: int = 0
+    """Bytes allocated to them (shared with snapshots and volumes while those hold the same
+    blocks); `amber backup bases --forget VOLUME` frees them."""
