@@ -27,8 +27,10 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a 
 
 
 class Relay:
-    """A TCP relay to `upstream` that can be cut: after the `after`-th request whose bytes
-    contain `marker`, every connection is reset and the port refuses new ones for `seconds`."""
+    """A TCP relay to `upstream` that can be cut: once `after` requests whose bytes contain
+    `marker` have been answered (HTTP 200 relayed back, so what they uploaded is stored whatever
+    the machine's load), every connection is reset and the port refuses new ones for
+    `seconds`."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
@@ -38,6 +40,7 @@ class Relay:
         self._open: set[socket.socket] = set()
         self._marker: bytes | None = None
         self._after = 0
+        self._answered = 0
         self._seconds = 0.0
         self.cuts = 0
         self.restored = threading.Event()
@@ -46,6 +49,7 @@ class Relay:
     def cut_on(self, marker: bytes, *, after: int, seconds: float) -> None:
         with self._mutex:
             self._marker, self._after, self._seconds = marker, after, seconds
+            self._answered = 0
 
     def close(self) -> None:
         self._drop_all()
@@ -57,25 +61,40 @@ class Relay:
                 upstream = socket.create_connection(self.upstream)
                 with self._mutex:
                     self._open |= {client, upstream}
+                marked = [False]  # the connection's last request carried the marker
                 for a, b, watch in ((client, upstream, True), (upstream, client, False)):
-                    threading.Thread(target=self._pump, args=(a, b, watch), daemon=True).start()
+                    threading.Thread(
+                        target=self._pump, args=(a, b, watch, marked), daemon=True
+                    ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, watch: bool) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, watch: bool, marked: list[bool]
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                if watch and self._should_cut(data):
-                    return
+                if watch:
+                    self._note_request(data, marked)
                 sink.sendall(data)
+                if not watch and marked[0] and data.startswith(b"HTTP/1.1 200"):
+                    marked[0] = False
+                    if self._answered_one():
+                        return
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.close()
 
-    def _should_cut(self, data: bytes) -> bool:
+    def _note_request(self, data: bytes, marked: list[bool]) -> None:
         with self._mutex:
-            if self._marker is None or self._marker not in data:
+            if self._marker is not None and self._marker in data:
+                marked[0] = True
+
+    def _answered_one(self) -> bool:
+        """Count an answered marker request; cut everything once `after` were answered."""
+        with self._mutex:
+            if self._marker is None:
                 return False
-            self._after -= 1
-            if self._after > 0:
+            self._answered += 1
+            if self._answered < self._after:
                 return False
             self._marker = None
             self.cuts += 1
@@ -143,7 +162,7 @@ def test_an_outage_during_a_backup_is_waited_out_with_status_lines(
     cli: Cli, flaky_target: str, relay: Relay
 ) -> None:
     snapshot = _volume(cli, 1)
-    relay.cut_on(b"/data/", after=2, seconds=4.0)  # while the second pack uploads
+    relay.cut_on(b"/data/", after=1, seconds=4.0)  # once the first pack is stored
     done = cli.run("--output", "json", "backup", "create", "s1", "--target", flaky_target)
     assert done.returncode == 0, done.stderr
     assert relay.cuts == 1
@@ -161,7 +180,7 @@ def test_an_outage_longer_than_the_budget_fails_and_the_rerun_adopts_the_uploads
     cli: Cli, flaky_target: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snapshot = _volume(cli, 2)
-    relay.cut_on(b"/data/", after=3, seconds=8.0)
+    relay.cut_on(b"/data/", after=2, seconds=8.0)  # two packs stored first
     _set_options(cli, flaky_target, {"retry-budget": "2"})  # the target's own budget
     failed = cli.run("backup", "create", "s1", "--target", flaky_target)
     assert failed.returncode == 9, failed.stderr
