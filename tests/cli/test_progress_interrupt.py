@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,14 @@ def _backup(pool: Path, config: Path, interrupt_at: str | None) -> subprocess.Co
         env=env,
         timeout=300,
         check=False,
+        # A shell runs background jobs with SIGINT ignored, and Python keeps it ignored: give
+        # the command the default Ctrl-C, as a terminal would.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_says_what_was_kept_and_the_next_run_reuses_it(
