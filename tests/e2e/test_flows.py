@@ -266,22 +266,17 @@ def _amber(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def _import(cluster: Cluster, backup_id: str, ns: str, name: str, node: str) -> tuple[str, bool]:
-    """`amber backup import ID --target default ... | kubectl apply -f -`; the printed YAML, and
-    whether `--node` was given.
-
-    With `--node`, the content carries the managed-by label of the node whose csi-snapshotter
-    (--node-deployment) must handle it. TODO(validate): `--node` is on the validate branch;
-    once it is merged, always pass it and drop the fallback that sets the label here."""
-    args = ["backup", "import", backup_id, "--target", "default", "--namespace", ns]
-    args += ["--name", name]
-    with_node = "--node" in _amber(cluster, "backup", "import", "--help").stdout
-    if with_node:
-        args += ["--node", node]
-    printed = _amber(cluster, *args)
+def _import(cluster: Cluster, backup_id: str, ns: str, name: str, node: str) -> str:
+    """`amber backup import ID --target default --node NODE ... | kubectl apply -f -`; the
+    printed YAML. `--node` sets the managed-by label that tells which node's csi-snapshotter
+    (--node-deployment) handles the content."""
+    printed = _amber(
+        cluster, "backup", "import", backup_id, "--target", "default", "--namespace", ns,
+        "--name", name, "--node", node,
+    )  # fmt: skip
     assert printed.returncode == 0, printed.stderr
     cluster.kube.apply(printed.stdout)
-    return printed.stdout, with_node
+    return printed.stdout
 
 
 def test_retained_backup_stays_and_imports_and_restores(
@@ -318,20 +313,14 @@ def test_retained_backup_stays_and_imports_and_restores(
     gone(kube, "volumesnapshotcontents", content["metadata"]["name"])
     assert backup_id in _manifests(weed, s3_prefix)
 
-    printed, with_node = _import(cluster, backup_id, ns, "imported", "node-b")
+    printed = _import(cluster, backup_id, ns, "imported", "node-b")
     assert f"amber:v1:backup:default:{backup_id}" in printed
     [imported] = [
         c
         for c in kube.list("volumesnapshotcontents")
         if c["spec"]["source"].get("snapshotHandle", "").endswith(backup_id)
     ]
-    if with_node:
-        assert imported["metadata"]["labels"][MANAGED_BY] == "node-b"
-    else:
-        kube.patch(  # TODO(validate): `--node` sets it (see _import)
-            "volumesnapshotcontents", imported["metadata"]["name"],
-            {"metadata": {"labels": {MANAGED_BY: "node-b"}}},
-        )  # fmt: skip
+    assert imported["metadata"]["labels"][MANAGED_BY] == "node-b"
     vs, _ = ready(kube, ns, "imported")
     assert quantity_bytes(vs["status"]["restoreSize"]) == 64 * Mi
     kube.apply(
