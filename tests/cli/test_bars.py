@@ -20,5 +20,5 @@ def test_each_phase_gets_a_bar_with_its_unit() -> None:
     bars.done()
     text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())  # drop cursor/style codes
     assert "reading changed chunks" in text
-    assert "2.1/4.2 MB" in text
-    assert "3/3 objects" in text
+    assert "2.0 MiB / 4.0 MiB" in text
+    assert "3 / 3 objects" in text

@@ -84,6 +84,12 @@ def test_the_main_job_story_runs_and_cleans_up(tmp_path: Path) -> None:
         assert amber_json(root, "volume", "list") == []
         assert amber_json(root, "snapshot", "list") == []
         assert amber_json(root, "pool", "check")["ok"] is True
+        # ... and really: no pack, no backup base is left behind (issue 16, item 5).
+        assert "packs only they used" in out
+        packs = [p for p in (tmp_path / "backups" / "data").rglob("*") if p.is_file()]
+        assert packs == []
+        status = amber_json(root, "pool", "status")
+        assert (status["backup_bases"], status["backup_bases_bytes"]) == (0, 0)
     finally:
         teardown_mounts_under(tmp_path)
         subprocess.run(["umount", str(root)], check=False)

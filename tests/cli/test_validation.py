@@ -3,7 +3,7 @@
 The table covers each option that takes a number (counts, seconds, ratios, percentages, sizes):
 negative values, NaN and infinity (click turns `nan` and `inf` into floats, and NaN passes every
 range test), values beyond a setting's range, and sizes written with a space or above 1 PiB.
-The real `amber` runs in a subprocess; docs/reliability-input.md lists what was reviewed.
+The real `amber` runs in a subprocess; docs/reliability.md lists the review.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ Exit status: 0 after a clean stop, the domain error's exit code when the server 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -31,6 +32,16 @@ from amber.csi.server import CSIServer, registration_for
 from amber.domain import errors
 
 SLOW_CALL_LIMIT = 20.0  # seconds a "slow" call waits for its release file at most
+
+
+class RpcRecordFormatter(logging.Formatter):
+    """The RPC record alone, as one JSON object a line (what the tests parse)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        rpc = getattr(record, "csi_rpc", None)
+        if rpc is None:
+            return super().format(record)
+        return json.dumps(rpc, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 class ScriptedController(csi_pb2_grpc.ControllerServicer):
@@ -92,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     rpc_logger = logging.getLogger("amber.csi.rpc")
     rpc_logger.propagate = False
     rpc_handler = logging.FileHandler(args.rpc_log)
-    rpc_handler.setFormatter(logging.Formatter("%(message)s"))
+    rpc_handler.setFormatter(RpcRecordFormatter())
     rpc_logger.addHandler(rpc_handler)
 
     state_dir: Path = args.state_dir

@@ -1,5 +1,5 @@
 """Class parameters and numeric fields a CO may send wrong: the code the spec requires, and
-nothing made. A real `amber node` over gRPC; docs/reliability-input.md lists what was reviewed.
+nothing made. A real `amber node` over gRPC; docs/reliability.md lists the review.
 
 StorageClass parameters reach CreateVolume and GetCapacity; VolumeSnapshotClass parameters
 reach CreateSnapshot. Numbers arrive as capacity ranges (CreateVolume, ControllerExpandVolume)

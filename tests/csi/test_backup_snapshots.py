@@ -27,6 +27,7 @@ from amber.csi.backups.handles import LABEL_KEY, key_backup_id
 from amber.csi.backups.jobs import JOBS_DB
 from amber.domain.errors import NotFound
 from amber.domain.units import MiB
+from amber.pool.bases import BasesUsage, bases_usage
 from tests.blobstore.conftest import MotoServer, _run_moto
 from tests.csi.backup_env import (
     PASSWORD,
@@ -230,6 +231,11 @@ def test_read_write_snapshot_story(env: Env) -> None:
     b.delete_snapshot(snap.snapshot_id)
     assert b.list_snapshots(snapshot_id=snap.snapshot_id).entries == []
     assert a.list_snapshots(snapshot_id=snap.snapshot_id).entries == []
+
+    # DeleteVolume drops the engine's base of the volume (issue 16, item 5), as the CLI does.
+    assert bases_usage(env.pools[0]).count == 1
+    a.delete(volume.volume_id)
+    assert bases_usage(env.pools[0]) == BasesUsage(0, 0)
 
 
 def test_restore_progress_and_delete_cancels(env: Env) -> None:

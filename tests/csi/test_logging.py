@@ -207,7 +207,8 @@ def test_interceptor_measures_with_the_injected_clock(caplog: pytest.LogCaptureF
         handler.unary_unary(request, FakeContext())
     (record,) = caplog.records
     assert record.levelno == logging.INFO
-    assert json.loads(record.getMessage()) == {
+    assert record.getMessage() == "NodeUnstageVolume OK"
+    assert record.csi_rpc == {  # type: ignore[attr-defined]
         "method": "/csi.v1.Node/NodeUnstageVolume",
         "volume_id": "vol-9",
         "code": "OK",
@@ -231,7 +232,7 @@ def test_interceptor_turns_an_unmapped_exception_into_internal(
     assert b"very-secret-dir" not in (context.details() or b"")
     rpc = [r for r in caplog.records if r.name == "amber.csi.rpc"]
     assert [r.levelno for r in rpc] == [logging.ERROR]
-    assert json.loads(rpc[0].getMessage())["code"] == "INTERNAL"
+    assert rpc[0].csi_rpc["code"] == "INTERNAL"  # type: ignore[attr-defined]
     assert any("OSError: umount" in r.getMessage() for r in caplog.records)
 
 

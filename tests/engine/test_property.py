@@ -101,7 +101,8 @@ def test_progress_callbacks_report_every_byte_read_and_restored(pool: Pool, tmp_
     pool.snapshots.create("pv", "pv-s1")
     progress = RecordingProgress()
     report = backup_snapshot(pool, repo, "t", "pv-s1", progress=progress)
-    reading = progress.get("reading changed chunks")
+    assert report.mode == "full-read"
+    reading = progress.get("reading every chunk (full backup)")  # a first backup: not "changed"
     assert reading.total == reading.advanced == report.bytes_read == 6 * CHUNK
     assert progress.finished
     progress = RecordingProgress()

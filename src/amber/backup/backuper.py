@@ -158,6 +158,13 @@ class _Plan:
     unchanged: int = 0
 
 
+def reading_phase(mode: str) -> str:
+    """What the reading phase is called: only an incremental reads *changed* chunks."""
+    if mode == MODE_EXTENT_MAP:
+        return "reading changed chunks"
+    return "reading every chunk (full backup)"
+
+
 @dataclass
 class _Counters:
     read: int = 0
@@ -289,7 +296,7 @@ class _Job:
             plan = self._plan(fd, grid, writer)
             failpoint("backup.planned")
             total = sum(grid.length(i) for i in plan.to_read)
-            self.progress.phase("reading changed chunks", total, "bytes")
+            self.progress.phase(reading_phase(plan.mode), total, "bytes")
             pipeline = _Pipeline(self, writer, fd, grid, keeper)
             pipeline.run(plan)
             writer.publish()

@@ -81,3 +81,16 @@ class RecordingProgress:
             if recorded.name == name:
                 return recorded
         raise KeyError(name)
+
+
+def interrupted_backup(snapshot: str, target: str) -> str:
+    """The one line a person reads after stopping a backup (Ctrl-C): what was kept, what next.
+
+    The engine indexes the packs it uploaded before it gives up (or, if it could not, the next
+    run adopts them), so no uploaded chunk is sent again.
+    """
+    return (
+        f"interrupted: no backup of {snapshot} was committed; the chunks already uploaded to "
+        f"target {target!r} are kept and reused by the next "
+        f"`amber backup create {snapshot} --target {target}`"
+    )

@@ -38,11 +38,11 @@ from pathlib import Path
 from amber.backup.layout import Clock, new_id
 from amber.domain.errors import Busy
 from amber.pool import Pool
+from amber.pool.bases import BASES_DIR
 from amber.pool.context import fsync_dir
 from amber.system import ioctl
 
 STATE_DB = "backup-state.db"
-BASES_DIR = "backup-bases"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bases (
@@ -201,6 +201,15 @@ class BackupState:
             if path != keep:
                 path.unlink(missing_ok=True)
         fsync_dir(directory)
+
+
+def forget_volume_bases(pool: Pool, volume: str) -> list[BaseRecord]:
+    """Drop every base of `volume` (it was deleted: a base of a deleted volume can never serve
+    an incremental, since a new volume of that name has another uid). No state, no change."""
+    if not (pool.root / STATE_DB).exists():
+        return []
+    with BackupState(pool) as state:
+        return state.forget(volume)
 
 
 def _record(row: tuple[object, ...]) -> BaseRecord:

@@ -24,7 +24,7 @@ from amber.backup.handles import LATEST, check_key, parse_backup_name, resolve_b
 from amber.backup.keeper import LockKeeper, acquire, holder
 from amber.backup.locks import LockKind
 from amber.backup.manifest import HOLE, ZERO, Manifest
-from amber.backup.progress import NullProgress, Progress
+from amber.backup.progress import NullProgress, Progress, interrupted_backup
 from amber.backup.repository import Repository
 from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
@@ -229,15 +229,19 @@ def create(
     options = BackupOptions(
         labels=key_values(label, "--label"), tags=tuple(tag or []), use_extent_map=not full
     )
-    report = backup_snapshot(
-        pool,
-        repo,
-        target,
-        snapshot,
-        options=options,
-        progress=_progress(st),
-        failpoint=st.failpoint(),
-    )
+    try:
+        report = backup_snapshot(
+            pool,
+            repo,
+            target,
+            snapshot,
+            options=options,
+            progress=_progress(st),
+            failpoint=st.failpoint(),
+        )
+    except KeyboardInterrupt:
+        output.err_console().print(interrupted_backup(snapshot, target), soft_wrap=True)
+        raise
     handle = backup_handle(target, report.backup_id)
     if st.json:
         output.print_json({**output.to_jsonable(report), "handle": handle})

@@ -111,7 +111,13 @@ def demo(
         )
     finally:
         if not keep:
-            forget_backups(pool, config, backups, names["app"])
+            pruned = forget_backups(pool, config, backups, names["app"])
+            if pruned is not None:
+                console().print(
+                    f"  deleted the demo's {len(backups)} backup(s) and "
+                    f"{format_size(pruned.freed_bytes)} of packs only they used from "
+                    "target 'local'"
+                )
             _cleanup(pool, names, work)
     status = pool.status()
     console().print(

@@ -14,8 +14,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from amber.backup.backuper import backup_snapshot
+from amber.backup.gc import PruneResult, prune
 from amber.backup.restorer import restore_backup
-from amber.backup.state import BackupState
+from amber.backup.retention import RetentionPolicy
+from amber.backup.state import forget_volume_bases
 from amber.backup.targets import Target, TargetConfig, open_target_repository
 from amber.cli.output import console
 from amber.domain.units import format_size
@@ -82,13 +84,24 @@ def backup_story(
     console().print("    the volume restored from the backup equals the snapshot moment")
 
 
-def forget_backups(pool: Pool, config: TargetConfig, backup_ids: list[str], volume: str) -> None:
-    """Delete the demo's backups and the incremental base it left."""
+KEEP_EVERY_OTHER = RetentionPolicy(keep_last=1 << 30)
+"""Prune's policy after the demo deleted its own backups: every other backup stays."""
+
+
+def forget_backups(
+    pool: Pool, config: TargetConfig, backup_ids: list[str], volume: str
+) -> PruneResult | None:
+    """Delete the demo's backups, the packs only they used, and the incremental base left.
+
+    The packs go with a prune that keeps every other backup and has no grace period: the
+    demo's packs are the newest in the repository. A backup running beside it keeps its packs
+    (prune spares packs as new as any other live lock) or makes the prune wait (Busy).
+    """
+    forget_volume_bases(pool, volume)
     target = config.load().get(TARGET)
     if target is None or not backup_ids:
-        return
+        return None
     repo = open_target_repository(target)
     for backup_id in backup_ids:
         repo.delete_backup(backup_id)
-    with BackupState(pool) as state:
-        state.forget(volume, TARGET)
+    return prune(repo, KEEP_EVERY_OTHER, grace_seconds=0.0, holder="amber demo clean-up")

@@ -8,7 +8,6 @@ Each subcommand's module is imported only when that subcommand runs (`amber.cli.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from amber import __version__
 from amber.cli.lazy import LazyCommand, LazyGroup, Mountable
 from amber.cli.state import OUTPUT_FLAGS, OUTPUT_HELP, OutputFormat, add_output_option, make_state
 from amber.domain.errors import AmberError
+from amber.logs import setup_cli_logging
 
 # Each loader imports one command module; it runs once, when its command is first invoked.
 
@@ -130,17 +130,17 @@ def main(
     output: Annotated[
         OutputFormat, typer.Option(*OUTPUT_FLAGS, help=OUTPUT_HELP)
     ] = OutputFormat.table,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what Amber does.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Log every detail of what Amber does (servers too)."),
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     """Global options."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    ctx.obj = make_state(pool, output)
+    setup_cli_logging(verbose=verbose)
+    ctx.obj = make_state(pool, output, verbose=verbose)
 
 
 def _print_error(message: str) -> None:

@@ -7,8 +7,6 @@ announces that volumes grow on their nodes, and holds no pool. See docs/csi.md.
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +19,8 @@ from amber.csi.backups import BackupSettings, UploadSettings
 from amber.csi.capabilities import DriverMode
 from amber.csi.driver import DriverConfig, serve
 from amber.csi.ids import validate_node_id
+from amber.csi.metadata import MetadataType
+from amber.logs import LogStyle, setup_server_logging
 from amber.pool import Pool, PoolSettings
 
 DEFAULT_ENDPOINT = "unix:///run/amber/csi.sock"
@@ -49,16 +49,14 @@ LogRequestsOption = Annotated[
 ]
 
 
-def _setup_logging() -> None:
-    """RPC lines as bare JSON on stderr; everything else as `LEVEL name: message`."""
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    rpc = logging.getLogger("amber.csi.rpc")
-    rpc.propagate = False
-    rpc.setLevel(logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    rpc.addHandler(handler)
+LogFormatOption = Annotated[
+    LogStyle,
+    typer.Option(
+        "--log-format",
+        help="auto: logfmt on a terminal, JSON lines otherwise (time, level, logger, message, "
+        "request_id).",
+    ),
+]
 
 
 def node(
@@ -87,6 +85,7 @@ def node(
     ] = 0,
     grace: GraceOption = 30.0,
     log_requests: LogRequestsOption = False,
+    log_format: LogFormatOption = LogStyle.AUTO,
     targets_config: Annotated[
         Path,
         typer.Option(
@@ -106,11 +105,18 @@ def node(
         int,
         typer.Option("--upload-attempts", min=1, help="Upload attempts before a snapshot fails."),
     ] = 8,
+    metadata_type: Annotated[
+        MetadataType,
+        typer.Option(
+            "--snapshot-metadata-type",
+            help="How SnapshotMetadata reports ranges: variable (extents) or fixed (4 KiB blocks).",
+        ),
+    ] = MetadataType.VARIABLE,
 ) -> None:
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
     validate_node_id(node_id)
-    _setup_logging()
+    setup_server_logging(verbose=st.verbose, style=log_format)
     config = DriverConfig(
         mode=DriverMode.NODE,
         endpoint=endpoint,
@@ -123,6 +129,7 @@ def node(
             targets_config=targets_config,
             uploads=UploadSettings(retry_base=upload_retry, max_attempts=upload_attempts),
         ),
+        metadata_type=metadata_type,
     )
 
     def open_pool(root: Path) -> Pool:
@@ -132,12 +139,14 @@ def node(
 
 
 def controller(
+    ctx: typer.Context,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
     grace: GraceOption = 30.0,
     log_requests: LogRequestsOption = False,
+    log_format: LogFormatOption = LogStyle.AUTO,
 ) -> None:
     """Run the controller endpoint for csi-resizer (volumes grow on their nodes)."""
-    _setup_logging()
+    setup_server_logging(verbose=state(ctx).verbose, style=log_format)
     serve(
         DriverConfig(
             mode=DriverMode.CONTROLLER, endpoint=endpoint, grace=grace, log_requests=log_requests

@@ -193,5 +193,10 @@ def pool_details(st: PoolStatus) -> Table:
             ("volumes", str(st.volumes)),
             ("snapshots", str(st.snapshots)),
             ("attachments", str(st.attachments)),
+            (
+                "backup bases",
+                f"{st.backup_bases} ({format_size(st.backup_bases_bytes)} allocated; "
+                "amber backup bases)",
+            ),
         ],
     )

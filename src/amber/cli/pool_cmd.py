@@ -11,7 +11,7 @@ from amber.cli import output
 from amber.cli.numbers import finite
 from amber.cli.state import CliState, state
 from amber.domain.errors import InvalidArgument
-from amber.domain.units import parse_size
+from amber.domain.units import format_size, parse_size
 from amber.pool import ReflinkProbe
 from amber.pool.bootstrap import (
     PoolSource,
@@ -20,6 +20,7 @@ from amber.pool.bootstrap import (
     ensure_pool,
     parse_source,
 )
+from amber.pool.settings import resize_pool, set_overprovisioning
 
 app = typer.Typer(
     help="Create and inspect the pool (where volume images live).", no_args_is_help=True
@@ -81,13 +82,14 @@ def init(
         ),
     ] = False,
     overprovisioning: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--overprovisioning",
             callback=finite,
-            help="How many times the pool size volume sizes may add up to (1 to 100).",
+            help="How many times the pool size volume sizes may add up to (1 to 100; "
+            "default 4 for a loopback image, whose volumes are thin, 1 otherwise).",
         ),
-    ] = 1.0,
+    ] = None,
 ) -> None:
     """Create the pool.
 
@@ -185,6 +187,67 @@ def status(ctx: typer.Context) -> None:
         output.print_json(result)
     else:
         output.console().print(output.pool_details(result))
+
+
+@app.command("resize")
+def resize(
+    ctx: typer.Context,
+    size: Annotated[
+        str, typer.Option("--size", help="The image's new size, e.g. 50Gi (grow only).")
+    ],
+) -> None:
+    """Grow the pool's loopback image and its XFS filesystem, online (volumes stay mounted)."""
+    st = state(ctx)
+    pool = st.open_pool()
+    done = resize_pool(pool, parse_size(size))
+    if st.json:
+        output.print_json(
+            {
+                "image": str(done.image),
+                "old_size": done.old_size,
+                "size": done.new_size,
+                "filesystem_size": done.filesystem_size,
+                "changed": done.changed,
+            }
+        )
+    elif done.changed:
+        output.console().print(
+            f"Pool image {done.image} grown from {format_size(done.old_size)} to "
+            f"{format_size(done.new_size)}; its filesystem is now "
+            f"{format_size(done.filesystem_size)}."
+        )
+    else:
+        output.console().print(
+            f"Pool image {done.image} is already {format_size(done.new_size)}: nothing to do."
+        )
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    overprovisioning: Annotated[
+        float,
+        typer.Option(
+            "--overprovisioning",
+            callback=finite,
+            help="How many times the pool size volume sizes may add up to (1 to 100).",
+        ),
+    ],
+) -> None:
+    """Change a setting of the pool (refused if the volumes already provisioned would not fit)."""
+    st = state(ctx)
+    pool = st.open_pool()
+    old = set_overprovisioning(pool, overprovisioning)
+    capacity = pool.ctx.capacity()
+    if st.json:
+        output.print_json(
+            {"overprovisioning": overprovisioning, "previous": old, "capacity": capacity}
+        )
+    else:
+        output.console().print(
+            f"Overprovisioning {old:g} -> {overprovisioning:g}: volume sizes may now add up to "
+            f"{format_size(capacity)}."
+        )
 
 
 @app.command("check")

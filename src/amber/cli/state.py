@@ -18,6 +18,8 @@ from amber.domain.errors import InvalidArgument
 from amber.pool import DEFAULT_POOL, Pool, PoolSettings
 
 CRASH_ENV = "AMBER_TEST_CRASH_AT"
+INTERRUPT_ENV = "AMBER_TEST_INTERRUPT_AT"
+"""Tests only: a failpoint name at which the process sends itself SIGINT (a Ctrl-C there)."""
 
 
 class OutputFormat(StrEnum):
@@ -37,17 +39,23 @@ class CliState:
     output: OutputFormat
     crash_at: str | None
     """A failpoint name at which the process kills itself (crash-safety tests only)."""
+    interrupt_at: str | None = None
+    """A failpoint name at which the process interrupts itself (tests of Ctrl-C)."""
+    verbose: bool = False
+    """--verbose: log every detail (servers too)."""
 
     @property
     def json(self) -> bool:
         return self.output is OutputFormat.json
 
     def failpoint(self) -> Callable[[str], None]:
-        target = self.crash_at
+        target, interrupt = self.crash_at, self.interrupt_at
 
         def hit(name: str) -> None:
             if name == target:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if name == interrupt:
+                os.kill(os.getpid(), signal.SIGINT)
 
         return hit
 
@@ -55,11 +63,13 @@ class CliState:
         return Pool.open(self.pool, settings=PoolSettings(), failpoint=self.failpoint())
 
 
-def make_state(pool: Path | None, output: OutputFormat) -> CliState:
+def make_state(pool: Path | None, output: OutputFormat, *, verbose: bool = False) -> CliState:
     return CliState(
         pool=pool or DEFAULT_POOL,
         output=output,
         crash_at=os.environ.get(CRASH_ENV) or None,
+        interrupt_at=os.environ.get(INTERRUPT_ENV) or None,
+        verbose=verbose,
     )
 
 

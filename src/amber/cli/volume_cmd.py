@@ -101,13 +101,24 @@ def show(ctx: typer.Context, name: str) -> None:
 
 @app.command("delete")
 def delete(ctx: typer.Context, name: str) -> None:
-    """Delete a volume that is not mounted. Its snapshots are kept."""
+    """Delete a volume that is not mounted. Its snapshots are kept; the base images its
+    incremental backups compared against go with it (its backups stay in their targets)."""
+    from amber.backup.state import forget_volume_bases
+
     st = state(ctx)
-    volume = st.open_pool().volumes.delete(name)
+    pool = st.open_pool()
+    volume = pool.volumes.delete(name)
+    bases = forget_volume_bases(pool, name)
     if st.json:
-        output.print_json({"deleted": volume})
-    else:
-        output.console().print(f"Volume {name} deleted.")
+        output.print_json({"deleted": volume, "backup_bases_dropped": len(bases)})
+        return
+    output.console().print(f"Volume {name} deleted.")
+    if bases:
+        targets = ", ".join(sorted(b.target for b in bases))
+        output.console().print(
+            f"Dropped {len(bases)} backup base(s) of {name} (target(s) {targets}); "
+            "its backups stay in their targets."
+        )
 
 
 @app.command("expand")

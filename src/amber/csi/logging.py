@@ -1,8 +1,10 @@
 """One structured log line per RPC, and redaction so that no secret is ever logged.
 
-`RpcLogInterceptor` wraps every CSI method handler and, when the call ends, writes one JSON
-line: the method, the object identifiers found in the request (and in the reply: the new
-`volume_id` of a CreateVolume), the status code, the duration and, on error, the message.
+`RpcLogInterceptor` wraps every CSI method handler, runs it inside a request scope (every line
+logged during the call carries its `request_id`, see `amber.logs`) and, when the call ends,
+logs one structured record: the method, the object identifiers found in the request (and in the
+reply: the new `volume_id` of a CreateVolume), the status code, the duration and, on error, the
+message.
 With `log_requests=True` the whole request is included, redacted.
 
 `redact(message)` turns any protobuf message into a JSON-ready dict where:
@@ -20,7 +22,6 @@ scrubbed (`scrub`) before they are logged or sent back to the CO.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +32,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from amber.csi._proto import csi_pb2
+from amber.logs import FIELDS, new_request_id, request_scope
 
 __all__ = [
     "QUIET_METHODS",
@@ -278,13 +280,14 @@ class RpcLogInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc i
         def behavior(request: Any, context: Any) -> Any:
             start = self._clock()
             response = None
-            try:
-                response = inner(request, context)
-            except Exception as exc:
-                _abort_unmapped(context, exc, method, request)
-                raise
-            finally:
-                self._emit(method, request, response, context, start=start)
+            with request_scope():
+                try:
+                    response = inner(request, context)
+                except Exception as exc:
+                    _abort_unmapped(context, exc, method, request)
+                    raise
+                finally:
+                    self._emit(method, request, response, context, start=start)
             return response
 
         return behavior
@@ -295,15 +298,17 @@ class RpcLogInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc i
         def behavior(request: Any, context: Any) -> Iterator[Any]:
             start = self._clock()
             sent = 0
+            rid = new_request_id()
             try:
-                for response in inner(request, context):
+                for response in _scoped(rid, inner(request, context)):
                     sent += 1
                     yield response
             except Exception as exc:
                 _abort_unmapped(context, exc, method, request)
                 raise
             finally:
-                self._emit(method, request, None, context, start=start, responses=sent)
+                with request_scope(rid):
+                    self._emit(method, request, None, context, start=start, responses=sent)
 
         return behavior
 
@@ -324,8 +329,8 @@ class RpcLogInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc i
             code = grpc.StatusCode[record["code"]]
             level = self._level(method, code)
             if self._logger.isEnabledFor(level):
-                line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
-                self._logger.log(level, line, extra={"csi_rpc": record})
+                summary = f"{method.rsplit('/', 1)[-1]} {record['code']}"
+                self._logger.log(level, summary, extra={"csi_rpc": record, FIELDS: record})
         except Exception:  # a broken log line must never fail the RPC
             self._logger.exception("could not log RPC %s", method)
 
@@ -367,9 +372,25 @@ class RpcLogInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc i
         return logging.WARNING
 
 
+def _scoped(request_id: str, responses: Iterator[Any]) -> Iterator[Any]:
+    """Run each step of a streaming handler inside the call's request scope."""
+    while True:
+        with request_scope(request_id):
+            try:
+                response = next(responses)
+            except StopIteration:
+                return
+        yield response
+
+
 def _abort_unmapped(context: Any, exc: Exception, method: str, request: Any) -> None:
     """Answer INTERNAL (generic message) for an exception no servicer mapped; else do nothing."""
-    if context.code() is not None:
+    code = context.code()
+    if code is grpc.StatusCode.UNIMPLEMENTED and isinstance(exc, NotImplementedError):
+        # The generated base class of a service this endpoint does not serve: a normal answer
+        # (the CO asks; we say no), not a crash to print a traceback for.
+        context.abort(code, f"{method} is not served by this endpoint")
+    if code is not None:
         return  # aborted by @rpc_errors, or a code was set deliberately
     # Imported here: amber.csi.errors imports this module for `scrub` and `secret_values`.
     from amber.csi.errors import status_for

@@ -55,6 +55,16 @@ class Snapshot:
     allocated: int  # bytes the image maps (shared with its source through reflink)
 
 
+@dataclass(frozen=True)
+class SnapshotGroup:
+    """Snapshots of several volumes taken at one instant; its members are ordinary snapshots."""
+
+    uid: str
+    name: str
+    created: float
+    member_uids: tuple[str, ...]  # the member snapshots, in the order their volumes were given
+
+
 class AttachmentKind(StrEnum):
     """How an object is in use: a mounted filesystem or an exposed block device."""
 
@@ -96,3 +106,8 @@ class PoolStatus:
     accounting says: thin volumes filled it."""
     space_problem: str | None = None
     """What is full and what to do, when `full`."""
+    backup_bases: int = 0
+    """Base images the backup engine keeps for incremental backups (reflink copies)."""
+    backup_bases_bytes: int = 0
+    """Bytes allocated to them (shared with snapshots and volumes while those hold the same
+    blocks); `amber backup bases --forget VOLUME` frees them."""

@@ -18,13 +18,29 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
-from amber.domain.errors import FailedPrecondition, InvalidArgument
-from amber.domain.units import GiB, MiB, parse_size
+from amber.domain.errors import AlreadyExists, AmberError, FailedPrecondition, InvalidArgument
+from amber.domain.numbers import check_range
+from amber.domain.units import GiB, MiB, format_size, parse_size
 from amber.pool.context import DB_NAME
-from amber.pool.pool import Pool, ReflinkProbe, default_image, ensure_mounted, probe_reflink
+from amber.pool.pool import (
+    DEFAULT_IMAGE_OVERPROVISIONING,
+    MARKER,
+    Pool,
+    ReflinkProbe,
+    default_image,
+    ensure_mounted,
+    probe_reflink,
+)
 from amber.pool.store import MetadataStore
 
-__all__ = ["PoolSource", "SourceKind", "create_pool", "ensure_pool", "parse_source"]
+__all__ = [
+    "PoolSource",
+    "SourceKind",
+    "create_pool",
+    "default_overprovisioning",
+    "ensure_pool",
+    "parse_source",
+]
 
 
 class SourceKind(Enum):
@@ -87,9 +103,20 @@ def _resolved(root: Path, source: PoolSource) -> PoolSource:
     return source
 
 
-def create_pool(root: Path, source: PoolSource, *, overprovisioning: float = 1.0) -> ReflinkProbe:
+def default_overprovisioning(kind: SourceKind) -> float:
+    """A new pool's ratio when none is given: thin images overprovision, real storage not."""
+    return DEFAULT_IMAGE_OVERPROVISIONING if kind is SourceKind.IMAGE else 1.0
+
+
+def create_pool(
+    root: Path, source: PoolSource, *, overprovisioning: float | None = None
+) -> ReflinkProbe:
     """Create the pool at `root` from `source` (refused if there is one)."""
     source = _resolved(root, source)
+    if overprovisioning is None:
+        overprovisioning = default_overprovisioning(source.kind)
+    check_range("overprovisioning", overprovisioning, 1.0, 100.0)  # bad input first
+    _refuse_existing(root)
     if source.kind is SourceKind.IMAGE:
         assert source.image is not None
         return Pool.init_image(source.image, source.size, root, overprovisioning=overprovisioning)
@@ -99,17 +126,44 @@ def create_pool(root: Path, source: PoolSource, *, overprovisioning: float = 1.0
     return Pool.init_dir(root, overprovisioning=overprovisioning)
 
 
+def _refuse_existing(root: Path) -> None:
+    """AlreadyExists naming the pool at `root` and whether it is healthy, if there is one."""
+    if not (root / MARKER).exists() and not (root / DB_NAME).exists():
+        return
+    try:
+        pool = Pool.open(root)
+    except AmberError as e:
+        raise AlreadyExists(
+            f"{root} already holds an Amber pool, which cannot be opened ({e}): "
+            "see `amber pool check`"
+        ) from e
+    try:
+        status, problems = pool.status(), pool.check()
+    finally:
+        pool.close()
+    made = f"image {status.image}" if status.image else "a directory"
+    health = "healthy" if not problems else f"{len(problems)} problem(s): see `amber pool check`"
+    raise AlreadyExists(
+        f"a pool already exists at {root} ({made}, {format_size(status.size)}, "
+        f"{status.volumes} volume(s), {health}): nothing changed (--if-missing accepts it; "
+        "amber pool resize grows it)"
+    )
+
+
 def ensure_pool(
-    root: Path, source: PoolSource, *, overprovisioning: float = 1.0
+    root: Path, source: PoolSource, *, overprovisioning: float | None = None
 ) -> ReflinkProbe | None:
-    """Create the pool at `root` from `source`; None when it already exists as asked."""
+    """Create the pool at `root` from `source`; None when it already exists as asked.
+
+    With `overprovisioning` None, an existing pool's ratio is accepted whatever it is (it may
+    have been changed with `amber pool set`) and a new pool gets the default for its kind."""
     source = _resolved(root, source)
     ensure_mounted(root)
     if (root / DB_NAME).exists():
         _check_matches(root, source, overprovisioning)
         return None
     if source.kind is SourceKind.DIR:
-        return _init_reflink_dir(root, overprovisioning)
+        return _init_reflink_dir(root, overprovisioning or 1.0)
     return create_pool(root, source, overprovisioning=overprovisioning)
 
 
@@ -144,14 +198,40 @@ def _existing_source(root: Path) -> tuple[PoolSource | str, float]:
     return PoolSource(SourceKind.IMAGE, size=image.stat().st_size, image=image), overprovisioning
 
 
-def _check_matches(root: Path, source: PoolSource, overprovisioning: float) -> None:
+def _same_image(found: PoolSource | str, source: PoolSource) -> bool:
+    return (
+        isinstance(found, PoolSource)
+        and found.kind is SourceKind.IMAGE
+        and source.kind is SourceKind.IMAGE
+        and found.image == source.image
+    )
+
+
+def _grown(found: PoolSource | str, source: PoolSource) -> bool:
+    return _same_image(found, source) and isinstance(found, PoolSource) and found.size > source.size
+
+
+def _smaller(found: PoolSource | str, source: PoolSource) -> bool:
+    return _same_image(found, source) and isinstance(found, PoolSource) and found.size < source.size
+
+
+def _check_matches(root: Path, source: PoolSource, overprovisioning: float | None) -> None:
     found, found_over = _existing_source(root)
+    if _grown(found, source):
+        found = source  # `amber pool resize` grew it past the setting: still the same pool
+    if _smaller(found, source):
+        assert isinstance(found, PoolSource)
+        raise FailedPrecondition(
+            f"the pool image {found.image} is {format_size(found.size)}, smaller than the "
+            f"setting {source}: grow it with `amber pool resize --size "
+            f"{_setting_size(source.size)}`, or set the setting back"
+        )
     if found != source:
         raise FailedPrecondition(
             f"{root} already holds an Amber pool made from {found}, not {source}: change the "
             "node's setting back, or move the pool yourself (Amber does not reshape pools)"
         )
-    if found_over != overprovisioning:
+    if overprovisioning is not None and found_over != overprovisioning:
         raise FailedPrecondition(
             f"{root} already holds an Amber pool with overprovisioning {found_over:g}, "
             f"not {overprovisioning:g}"

@@ -28,6 +28,7 @@ from amber.domain.models import PoolStatus
 from amber.domain.numbers import check_range
 from amber.domain.units import GiB, format_size
 from amber.pool.attach import Attachments
+from amber.pool.bases import bases_usage
 from amber.pool.context import (
     DB_NAME,
     LOCKS_DIR,
@@ -40,6 +41,7 @@ from amber.pool.context import (
     no_failpoint,
     release_ballast_if_low,
 )
+from amber.pool.groups import Groups
 from amber.pool.locks import LockTable
 from amber.pool.recovery import recover
 from amber.pool.snapshots import Snapshots
@@ -60,6 +62,10 @@ def default_image(root: Path) -> Path:
 
 
 MIN_IMAGE_SIZE = 1 * GiB
+DEFAULT_IMAGE_OVERPROVISIONING = 4.0
+"""A new loopback pool's ratio: its image is sparse and so are the volumes in it, so volume
+sizes may add up to 4x the image (what volumes really write is what fills it, and a full pool
+still lets you unmount and delete). Directory and device pools default to 1."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class Pool:
         self.ctx = ctx
         self.volumes = Volumes(ctx)
         self.snapshots = Snapshots(ctx)
+        self.groups = Groups(ctx)
         self.attachments = Attachments(ctx)
         self.recovered = recovered
 
@@ -140,7 +147,11 @@ class Pool:
 
     @staticmethod
     def init_image(
-        image: Path, size: int, root: Path, *, overprovisioning: float = 1.0
+        image: Path,
+        size: int,
+        root: Path,
+        *,
+        overprovisioning: float = DEFAULT_IMAGE_OVERPROVISIONING,
     ) -> ReflinkProbe:
         """Create a sparse image, format it XFS with reflink, mount it at `root`, make a pool."""
         check_range("overprovisioning", overprovisioning, 1.0, 100.0)  # before anything is made
@@ -243,6 +254,12 @@ class Pool:
             return cls(ctx, [])
         recovered = recover(ctx)
         ensure_ballast(ctx)
+        log.debug(
+            "opened pool %s (reflink %s, overprovisioning %g)",
+            root,
+            "yes" if ctx.reflink else "no",
+            ctx.overprovisioning,
+        )
         return cls(ctx, recovered)
 
     # -- reporting ------------------------------------------------------------------------
@@ -252,6 +269,7 @@ class Pool:
         problem = self.ctx.space_problem()
         volumes, snapshots, attachments = self.ctx.store.counts()
         image = self.ctx.store.get_meta("image") or ""
+        bases = bases_usage(self.root)
         return PoolStatus(
             path=self.root,
             image=Path(image) if image else None,
@@ -268,6 +286,8 @@ class Pool:
             attachments=attachments,
             full=problem is not None,
             space_problem=problem,
+            backup_bases=bases.count,
+            backup_bases_bytes=bases.allocated,
         )
 
     def space_problem(self) -> str | None:
@@ -284,6 +304,12 @@ class Pool:
             problems.extend(f"orphan image {p}" for p in paths if p not in known)
         problems += [f"missing image {p}" for p in sorted(known) if not p.exists()]
         problems += [f"unfinished {e.op} of {e.lock_key}" for e in store.journal()]
+        problems += [
+            f"snapshot group {g.name} lost its member {uid}"
+            for g in store.groups()
+            for uid in g.member_uids
+            if store.snapshot_by_uid(uid) is None
+        ]
         recorded = {a.loop_device for a in store.attachments()}
         for loop in loopdev.list_loops():
             inside = str(loop.backing_file).startswith(str(self.root) + "/")

@@ -386,7 +386,8 @@ def grow_filesystem_if_mounted(ctx: PoolContext, volume: Volume) -> bool:
         return False
     writable = [a for a in mounts if not a.read_only] or mounts
     if not fs.grow(volume.fs_type, writable[0].loop_device, writable[0].path):
-        log.warning(
+        # INFO: the caller says it (the CLI's note, the CSI reply); a WARNING would say it twice.
+        log.info(
             "volume %s: the kernel refused to grow ext4 online (no CAP_SYS_RESOURCE); "
             "it grows at its next mount",
             volume.name,

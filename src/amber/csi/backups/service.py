@@ -16,6 +16,7 @@ from pathlib import Path
 from amber.backup.layout import Clock
 from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
+from amber.backup.state import forget_volume_bases
 from amber.backup.targets import DEFAULT_CONFIG, TargetRuntime
 from amber.csi.backups.handles import BackupRef, format_bak_id, parse_backup_id, snapshot_key
 from amber.csi.backups.jobs import JobStore, UploadJob, UploadState
@@ -345,7 +346,9 @@ class BackupSnapshots:
         self._restores.cancel(volume)
 
     def forget_volume(self, volume: str) -> None:
+        """DeleteVolume: forget where the volume came from and drop its incremental bases."""
         self._store.forget_restore(volume)
+        forget_volume_bases(self._pool, volume)
 
     def upload_progress(self, name: str) -> str | None:
         return self._uploads.progress(name)
