@@ -65,6 +65,7 @@ from amber.domain.errors import (
     NotFound,
     PermissionDenied,
 )
+from amber.domain.units import parse_duration
 
 DEFAULT_CONFIG = Path("/etc/amber/targets.json")
 KEY_CACHE_ENV = "AMBER_KEY_CACHE"
@@ -382,14 +383,16 @@ class TargetRuntime:
 
 
 def parse_retry_budget(value: str, where: str) -> float:
-    """A retry budget in seconds (more than 0, at most a day); InvalidArgument otherwise."""
+    """A retry budget: a duration (`90s`, `10m`, or seconds) of more than 0 and at most a day;
+    InvalidArgument otherwise."""
     try:
-        seconds = float(value)
-    except ValueError:
+        seconds = parse_duration(value)
+    except InvalidArgument:
         seconds = -1.0
     if not 0 < seconds <= 86400:
         raise InvalidArgument(
-            f"{where} must be a number of seconds between 0 and 86400 (a day), not {value!r}"
+            f"{where} must be a duration of more than 0 and at most a day (e.g. 90s, 10m, or a "
+            f"number of seconds), not {value[:40]!r}"
         )
     return seconds
 
