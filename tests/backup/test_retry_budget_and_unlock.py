@@ -39,11 +39,13 @@ def test_the_target_option_sets_the_budget_and_the_environment_wins() -> None:
     assert _budgets(TargetRuntime.for_commands({}), target) == (300.0, FIRST_CONTACT_BUDGET)
     env = {"AMBER_RETRY_BUDGET": "5"}
     assert _budgets(TargetRuntime.for_commands(env), target) == (5.0, 5.0)
+    env = {"AMBER_RETRY_BUDGET": "10m"}  # a duration with its unit
+    assert _budgets(TargetRuntime.for_commands(env), target) == (600.0, FIRST_CONTACT_BUDGET)
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "1e9", "nan"])
 def test_bad_retry_budgets_are_refused(value: str) -> None:
-    with pytest.raises(InvalidArgument, match="AMBER_RETRY_BUDGET must be a number"):
+    with pytest.raises(InvalidArgument, match="AMBER_RETRY_BUDGET must be a duration"):
         TargetRuntime.for_commands({"AMBER_RETRY_BUDGET": value})
     target = Target("nas", "file:///srv/backup", {"retry-budget": value}, password_file="/p")
     with pytest.raises(InvalidArgument, match="option retry-budget of target 'nas'"):

@@ -3,9 +3,15 @@ wanted, shell completion."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,3 +239,95 @@ def test_create_bucket_makes_a_missing_bucket(
     # an existing bucket is left as it is
     cli.ok("target", "remove", "s3")
     assert cli.json(*args, "--create-bucket")["created"] == []
+
+
+# -- the password from the environment or a prompt ---------------------------------------------
+
+
+def _with_env(cli: Cli, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli.argv(*args), capture_output=True, text=True, env={**cli.env(), **env}, check=False
+    )
+
+
+def test_a_target_without_password_file_takes_it_from_the_environment(
+    cli: Cli, tmp_path: Path, password: str
+) -> None:
+    where = tmp_path / "asked"
+    added = _with_env(
+        cli, "-o", "json", "target", "add", "asked", f"file://{where}", "--init",
+        AMBER_PASSWORD=PASSWORD_TEXT,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert cli.json("target", "list")[0]["credential"] == "asked"
+    assert PASSWORD_TEXT not in cli.config.read_text()
+    cli.volume("db")
+    cli.snapshot("db", "db-1")
+    made = _with_env(cli, "backup", "create", "db-1", AMBER_PASSWORD_FILE=password)
+    assert made.returncode == 0, made.stderr
+    listed = _with_env(cli, "-o", "json", "backup", "list", AMBER_PASSWORD=PASSWORD_TEXT)
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 1
+    wrong = _with_env(cli, "backup", "list", AMBER_PASSWORD="not-the-password")
+    assert wrong.returncode == 11
+    assert "not-the-password" not in wrong.stderr + wrong.stdout
+    none = cli.run("backup", "list")  # stdin is not a terminal: nothing to prompt on
+    assert none.returncode == 2
+    assert none.stderr.count("\n") == 1
+    assert "AMBER_PASSWORD_FILE" in none.stderr
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    refused = _with_env(cli, "backup", "list", AMBER_PASSWORD_FILE=str(empty))
+    assert refused.returncode == 2
+    assert "is empty" in refused.stderr
+
+
+def _on_a_tty(cli: Cli, *args: str, answers: list[str]) -> tuple[int, str]:
+    """Run `amber` with a pseudo-terminal as its controlling terminal and stdin; type
+    `answers` at its prompts; return its exit code and everything the terminal showed."""
+    main, side = pty.openpty()
+
+    def controlling_tty() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        cli.argv(*args), stdin=side, stdout=side, stderr=side, env=cli.env(),
+        start_new_session=True, preexec_fn=controlling_tty,
+    )  # fmt: skip
+    os.close(side)
+    shown = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not select.select([main], [], [], 1.0)[0]:
+            continue
+        try:
+            data = os.read(main, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        shown += data
+        if pending and shown.rstrip().endswith(b":"):
+            # type only once the terminal stopped echoing (getpass turns echo off first)
+            while termios.tcgetattr(main)[3] & termios.ECHO and time.monotonic() < deadline:
+                select.select([], [], [], 0.01)
+            os.write(main, pending.pop(0).encode() + b"\n")
+    os.close(main)
+    return proc.wait(timeout=60), shown.decode(errors="replace")
+
+
+def test_on_a_terminal_the_password_is_asked_and_not_echoed(cli: Cli, tmp_path: Path) -> None:
+    where = tmp_path / "prompted"
+    code, shown = _on_a_tty(
+        cli, "target", "add", "tty", f"file://{where}", "--init",
+        answers=[PASSWORD_TEXT, PASSWORD_TEXT],
+    )  # fmt: skip
+    assert code == 0, shown
+    assert "password of target tty:" in shown
+    assert "the same again:" in shown
+    assert PASSWORD_TEXT not in shown
+    code, shown = _on_a_tty(cli, "target", "status", "tty", answers=[PASSWORD_TEXT])
+    assert code == 0, shown
+    assert PASSWORD_TEXT not in shown
+    code, shown = _on_a_tty(cli, "target", "status", "tty", answers=["wrong-password-typed"])
+    assert code == 11, shown
+    assert "wrong-password-typed" not in shown

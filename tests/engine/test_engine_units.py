@@ -178,8 +178,15 @@ def test_targets_file_is_private_and_resolves_relative_secret_paths(tmp_path: Pa
 
 
 def test_target_definitions_are_validated(tmp_path: Path) -> None:
-    with pytest.raises(InvalidArgument, match="exactly one"):
-        Target("t", "file:///x").validate()
+    with pytest.raises(InvalidArgument, match="not both"):
+        Target("t", "file:///x", password_file="p", key_file="k").validate()
+    asked = Target("t", "file:///x")  # no file: the password is asked for at each use
+    asked.validate()
+    assert asked.asks_password
+    assert asked.public()["credential"] == "asked"
+    with pytest.raises(InvalidArgument, match="AMBER_PASSWORD"):
+        credentials(asked)
+    assert credentials(asked, "typed") is not None
     with pytest.raises(InvalidArgument, match="no password"):
         Target("t", "file:///x", encryption="none", password_file="p").validate()
     with pytest.raises(InvalidArgument, match="cannot be stored"):

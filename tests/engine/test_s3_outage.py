@@ -202,6 +202,6 @@ def test_a_bad_retry_budget_is_one_line_and_exit_2(
     done = cli.run("backup", "list", "--target", flaky_target)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: AMBER_RETRY_BUDGET must be a number of seconds between 0 and 86400 (a day), "
-        "not 'soon'"
+        "error: AMBER_RETRY_BUDGET must be a duration of more than 0 and at most a day "
+        "(e.g. 90s, 10m, or a number of seconds), not 'soon'"
     ]

@@ -65,6 +65,7 @@ from amber.domain.errors import (
     NotFound,
     PermissionDenied,
 )
+from amber.domain.units import parse_duration
 
 DEFAULT_CONFIG = Path("/etc/amber/targets.json")
 KEY_CACHE_ENV = "AMBER_KEY_CACHE"
@@ -132,10 +133,10 @@ class Target:
         given = [f for f in (self.password_file, self.key_file) if f]
         if self.encryption == ENCRYPTION_NONE and given:
             raise InvalidArgument("--no-encryption takes no password or key file")
-        if self.encryption == ENCRYPTION_AES and len(given) != 1:
+        if self.encryption == ENCRYPTION_AES and len(given) > 1:
             raise InvalidArgument(
-                f"target {self.name!r} needs exactly one of --password-file or --key-file "
-                "(or --no-encryption to store backups in the clear)"
+                f"target {self.name!r} takes one of --password-file or --key-file, not both "
+                "(or neither: the password is asked for when the target is used)"
             )
         if self.secret_key_file and not self.options.get("access-key"):
             raise InvalidArgument("--secret-key-file needs --access-key")
@@ -167,8 +168,16 @@ class Target:
             if self.password_file
             else "key file"
             if self.key_file
+            else "asked"
+            if self.asks_password
             else "none",
         }
+
+    @property
+    def asks_password(self) -> bool:
+        """An encrypted target with no password or key file: whoever uses it supplies the
+        password (`TargetRuntime.password`: AMBER_PASSWORD, AMBER_PASSWORD_FILE, a prompt)."""
+        return self.encryption == ENCRYPTION_AES and not (self.password_file or self.key_file)
 
 
 def _target_from_json(name: str, document: Any, where: Path) -> Target:
@@ -332,6 +341,9 @@ class TargetRuntime:
     """`deadline` came from `AMBER_RETRY_BUDGET`: a target's option does not replace it."""
     scrypt: ScryptParams = field(default_factory=ScryptParams)
     """scrypt cost for the password slot written when a repository is created."""
+    password: str | None = field(default=None, repr=False, compare=False)
+    """The password of a target that asks for one (`Target.asks_password`), given at the edge;
+    None: such a target cannot be opened (a node has no one to ask)."""
     key_cache: Path | None = field(default_factory=lambda: key_cache_dir(os.environ))
     """Where unlocked keys of password targets are remembered (`amber.backup.keycache`);
     None: nowhere. Set by `AMBER_KEY_CACHE` (a directory, or `off`)."""
@@ -371,14 +383,16 @@ class TargetRuntime:
 
 
 def parse_retry_budget(value: str, where: str) -> float:
-    """A retry budget in seconds (more than 0, at most a day); InvalidArgument otherwise."""
+    """A retry budget: a duration (`90s`, `10m`, or seconds) of more than 0 and at most a day;
+    InvalidArgument otherwise."""
     try:
-        seconds = float(value)
-    except ValueError:
+        seconds = parse_duration(value)
+    except InvalidArgument:
         seconds = -1.0
     if not 0 < seconds <= 86400:
         raise InvalidArgument(
-            f"{where} must be a number of seconds between 0 and 86400 (a day), not {value!r}"
+            f"{where} must be a duration of more than 0 and at most a day (e.g. 90s, 10m, or a "
+            f"number of seconds), not {value[:40]!r}"
         )
     return seconds
 
@@ -418,8 +432,16 @@ def _read_secret(path: str | None, what: str) -> bytes | None:
         raise InvalidArgument(f"cannot read the {what} file {path}: {e.strerror}") from None
 
 
-def credentials(target: Target) -> Credentials | None:
-    """The password or key file that opens the target's repository (None if unencrypted)."""
+def credentials(target: Target, given: str | None = None) -> Credentials | None:
+    """The password or key file that opens the target's repository (None if unencrypted);
+    `given`: the password of a target that asks for one."""
+    if target.asks_password:
+        if not given:
+            raise InvalidArgument(
+                f"target {target.name!r} has no password file: give its password in "
+                "AMBER_PASSWORD_FILE or AMBER_PASSWORD (or add the target with --password-file)"
+            )
+        return Password(given)
     password = _read_secret(target.password_file, "password")
     if password is not None:
         text = password.decode("utf-8", errors="strict").rstrip("\r\n")
@@ -488,7 +510,7 @@ def open_target_repository(
     runtime = runtime or TargetRuntime()
     return open_or_init_repository(
         open_store(target, runtime),
-        credentials(target),
+        credentials(target, runtime.password),
         create=create,
         encryption=target.encryption,
         scrypt=runtime.scrypt,
@@ -564,7 +586,7 @@ def target_status(target: Target, runtime: TargetRuntime | None = None) -> Targe
     if not found.reachable:
         return status
     try:
-        return _with_repository(status, target, store)
+        return _with_repository(status, target, store, (runtime or TargetRuntime()).password)
     except AmberError as e:
         return dataclasses.replace(status, error=status.error or e.message)
 
@@ -575,7 +597,9 @@ def _probe(store: BlobStore) -> Any:
     return probe(store)
 
 
-def _with_repository(status: TargetStatus, target: Target, store: BlobStore) -> TargetStatus:
+def _with_repository(
+    status: TargetStatus, target: Target, store: BlobStore, password: str | None
+) -> TargetStatus:
     try:
         config, _ = read_config(store)
     except NotFound:
@@ -596,7 +620,7 @@ def _with_repository(status: TargetStatus, target: Target, store: BlobStore) -> 
         backups=backups,
     )
     try:
-        open_repository(store, credentials(target))
+        open_repository(store, credentials(target, password))
     except (PermissionDenied, InvalidArgument) as e:
         return dataclasses.replace(status, unlocked=False, error=status.error or e.message)
     return dataclasses.replace(status, unlocked=True)

@@ -38,7 +38,7 @@ from amber.cli import output
 from amber.cli.durations import Duration
 from amber.cli.numbers import percent
 from amber.cli.state import CliState, key_values, state
-from amber.cli.target_cmd import ConfigOption, remember_config, targets_config
+from amber.cli.target_cmd import ConfigOption, remember_config, runtime_for, targets_config
 from amber.domain.errors import Corrupt, InvalidArgument
 from amber.domain.units import format_size, parse_size
 from amber.pool import Pool
@@ -131,8 +131,9 @@ def _target_name(ctx: typer.Context, given: str | None, ref: str | None = None) 
 
 
 def _open(ctx: typer.Context, target: str, *, create: bool = False) -> Repository:
+    found = targets_config(ctx).get(target)
     runtime = TargetRuntime.for_commands(os.environ, on_retry=RetryNotices(target))
-    return open_target_repository(targets_config(ctx).get(target), create=create, runtime=runtime)
+    return open_target_repository(found, create=create, runtime=runtime_for(found, runtime))
 
 
 class RetryNotices:

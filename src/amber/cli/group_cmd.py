@@ -26,7 +26,7 @@ def group_table(groups: Sequence[Group]) -> Table:
     for g in groups:
         members = "\n".join(f"{m.name} <- {m.volume_name}" for m in g.members)
         table.add_row(g.name, members or "-", output.when(g.created))
-    return table
+    return output.fit(table, "NAME", "MEMBERS (snapshot <- volume)")
 
 
 def create_group(ctx: typer.Context, name: str, volumes: list[str]) -> None:

@@ -61,7 +61,9 @@ def fit(table: Table, *identifiers: str) -> Table:
         if column.header in identifiers:
             column.no_wrap = True
             column.min_width = max(
-                [len(str(column.header)), *(len(str(cell)) for cell in column.cells)]
+                len(line)
+                for text in (column.header, *column.cells)
+                for line in str(text).splitlines() or [""]
             )
     return table
 

@@ -7,7 +7,10 @@ and never printed. See `amber.backup.targets` for the format.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +36,8 @@ from amber.domain.errors import InvalidArgument, NotFound, PermissionDenied, Una
 from amber.domain.units import format_size
 
 CONFIG_META = "amber.targets-config"
+PASSWORD_ENV = "AMBER_PASSWORD"
+PASSWORD_FILE_ENV = "AMBER_PASSWORD_FILE"
 
 app = typer.Typer(
     help="Add, list, check and remove backup targets (S3 buckets or directories).",
@@ -60,6 +65,48 @@ def targets_config(ctx: typer.Context) -> TargetConfig:
     """The targets file this invocation uses."""
     path = ctx.meta.get(CONFIG_META)
     return TargetConfig(path if isinstance(path, Path) else DEFAULT_CONFIG)
+
+
+def edge_password(name: str, environ: Mapping[str, str], *, confirm: bool = False) -> str:
+    """The password of target `name`, which asks for one: the file AMBER_PASSWORD_FILE names,
+    else AMBER_PASSWORD, else a prompt when stdin is a terminal (not echoed; asked twice with
+    `confirm`). Its text is never printed or logged."""
+    path = environ.get(PASSWORD_FILE_ENV)
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InvalidArgument(f"cannot read {PASSWORD_FILE_ENV} ({path}): {e}") from None
+        if not text:
+            raise InvalidArgument(f"the password file {path} ({PASSWORD_FILE_ENV}) is empty")
+        return text
+    if environ.get(PASSWORD_ENV):
+        return environ[PASSWORD_ENV]
+    if not sys.stdin.isatty():
+        raise InvalidArgument(
+            f"target {name!r} asks for its password: set {PASSWORD_FILE_ENV} or {PASSWORD_ENV}, "
+            "or run on a terminal to be asked"
+        )
+    return _prompt(name, confirm=confirm)
+
+
+def _prompt(name: str, *, confirm: bool) -> str:
+    import getpass
+
+    text = getpass.getpass(f"password of target {name}: ")
+    if not text:
+        raise InvalidArgument("the password is empty")
+    if confirm and getpass.getpass("the same again: ") != text:
+        raise InvalidArgument("the passwords differ")
+    return text
+
+
+def runtime_for(target: Target, runtime: TargetRuntime, *, confirm: bool = False) -> TargetRuntime:
+    """`runtime` with the password of a target that asks for one (see `edge_password`)."""
+    if not target.asks_password:
+        return runtime
+    password = edge_password(target.name, os.environ, confirm=confirm)
+    return dataclasses.replace(runtime, password=password)
 
 
 @app.callback()
@@ -177,10 +224,13 @@ def add(
         config.add(target)  # AlreadyExists, before anything is made
     made = _prepare(store, init=init, create_bucket=create_bucket, check=not no_check)
     repository_id = None
+    if init or not no_check:
+        runtime = runtime_for(target, TargetRuntime.for_commands(os.environ), confirm=init)
     if init:
-        repository_id = open_target_repository(target, create=True).config.repository_id
+        opened = open_target_repository(target, create=True, runtime=runtime)
+        repository_id = opened.config.repository_id
     elif not no_check:
-        _check(target)
+        _check(target, runtime)
     config.add(target)
     if st.json:
         output.print_json(
@@ -220,9 +270,9 @@ def _prepare(store: BlobStore, *, init: bool, create_bucket: bool, check: bool) 
     return made
 
 
-def _check(target: Target) -> None:
+def _check(target: Target, runtime: TargetRuntime) -> None:
     """The target answers, takes a write, and its credential opens its repository (if any)."""
-    found = target_status(target, TargetRuntime.for_commands(os.environ))
+    found = target_status(target, runtime)
     if not (found.reachable and found.writable):
         raise Unavailable(
             f"target {target.name!r} is not usable: {found.error} (fix it, or add --no-check "
@@ -278,7 +328,8 @@ def _status_rows(s: TargetStatus) -> list[tuple[str, str]]:
 def status(ctx: typer.Context, name: str) -> None:
     """Reachable, writable, latency, repository version and size of one target."""
     st = state(ctx)
-    found = target_status(targets_config(ctx).get(name))
+    target = targets_config(ctx).get(name)
+    found = target_status(target, runtime_for(target, TargetRuntime()))
     if st.json:
         output.print_json(found)
     else:
