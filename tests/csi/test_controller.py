@@ -54,6 +54,8 @@ def test_plugin_info_and_capabilities(csi: Csi) -> None:
     assert {c.service.type for c in caps if c.HasField("service")} == {
         service.CONTROLLER_SERVICE,
         service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
+        service.GROUP_CONTROLLER_SERVICE,
+        service.SNAPSHOT_METADATA_SERVICE,
     }
     assert [c.volume_expansion.type for c in caps if c.HasField("volume_expansion")] == [
         csi_pb2.PluginCapability.VolumeExpansion.ONLINE
@@ -103,6 +105,10 @@ def test_controller_mode_serves_csi_resizer_only() -> None:
         )
         services = {c.service.type for c in plugin.capabilities if c.HasField("service")}
         assert csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE in services
+        # The spec: every instance of one plugin version announces the same set, whichever
+        # RPCs it serves (only `amber node` serves GroupController and SnapshotMetadata).
+        assert csi_pb2.PluginCapability.Service.GROUP_CONTROLLER_SERVICE in services
+        assert csi_pb2.PluginCapability.Service.SNAPSHOT_METADATA_SERVICE in services
         controller = csi.controller.ControllerGetCapabilities(
             csi_pb2.ControllerGetCapabilitiesRequest(), timeout=RPC_TIMEOUT
         )

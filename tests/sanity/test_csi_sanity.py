@@ -4,7 +4,7 @@ A real `amber node` process serves a real XFS reflink pool on a loopback image; 
 speaks gRPC to it over its unix socket, with Filesystem volumes (ext4, xfs) and with Block
 volumes. Every spec that runs must pass; a failure prints the failed specs, csi-sanity's account
 of them and the driver's log. csi-sanity itself skips the specs of capabilities Amber does not
-announce (ControllerPublish, ControllerModifyVolume, GroupController).
+announce (ControllerPublish, ControllerModifyVolume); its GroupController specs run.
 
 csi-sanity also sends a secret with every call that takes one, and the driver logs every request
 (`--log-requests`): the secret must not appear in the log. And afterwards nothing csi-sanity
@@ -43,6 +43,8 @@ SECRET_CALLS = (
     "NodeExpandVolume",
 )
 """The calls csi-sanity can send secrets with (its secrets file has a `<call>Secret` map each)."""
+GROUP_SPECS = 6
+"""csi-sanity's GroupController specs: they run since `amber node` announces the service."""
 SKIPPED: tuple[str, ...] = ()
 """Regular expressions of specs Amber cannot pass by design (each with its reason beside it)."""
 
@@ -69,6 +71,8 @@ class Outcome:
     total: int
     failed: dict[str, str]
     """Failed spec name -> csi-sanity's failure message."""
+    ran: tuple[str, ...] = ()
+    """The names of the specs that ran."""
 
 
 @pytest.fixture
@@ -141,17 +145,18 @@ def run_sanity(
 
 def read_report(report: Path) -> Outcome:
     """The specs that ran and those that failed, from a Ginkgo JUnit report."""
-    total, failed = 0, {}
+    total, failed, ran = 0, {}, []
     for case in ET.parse(report).getroot().iter("testcase"):
         if case.get("status") in ("skipped", "pending"):
             continue
         total += 1
+        ran.append(case.get("name", "?"))
         problem = case.find("failure")
         if problem is None:
             problem = case.find("error")
         if problem is not None:
             failed[case.get("name", "?")] = problem.get("message", "") + (problem.text or "")
-    return Outcome(total, failed)
+    return Outcome(total, failed, tuple(ran))
 
 
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
@@ -172,6 +177,8 @@ def test_csi_sanity_passes(
             pytrace=False,
         )
     assert outcome.total > 50, f"csi-sanity ran only {outcome.total} specs:\n{output[-4000:]}"
+    group_specs = [name for name in outcome.ran if "GroupController" in name]
+    assert len(group_specs) >= GROUP_SPECS, f"GroupController specs that ran: {group_specs}"
     assert '"secrets":{"token":"***"}' in log, "the driver logged no request with its secret"
     assert SECRET not in log
     assert_nothing_left(driver, work)

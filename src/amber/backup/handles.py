@@ -5,6 +5,10 @@
     amber:v1:bak:<target>:<key or id>     a backup VolumeSnapshot's ID, as CreateSnapshot
                                           returns it and a cluster's VolumeSnapshotContent holds
 
+Where a backup id is taken, a person may also write a unique prefix of it (`3fa9c`, restic's
+rule) or `latest` (the newest backup, of one volume when one is named): `resolve_backup_id`
+turns those into the whole id, for the CLI and any other edge alike.
+
 The CSI driver commits the backup of snapshot key `key` under the id `key_backup_id(key)` and
 labels its manifest with the key (`LABEL_KEY`), so a key names one manifest: no listing is
 needed to find it, on any node or cluster. A manifest under that id that does not carry the key
@@ -15,8 +19,10 @@ driver, so both read the same IDs the same way.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from amber.backup.layout import is_valid_id
 from amber.backup.manifest import Manifest
@@ -27,16 +33,22 @@ from amber.domain.names import validate_name
 __all__ = [
     "BAK_PREFIX",
     "LABEL_KEY",
+    "LATEST",
+    "BackupLister",
     "BackupName",
     "check_key",
     "key_backup_id",
     "parse_backup_name",
+    "resolve_backup_id",
 ]
 
 BAK_PREFIX: Final = "amber:v1:bak:"
 LABEL_KEY: Final = "amber.csi.dev/snapshot-key"
 """Manifest label holding the key of the CSI snapshot a backup was made for."""
 _KEY_ID_DOMAIN: Final = b"amber.csi.dev/backup-id-of-key/v1\n"
+LATEST: Final = "latest"
+"""The newest backup (of one volume, when a volume is named) in place of an id."""
+_PREFIX_RE: Final = re.compile(r"[0-9a-f]{1,31}")
 
 
 def key_backup_id(key: str) -> str:
@@ -103,3 +115,50 @@ def check_key(manifest: Manifest, name: BackupName) -> Manifest:
     if name.key is not None and manifest.labels.get(LABEL_KEY) != name.key:
         raise NotFound(f"no backup of snapshot key {name.key!r} in target {name.target!r}")
     return manifest
+
+
+class BackupLister(Protocol):
+    """What resolving a prefix or `latest` needs of a repository."""
+
+    def list_backups(self) -> list[str]: ...
+
+    def load_manifests(self) -> list[Manifest]: ...
+
+
+def resolve_backup_id(
+    repo: BackupLister, text: str, *, volume: str | None = None, where: str = "the target"
+) -> str:
+    """The whole id `text` means: itself when it is one, the one backup id it is a prefix of,
+    or with `latest` the newest backup (of `volume`, if given). `where` names the repository
+    in messages. An ambiguous prefix is InvalidArgument (exit 2), no match NotFound."""
+    if text == LATEST:
+        return _latest(repo.load_manifests(), volume, where)
+    if is_valid_id(text):
+        return text
+    if not _PREFIX_RE.fullmatch(text):
+        shown = text.encode("unicode_escape").decode("ascii")[:80]
+        raise InvalidArgument(
+            f"invalid backup id {shown!r}: give its 32 hex digits, a prefix of them, "
+            f"{LATEST!r}, or a handle"
+        )
+    return _by_prefix(repo.list_backups(), text, where)
+
+
+def _by_prefix(ids: Sequence[str], prefix: str, where: str) -> str:
+    found = [backup_id for backup_id in ids if backup_id.startswith(prefix)]
+    if not found:
+        raise NotFound(f"no backup id starts with {prefix!r} in {where}")
+    if len(found) > 1:
+        raise InvalidArgument(
+            f"backup id prefix {prefix!r} is ambiguous: {len(found)} backups in {where} start "
+            "with it; give more digits"
+        )
+    return found[0]
+
+
+def _latest(manifests: Sequence[Manifest], volume: str | None, where: str) -> str:
+    chosen = [m for m in manifests if volume in (None, m.volume_name)]
+    if not chosen:
+        of = f" of volume {volume!r}" if volume is not None else ""
+        raise NotFound(f"no backup{of} in {where}")
+    return max(chosen, key=lambda m: (m.created, m.backup_id)).backup_id

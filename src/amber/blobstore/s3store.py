@@ -332,6 +332,30 @@ class S3Store:
         check_prefix(prefix)
         return self._pages(prefix)
 
+    def ensure_bucket(self) -> bool:
+        """Create the bucket if it does not exist (`amber target add --create-bucket`); True
+        when this call created it. A bucket someone else owns is an error."""
+        bucket = self._config.bucket
+        with self._errors("creating bucket", bucket):
+            try:
+                self._client.head_bucket(Bucket=bucket)
+            except ClientError as e:
+                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status != 404:
+                    raise
+            else:
+                return False
+            extra: dict[str, Any] = {}
+            if self._config.region and self._config.region != "us-east-1":
+                extra["CreateBucketConfiguration"] = {"LocationConstraint": self._config.region}
+            try:
+                self._client.create_bucket(Bucket=bucket, **extra)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
+                return False
+        return True
+
     # -- internals --------------------------------------------------------------------------
 
     @staticmethod

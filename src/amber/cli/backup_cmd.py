@@ -13,14 +13,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from amber.backup.backuper import SYSTEM_LABEL_PREFIX, BackupOptions, backup_snapshot
 from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult, prune
-from amber.backup.handles import check_key, parse_backup_name
+from amber.backup.handles import LATEST, check_key, parse_backup_name, resolve_backup_id
 from amber.backup.keeper import LockKeeper, acquire, holder
 from amber.backup.locks import LockKind
 from amber.backup.manifest import HOLE, ZERO, Manifest
@@ -29,18 +29,19 @@ from amber.backup.repository import Repository
 from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
 from amber.backup.targets import (
-    TargetConfig,
     TargetRuntime,
     backup_handle,
     open_target_repository,
 )
 from amber.blobstore.retry import RetryWait
 from amber.cli import output
-from amber.cli.numbers import finite, percent
-from amber.cli.state import CliState, state
+from amber.cli.durations import Duration
+from amber.cli.numbers import percent
+from amber.cli.state import CliState, key_values, state
 from amber.cli.target_cmd import ConfigOption, remember_config, targets_config
 from amber.domain.errors import Corrupt, InvalidArgument
 from amber.domain.units import format_size, parse_size
+from amber.pool import Pool
 
 if TYPE_CHECKING:
     from amber.backup.check import CheckResult
@@ -53,7 +54,10 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-TargetOption = Annotated[str, typer.Option("--target", "-t", help="Backup target name.")]
+TargetOption = Annotated[
+    str | None,
+    typer.Option("--target", "-t", help="Backup target (default: the only one configured)."),
+]
 MaybeTarget = Annotated[
     str | None, typer.Option("--target", "-t", help="Backup target (not needed with a handle).")
 ]
@@ -88,28 +92,42 @@ def _progress(st: CliState) -> Progress:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _open_backup(ctx: typer.Context, ref: str, target: str | None) -> tuple[str, str, Repository]:
-    """(target, backup id, repository) of a backup named by id, handle or CSI snapshot ID; a
-    snapshot ID by key counts only if the manifest under its id carries that key."""
+BACKUP_HELP = "Backup id, unique id prefix, 'latest', or handle."
+VolumeOption = Annotated[
+    str | None, typer.Option("--volume", help=f"With {LATEST!r}: the newest backup of this volume.")
+]
+
+
+def _open_backup(
+    ctx: typer.Context, ref: str, target: str | None, volume: str | None = None
+) -> tuple[str, str, Repository]:
+    """(target, backup id, repository) of a backup named by id, unique id prefix, `latest`,
+    handle or CSI snapshot ID; a snapshot ID by key counts only if the manifest under its id
+    carries that key."""
     name = parse_backup_name(ref, target)
-    named, backup_id = _resolve(targets_config(ctx), ref, name.target, name.backup_id)
+    if volume is not None and name.backup_id != LATEST:
+        raise InvalidArgument(f"--volume goes with {LATEST!r}, not with a backup id")
+    named = _target_name(ctx, name.target, ref)
     repo = _open(ctx, named)
     if name.key is not None:
-        check_key(repo.load_manifest(backup_id), name)
+        check_key(repo.load_manifest(name.backup_id), name)
+        return named, name.backup_id, repo
+    backup_id = resolve_backup_id(repo, name.backup_id, volume=volume, where=f"target {named!r}")
     return named, backup_id, repo
 
 
-def _resolve(config: TargetConfig, ref: str, named: str | None, backup_id: str) -> tuple[str, str]:
-    """(target, backup id): the target named, or the only target there is."""
-    if named is None:
-        known = sorted(config.load())
-        if len(known) != 1:
-            raise InvalidArgument(
-                f"backup {ref!r}: say which target holds it with --target, or give its handle "
-                "(amber:v1:backup:TARGET:ID)"
-            )
-        named = known[0]
-    return named, backup_id
+def _target_name(ctx: typer.Context, given: str | None, ref: str | None = None) -> str:
+    """The target given, or the only target there is."""
+    if given is not None:
+        return given
+    config = targets_config(ctx)
+    known = sorted(config.load())
+    if len(known) == 1:
+        return known[0]
+    what = f"backup {ref!r}: say which target holds it" if ref else "say which target to use"
+    hint = " with --target, or give its handle (amber:v1:backup:TARGET:ID)" if ref else ""
+    count = "no targets are" if not known else f"{len(known)} targets are"
+    raise InvalidArgument(f"{what}{hint or ' with --target'} ({count} configured in {config.path})")
 
 
 def _open(ctx: typer.Context, target: str, *, create: bool = False) -> Repository:
@@ -141,16 +159,6 @@ class RetryNotices:
         sys.stderr.flush()
 
 
-def _labels(pairs: Sequence[str]) -> dict[str, str]:
-    labels = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidArgument(f"invalid label {pair!r}: use KEY=VALUE")
-        labels[key] = value
-    return labels
-
-
 def _summary(target: str, m: Manifest) -> dict[str, Any]:
     return {
         "backup_id": m.backup_id,
@@ -173,11 +181,35 @@ def _summary(target: str, m: Manifest) -> dict[str, Any]:
 # -- create and restore -----------------------------------------------------------------------
 
 
+def _snapshot_to_back_up(pool: Pool, name: str, *, take: bool) -> str:
+    """The snapshot `backup create NAME` backs up: NAME, or with `take` a new snapshot of the
+    volume NAME. A volume named without `take` is refused with what to run instead."""
+    if take:
+        pool.volumes.get(name)  # NotFound names the volume
+        taken = f"{name[:76]}-backup-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+        return pool.snapshots.create(name, taken).name
+    if pool.snapshots.find(name) is None and pool.volumes.find(name) is not None:
+        raise InvalidArgument(
+            f"{name!r} is a volume; a backup is made of a snapshot: run `amber snapshot create "
+            f"{name} SNAPSHOT` first and back that up, or add --snapshot to do both"
+        )
+    return name
+
+
 @app.command("create")
 def create(
     ctx: typer.Context,
-    snapshot: Annotated[str, typer.Argument(help="The pool snapshot to back up.")],
-    target: TargetOption,
+    snapshot: Annotated[
+        str, typer.Argument(help="The pool snapshot to back up (with --snapshot: a volume).")
+    ],
+    given: TargetOption = None,
+    take_snapshot: Annotated[
+        bool,
+        typer.Option(
+            "--snapshot",
+            help="SNAPSHOT names a volume: snapshot it now (kept in the pool) and back that up.",
+        ),
+    ] = False,
     label: Annotated[
         list[str] | None, typer.Option("--label", help="KEY=VALUE label (repeatable).")
     ] = None,
@@ -187,12 +219,14 @@ def create(
     ] = False,
 ) -> None:
     """Back up SNAPSHOT: only chunks changed since the last backup to TARGET are read."""
+    target = _target_name(ctx, given)
     _one_malloc_arena()
     st = state(ctx)
     pool = st.open_pool()
+    snapshot = _snapshot_to_back_up(pool, snapshot, take=take_snapshot)
     repo = _open(ctx, target, create=True)
     options = BackupOptions(
-        labels=_labels(label or []), tags=tuple(tag or []), use_extent_map=not full
+        labels=key_values(label, "--label"), tags=tuple(tag or []), use_extent_map=not full
     )
     try:
         report = backup_snapshot(
@@ -236,9 +270,10 @@ def create(
 @app.command("restore")
 def restore(
     ctx: typer.Context,
-    backup: Annotated[str, typer.Argument(help="Backup id or handle.")],
+    backup: Annotated[str, typer.Argument(help=BACKUP_HELP)],
     volume: Annotated[str, typer.Argument(help="Name of the new volume.")],
     target: MaybeTarget = None,
+    volume_of: VolumeOption = None,
     size: Annotated[
         str | None, typer.Option("--size", help="Size of the new volume (default: as backed up).")
     ] = None,
@@ -253,7 +288,7 @@ def restore(
     _one_malloc_arena()
     st = state(ctx)
     wanted = parse_size(size) if size else None
-    _, backup_id, repo = _open_backup(ctx, backup, target)
+    _, backup_id, repo = _open_backup(ctx, backup, target, volume_of)
     pool = st.open_pool()
     report = restore_backup(
         pool,
@@ -289,10 +324,11 @@ def restore(
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    target: TargetOption,
+    given: TargetOption = None,
     volume: Annotated[str | None, typer.Option("--volume", help="Only this volume.")] = None,
 ) -> None:
     """Backups in a target, oldest first."""
+    target = _target_name(ctx, given)
     st = state(ctx)
     manifests = _open(ctx, target).load_manifests()
     rows = [_summary(target, m) for m in manifests if volume in (None, m.volume_name)]
@@ -304,7 +340,7 @@ def list_(
         table.add_column(column)
     for r in rows:
         table.add_row(
-            r["backup_id"][:12],
+            r["backup_id"],
             r["volume"],
             output.when(r["created"]),
             format_size(r["size"]),
@@ -313,14 +349,19 @@ def list_(
             ",".join(r["tags"]) or "-",
             r["handle"],
         )
-    output.console().print(table)
+    output.console().print(output.fit(table, "ID", "VOLUME", "HANDLE"))
 
 
 @app.command("show")
-def show(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
+def show(
+    ctx: typer.Context,
+    backup: Annotated[str, typer.Argument(help=BACKUP_HELP)],
+    target: MaybeTarget = None,
+    volume: VolumeOption = None,
+) -> None:
     """One backup in detail."""
     st = state(ctx)
-    name, backup_id, repo = _open_backup(ctx, backup, target)
+    name, backup_id, repo = _open_backup(ctx, backup, target, volume)
     manifest = repo.load_manifest(backup_id)
     summary = _summary(name, manifest)
     chunks = manifest.chunk_map
@@ -362,10 +403,15 @@ def show(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
+def delete(
+    ctx: typer.Context,
+    backup: Annotated[str, typer.Argument(help=BACKUP_HELP)],
+    target: MaybeTarget = None,
+    volume: VolumeOption = None,
+) -> None:
     """Delete one backup; its data goes at the next prune (if no other backup uses it)."""
     st = state(ctx)
-    name, backup_id, repo = _open_backup(ctx, backup, target)
+    name, backup_id, repo = _open_backup(ctx, backup, target, volume)
     repo.load_manifest(backup_id)  # NotFound names the backup
     repo.delete_backup(backup_id)
     if st.json:
@@ -380,7 +426,7 @@ def delete(ctx: typer.Context, backup: str, target: MaybeTarget = None) -> None:
 @app.command("prune")
 def prune_(
     ctx: typer.Context,
-    target: TargetOption,
+    given: TargetOption = None,
     keep_last: Annotated[int, typer.Option("--keep-last", help="Keep the N newest.")] = 0,
     keep_hourly: Annotated[int, typer.Option("--keep-hourly", help="Keep N hourly.")] = 0,
     keep_daily: Annotated[int, typer.Option("--keep-daily", help="Keep N daily.")] = 0,
@@ -394,13 +440,13 @@ def prune_(
         float,
         typer.Option(
             "--grace",
-            min=0.0,
-            callback=finite,
-            help="Never delete packs younger than this (seconds).",
+            click_type=Duration(),
+            help="Never delete packs younger than this (90s, 1h, 7d; a bare number: seconds).",
         ),
     ] = DEFAULT_GRACE_SECONDS,
 ) -> None:
     """Forget backups by policy (per volume), then delete the data no kept backup uses."""
+    target = _target_name(ctx, given)
     st = state(ctx)
     policy = RetentionPolicy(
         keep_last=keep_last,
@@ -438,7 +484,7 @@ def _print_prune(st: CliState, target: str, result: PruneResult) -> None:
         table.add_row(backup_id, f"keep: {reason}")
     for backup_id in result.removed_backups:
         table.add_row(backup_id, "remove")
-    output.console().print(table)
+    output.console().print(output.fit(table, "BACKUP"))
     output.console().print(
         f"{len(result.removed_backups)} backup(s) and {len(result.deleted_packs)} pack(s) {verb} "
         f"removed, freeing {format_size(result.freed_bytes)}; {len(result.protected_packs)} "
@@ -452,7 +498,7 @@ def _print_prune(st: CliState, target: str, result: PruneResult) -> None:
 @app.command("check")
 def check_(
     ctx: typer.Context,
-    target: TargetOption,
+    given: TargetOption = None,
     read_data: Annotated[
         bool, typer.Option("--read-data", help="Also download and verify every byte.")
     ] = False,
@@ -466,6 +512,7 @@ def check_(
     ] = 100.0,
 ) -> None:
     """Verify the repository's structure (and with --read-data, its data)."""
+    target = _target_name(ctx, given)
     from amber.backup.check import check
 
     st = state(ctx)
@@ -500,11 +547,12 @@ def _print_check(st: CliState, target: str, result: CheckResult) -> None:
 
 
 @app.command("repair")
-def repair_(ctx: typer.Context, target: TargetOption) -> None:
+def repair_(ctx: typer.Context, given: TargetOption = None) -> None:
     """Rebuild the index from the pack headers; adopt or remove what killed backups left.
 
     Use it after `check` reports a damaged or missing index object. Takes the exclusive lock.
     """
+    target = _target_name(ctx, given)
     from amber.cli.backup_repair_cmd import run_repair
 
     run_repair(state(ctx), target, _open(ctx, target), _progress(state(ctx)))
@@ -513,7 +561,7 @@ def repair_(ctx: typer.Context, target: TargetOption) -> None:
 @app.command("unlock")
 def unlock_(
     ctx: typer.Context,
-    target: TargetOption,
+    given: TargetOption = None,
     lock_id: Annotated[
         list[str] | None,
         typer.Argument(help="Locks to remove (ids or locks/<id>), whatever their state."),
@@ -528,6 +576,7 @@ def unlock_(
     Without arguments: expired locks and locks of dead processes of this host. Name a lock
     (e.g. the unreadable one an error or `check` names) to remove it whatever its state.
     """
+    target = _target_name(ctx, given)
     from amber.cli.backup_repair_cmd import run_unlock
 
     if lock_id and remove_all:
@@ -559,6 +608,6 @@ def bases(
         table.add_column(column)
     for r in records:
         table.add_row(
-            r.volume, r.target, r.snapshot, r.backup_id[:12], output.when(r.created), str(r.image)
+            r.volume, r.target, r.snapshot, r.backup_id, output.when(r.created), str(r.image)
         )
-    output.console().print(table)
+    output.console().print(output.fit(table, "VOLUME", "TARGET", "SNAPSHOT", "BACKUP"))

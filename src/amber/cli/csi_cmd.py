@@ -10,6 +10,7 @@ NodeExpandVolume when the controller says the node has work left.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from google.protobuf.json_format import MessageToDict
 from rich.table import Table
 
 from amber.cli import output
-from amber.cli.state import OutputFormat, state
+from amber.cli.state import key_values, state
 from amber.csi import params
 from amber.csi._proto import csi_pb2, csi_pb2_grpc
 from amber.domain import errors
@@ -53,10 +54,83 @@ EndpointOption = Annotated[
     str,
     typer.Option("--endpoint", envvar="CSI_ENDPOINT", help="The driver's socket (unix://...)."),
 ]
-OutputOption = Annotated[
-    OutputFormat | None,
-    typer.Option("--output", "-o", help="table for people, json for scripts."),
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help="KEY=VALUE: a class parameter, as a StorageClass or VolumeSnapshotClass "
+        "would send (repeatable).",
+    ),
 ]
+SecretsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--secrets-file",
+        help="A YAML (key: value lines) or JSON map sent as the call's secrets (never printed).",
+    ),
+]
+
+
+_SECRET_KEY_RE: Final = re.compile(r"[-._a-zA-Z0-9]+")
+"""What a Kubernetes Secret allows as a key."""
+
+
+def _params(pairs: list[str] | None) -> dict[str, str]:
+    return key_values(pairs, "--param")
+
+
+def _secrets(path: Path | None) -> dict[str, str]:
+    """The secrets map in `path`: a JSON object of strings, or `key: value` lines (YAML's flat
+    form: `#` comments, quoted values). Errors name the file and line, never a value."""
+    if path is None:
+        return {}
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise errors.InvalidArgument(f"cannot read the secrets file {path}: {e}") from None
+    if text.lstrip().startswith("{"):
+        return _json_secrets(path, text)
+    found: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = f"{line} ".partition(": ")
+        if not sep or not _SECRET_KEY_RE.fullmatch(key):
+            raise errors.InvalidArgument(
+                f"line {number} of the secrets file {path} is not 'key: value'"
+            )
+        found[key.strip()] = _unquote(value.strip(), path, number)
+    return found
+
+
+def _unquote(value: str, path: Path, number: int) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1].replace("''", "'")
+    if value.startswith('"'):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            decoded = None
+        if not isinstance(decoded, str):
+            raise errors.InvalidArgument(
+                f"line {number} of the secrets file {path} has a badly quoted value"
+            )
+        return decoded
+    return value
+
+
+def _json_secrets(path: Path, text: str) -> dict[str, str]:
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in document.items()
+    ):
+        raise errors.InvalidArgument(
+            f"the secrets file {path} is not a JSON object of strings to strings"
+        )
+    return document
 
 
 class Driver:
@@ -111,16 +185,16 @@ def _capability(*, block: bool, fs_type: str = "", read_only: bool = False) -> A
     return cap
 
 
-def _json_mode(ctx: typer.Context, fmt: OutputFormat | None) -> bool:
-    return fmt is OutputFormat.json if fmt is not None else state(ctx).json
+def _json_mode(ctx: typer.Context) -> bool:
+    return state(ctx).json
 
 
-def _emit(ctx: typer.Context, fmt: OutputFormat | None, reply: Any, table: Table | None) -> None:
-    if _json_mode(ctx, fmt) or table is None:
+def _emit(ctx: typer.Context, reply: Any, table: Table | None) -> None:
+    if _json_mode(ctx) or table is None:
         data = MessageToDict(reply, preserving_proto_field_name=True)
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
     else:
-        output.console().print(table)
+        output.console().print(output.fit(table, "VOLUME ID", "SNAPSHOT ID", "SOURCE VOLUME"))
 
 
 def _rows(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -166,9 +240,7 @@ def _volume_rows(volume: Any) -> list[tuple[str, str]]:
 
 
 @app.command("info")
-def info(
-    ctx: typer.Context, endpoint: EndpointOption = DEFAULT_ENDPOINT, fmt: OutputOption = None
-) -> None:
+def info(ctx: typer.Context, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
     """Plugin name, version, capabilities, health and node information."""
 
     def action(d: Driver) -> None:
@@ -191,7 +263,7 @@ def info(
         }
         if node_info is not None:
             replies["node"] = node_info
-        _emit_info(ctx, fmt, replies)
+        _emit_info(ctx, replies)
 
     _run(endpoint, action)
 
@@ -203,8 +275,8 @@ def _optional(d: Driver, method: Callable[..., Any], request: Any) -> Any:
         return None  # UNIMPLEMENTED: the controller endpoint has no NodeGetInfo
 
 
-def _emit_info(ctx: typer.Context, fmt: OutputFormat | None, replies: dict[str, Any]) -> None:
-    if _json_mode(ctx, fmt):
+def _emit_info(ctx: typer.Context, replies: dict[str, Any]) -> None:
+    if _json_mode(ctx):
         data = {k: MessageToDict(v, preserving_proto_field_name=True) for k, v in replies.items()}
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return
@@ -261,8 +333,9 @@ def create_volume(
     from_volume: Annotated[
         str | None, typer.Option("--from-volume", help="Clone this volume ID.")
     ] = None,
+    param: ParamOption = None,
+    secrets_file: SecretsOption = None,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """CreateVolume: an empty volume, a clone or a restore (instant reflink copies)."""
     request = csi_pb2.CreateVolumeRequest(
@@ -270,19 +343,23 @@ def create_volume(
         capacity_range=csi_pb2.CapacityRange(required_bytes=parse_size(size)),
         volume_capabilities=[_capability(block=block, fs_type=fs_type)],
         volume_content_source=_source(from_snapshot, from_volume),
+        parameters=_params(param),
+        secrets=_secrets(secrets_file),
     )
 
     def action(d: Driver) -> None:
         reply = d.call(d.controller.CreateVolume, request)
-        _emit(ctx, fmt, reply, _rows("Volume", _volume_rows(reply.volume)))
+        _emit(ctx, reply, _rows("Volume", _volume_rows(reply.volume)))
 
     _run(endpoint, action)
 
 
 @app.command("delete-volume")
-def delete_volume(volume_id: str, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
+def delete_volume(
+    volume_id: str, secrets_file: SecretsOption = None, endpoint: EndpointOption = DEFAULT_ENDPOINT
+) -> None:
     """DeleteVolume (its snapshots stay)."""
-    request = csi_pb2.DeleteVolumeRequest(volume_id=volume_id)
+    request = csi_pb2.DeleteVolumeRequest(volume_id=volume_id, secrets=_secrets(secrets_file))
     _run(endpoint, lambda d: d.call(d.controller.DeleteVolume, request))
 
 
@@ -291,7 +368,6 @@ def get_volume(
     ctx: typer.Context,
     volume_id: str,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """ControllerGetVolume: size, source, topology and condition."""
 
@@ -302,7 +378,7 @@ def get_volume(
         )
         condition = reply.status.volume_condition
         rows = [*_volume_rows(reply.volume), ("condition", _condition(condition))]
-        _emit(ctx, fmt, reply, _rows("Volume", rows))
+        _emit(ctx, reply, _rows("Volume", rows))
 
     _run(endpoint, action)
 
@@ -312,9 +388,7 @@ def _condition(condition: Any) -> str:
 
 
 @app.command("list-volumes")
-def list_volumes(
-    ctx: typer.Context, endpoint: EndpointOption = DEFAULT_ENDPOINT, fmt: OutputOption = None
-) -> None:
+def list_volumes(ctx: typer.Context, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
     """ListVolumes (every page)."""
 
     def action(d: Driver) -> None:
@@ -330,8 +404,7 @@ def list_volumes(
                 break
         combined = csi_pb2.ListVolumesResponse(entries=entries)
         table = Table(title="Volumes", title_justify="left")
-        table.add_column("VOLUME ID", overflow="fold")
-        for column in ("SIZE", "MODE", "CONDITION"):
+        for column in ("VOLUME ID", "SIZE", "MODE", "CONDITION"):
             table.add_column(column)
         for e in entries:
             table.add_row(
@@ -340,7 +413,7 @@ def list_volumes(
                 e.volume.volume_context.get(_MODE_KEY, "-"),
                 _condition(e.status.volume_condition),
             )
-        _emit(ctx, fmt, combined, table)
+        _emit(ctx, combined, table)
 
     _run(endpoint, action)
 
@@ -355,7 +428,6 @@ def expand(
         typer.Option("--path", help="Where the volume is published: also run NodeExpandVolume."),
     ] = None,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """ControllerExpandVolume, then NodeExpandVolume at --path when the node has work left."""
     wanted = csi_pb2.CapacityRange(required_bytes=parse_size(size))
@@ -376,7 +448,7 @@ def expand(
             ("capacity", f"{format_size(reply.capacity_bytes)} ({reply.capacity_bytes} bytes)"),
             ("node expansion required", str(reply.node_expansion_required)),
         ]
-        _emit(ctx, fmt, reply, _rows("Expanded", rows))
+        _emit(ctx, reply, _rows("Expanded", rows))
 
     _run(endpoint, action)
 
@@ -399,23 +471,34 @@ def snapshot(
     ctx: typer.Context,
     volume_id: str,
     name: str,
+    param: ParamOption = None,
+    secrets_file: SecretsOption = None,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
-    """CreateSnapshot of VOLUME_ID named NAME (instant, on the volume's node)."""
-    request = csi_pb2.CreateSnapshotRequest(name=name, source_volume_id=volume_id)
+    """CreateSnapshot of VOLUME_ID named NAME (instant, on the volume's node; a backup snapshot
+    with --param type=backup, its target from --param target=NAME or the secrets)."""
+    request = csi_pb2.CreateSnapshotRequest(
+        name=name,
+        source_volume_id=volume_id,
+        parameters=_params(param),
+        secrets=_secrets(secrets_file),
+    )
 
     def action(d: Driver) -> None:
         reply = d.call(d.controller.CreateSnapshot, request)
-        _emit(ctx, fmt, reply, _rows("Snapshot", _snapshot_rows(reply.snapshot)))
+        _emit(ctx, reply, _rows("Snapshot", _snapshot_rows(reply.snapshot)))
 
     _run(endpoint, action)
 
 
 @app.command("delete-snapshot")
-def delete_snapshot(snapshot_id: str, endpoint: EndpointOption = DEFAULT_ENDPOINT) -> None:
-    """DeleteSnapshot."""
-    request = csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id)
+def delete_snapshot(
+    snapshot_id: str,
+    secrets_file: SecretsOption = None,
+    endpoint: EndpointOption = DEFAULT_ENDPOINT,
+) -> None:
+    """DeleteSnapshot (a backup snapshot's target may need the secrets)."""
+    request = csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id, secrets=_secrets(secrets_file))
     _run(endpoint, lambda d: d.call(d.controller.DeleteSnapshot, request))
 
 
@@ -425,10 +508,11 @@ def list_snapshots(
     volume_id: Annotated[
         str, typer.Option("--volume", help="Only snapshots of this volume ID.")
     ] = "",
+    secrets_file: SecretsOption = None,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """ListSnapshots (every page)."""
+    secrets = _secrets(secrets_file)
 
     def action(d: Driver) -> None:
         entries: list[Any] = []
@@ -436,22 +520,22 @@ def list_snapshots(
         while True:
             reply = d.call(
                 d.controller.ListSnapshots,
-                csi_pb2.ListSnapshotsRequest(source_volume_id=volume_id, starting_token=token),
+                csi_pb2.ListSnapshotsRequest(
+                    source_volume_id=volume_id, starting_token=token, secrets=secrets
+                ),
             )
             entries += reply.entries
             token = reply.next_token
             if not token:
                 break
         table = Table(title="Snapshots", title_justify="left")
-        for column in ("SNAPSHOT ID", "SOURCE VOLUME"):
-            table.add_column(column, overflow="fold")
-        for column in ("SIZE", "CREATED"):
+        for column in ("SNAPSHOT ID", "SOURCE VOLUME", "SIZE", "CREATED"):
             table.add_column(column)
         for e in entries:
             s = e.snapshot
             created = output.when(s.creation_time.ToNanoseconds() / 1e9)
             table.add_row(s.snapshot_id, s.source_volume_id, format_size(s.size_bytes), created)
-        _emit(ctx, fmt, csi_pb2.ListSnapshotsResponse(entries=entries), table)
+        _emit(ctx, csi_pb2.ListSnapshotsResponse(entries=entries), table)
 
     _run(endpoint, action)
 
@@ -533,7 +617,6 @@ def stats(
     volume_id: str,
     path: Path,
     endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    fmt: OutputOption = None,
 ) -> None:
     """NodeGetVolumeStats: bytes, inodes and condition of the volume at PATH."""
 
@@ -550,6 +633,6 @@ def stats(
             for u in reply.usage
         ]
         rows.append(("condition", _condition(reply.volume_condition)))
-        _emit(ctx, fmt, reply, _rows("Volume stats", rows))
+        _emit(ctx, reply, _rows("Volume stats", rows))
 
     _run(endpoint, action)

@@ -23,7 +23,9 @@ from typing import Annotated, Any, Final
 
 import typer
 
-from amber.backup.handles import check_key, parse_backup_name
+from amber.backup.handles import BackupName, check_key, parse_backup_name, resolve_backup_id
+from amber.backup.manifest import Manifest
+from amber.backup.repository import Repository
 from amber.backup.targets import backup_handle, open_target_repository
 from amber.cli.output import err_console
 from amber.cli.target_cmd import targets_config
@@ -118,6 +120,14 @@ def to_yaml(value: Any, indent: int = 0) -> str:
     return "\n".join(lines)
 
 
+def _manifest(repo: Repository, wanted: BackupName, target: str) -> Manifest:
+    """The manifest `wanted` names (an id, a unique prefix, `latest`, or a snapshot key)."""
+    if wanted.key is not None:
+        return check_key(repo.load_manifest(wanted.backup_id), wanted)
+    backup_id = resolve_backup_id(repo, wanted.backup_id, where=f"target {target!r}")
+    return repo.load_manifest(backup_id)
+
+
 def import_backup(
     ctx: typer.Context,
     backup: Annotated[
@@ -162,7 +172,7 @@ def import_backup(
         _check_node(node)
     config = targets_config(ctx)
     repo = open_target_repository(config.get(named))
-    manifest = check_key(repo.load_manifest(wanted.backup_id), wanted)
+    manifest = _manifest(repo, wanted, named)
     objects = snapshot_objects(
         backup_handle(named, manifest.backup_id),
         namespace=_check_dns("namespace", namespace),

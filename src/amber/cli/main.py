@@ -18,7 +18,7 @@ import typer
 
 from amber import __version__
 from amber.cli.lazy import LazyCommand, LazyGroup, Mountable
-from amber.cli.state import OutputFormat, make_state
+from amber.cli.state import OUTPUT_FLAGS, OUTPUT_HELP, OutputFormat, add_output_option, make_state
 from amber.domain.errors import AmberError
 from amber.logs import setup_cli_logging
 
@@ -42,11 +42,20 @@ def _backup() -> Mountable:
     return backup_cmd.app
 
 
+class Subcommand(LazyCommand):
+    """A lazily loaded subcommand whose every command takes the shared `--output` option."""
+
+    def command(self) -> click.Command:
+        command = super().command()
+        add_output_option(command)
+        return command
+
+
 class AmberGroup(LazyGroup):
     """The top-level group: every subcommand, in the order `amber --help` lists them."""
 
     lazy = (
-        LazyCommand(
+        Subcommand(
             "demo",
             "Walk through the Amber story on the pool: volume, snapshot, restore, clone, expand,\n"
             "then a full and an incremental backup to a local target and a restore from it.",
@@ -62,32 +71,32 @@ class AmberGroup(LazyGroup):
             "Run the controller endpoint for csi-resizer (volumes grow on their nodes).",
             _attr("node_cmd", "controller"),
         ),
-        LazyCommand(
+        Subcommand(
             "pool",
             "Create and inspect the pool (where volume images live).",
             _attr("pool_cmd", "app"),
         ),
-        LazyCommand(
+        Subcommand(
             "volume",
             "Create, clone, restore, grow, mount and delete volumes.",
             _attr("volume_cmd", "app"),
         ),
-        LazyCommand(
+        Subcommand(
             "snapshot",
             "Take, list, mount and delete instant read-only snapshots.",
             _attr("snapshot_cmd", "app"),
         ),
-        LazyCommand(
+        Subcommand(
             "target",
             "Add, list, check and remove backup targets (S3 buckets or directories).",
             _attr("target_cmd", "app"),
         ),
-        LazyCommand(
+        Subcommand(
             "backup",
             "Back up snapshots to a target, restore backups into new volumes, list, prune, check.",
             _backup,
         ),
-        LazyCommand(
+        Subcommand(
             "csi",
             "Call a running Amber CSI driver over its socket (debugging without Kubernetes).",
             _attr("csi_cmd", "app"),
@@ -100,7 +109,6 @@ app = typer.Typer(
     help="Amber: node-local volumes with instant reflink snapshots, clones and restores.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 
 
@@ -120,7 +128,7 @@ def main(
         ),
     ] = None,
     output: Annotated[
-        OutputFormat, typer.Option("--output", "-o", help="table for people, json for scripts.")
+        OutputFormat, typer.Option(*OUTPUT_FLAGS, help=OUTPUT_HELP)
     ] = OutputFormat.table,
     verbose: Annotated[
         bool,

@@ -13,12 +13,13 @@ from typing import Annotated
 import typer
 
 from amber.backup.targets import DEFAULT_CONFIG
-from amber.cli.numbers import finite
+from amber.cli.durations import Duration
 from amber.cli.state import state
 from amber.csi.backups import BackupSettings, UploadSettings
 from amber.csi.capabilities import DriverMode
 from amber.csi.driver import DriverConfig, serve
 from amber.csi.ids import validate_node_id
+from amber.csi.metadata import MetadataType
 from amber.logs import LogStyle, setup_server_logging
 from amber.pool import Pool, PoolSettings
 
@@ -38,9 +39,8 @@ GraceOption = Annotated[
     float,
     typer.Option(
         "--grace",
-        min=0.0,
-        callback=finite,
-        help="Seconds calls in flight get to finish after SIGTERM.",
+        click_type=Duration(),
+        help="How long calls in flight get to finish after SIGTERM (30s, 2m; bare: seconds).",
     ),
 ]
 LogRequestsOption = Annotated[
@@ -97,15 +97,21 @@ def node(
         float,
         typer.Option(
             "--upload-retry",
-            min=0.01,
-            callback=finite,
-            help="First pause after a failed upload (s).",
+            click_type=Duration(allow_zero=False, at_least=0.01),
+            help="First pause after a failed upload (2s, 500ms; bare: seconds).",
         ),
     ] = 2.0,
     upload_attempts: Annotated[
         int,
         typer.Option("--upload-attempts", min=1, help="Upload attempts before a snapshot fails."),
     ] = 8,
+    metadata_type: Annotated[
+        MetadataType,
+        typer.Option(
+            "--snapshot-metadata-type",
+            help="How SnapshotMetadata reports ranges: variable (extents) or fixed (4 KiB blocks).",
+        ),
+    ] = MetadataType.VARIABLE,
 ) -> None:
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
@@ -123,6 +129,7 @@ def node(
             targets_config=targets_config,
             uploads=UploadSettings(retry_base=upload_retry, max_attempts=upload_attempts),
         ),
+        metadata_type=metadata_type,
     )
 
     def open_pool(root: Path) -> Pool:

@@ -20,13 +20,20 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
+PIPE_WIDTH = 10_000
+"""Columns of output that is not a terminal: wide enough that nothing is wrapped or cut, so
+`amber volume list | grep NAME` finds whole names."""
+
+
 @functools.cache
 def console() -> Console:
     """The console for results (stdout). rich is imported on first use only: a command run
-    with `--output json` never needs it (a cold import costs ~50 ms of every such command)."""
+    with `--output json` never needs it (a cold import costs ~50 ms of every such command).
+    Not a terminal: lines as long as their content (rich would wrap them at 80 columns)."""
     from rich.console import Console
 
-    return Console()
+    found = Console()
+    return found if found.is_terminal else Console(width=PIPE_WIDTH)
 
 
 @functools.cache
@@ -42,6 +49,21 @@ def new_table(**options: Any) -> Table:
     from rich.table import Table
 
     return Table(**options)
+
+
+def fit(table: Table, *identifiers: str) -> Table:
+    """`table` made never to cut a value: every column wraps what does not fit instead of
+    ending it in `...`, and the columns named in `identifiers` (names, IDs, handles: what a
+    person copies into the next command) keep each value whole on one line, the other columns
+    giving way to them."""
+    for column in table.columns:
+        column.overflow = "fold"
+        if column.header in identifiers:
+            column.no_wrap = True
+            column.min_width = max(
+                [len(str(column.header)), *(len(str(cell)) for cell in column.cells)]
+            )
+    return table
 
 
 def to_jsonable(value: Any) -> Any:
@@ -85,7 +107,7 @@ def volume_table(volumes: Sequence[Volume], attachments: Sequence[Attachment]) -
             ", ".join(used.get(v.uid, [])) or "-",
             when(v.created),
         )
-    return table
+    return fit(table, "NAME", "SOURCE")
 
 
 def snapshot_table(snapshots: Sequence[Snapshot]) -> Table:
@@ -101,7 +123,7 @@ def snapshot_table(snapshots: Sequence[Snapshot]) -> Table:
             s.mode.value,
             when(s.created),
         )
-    return table
+    return fit(table, "NAME", "VOLUME")
 
 
 def details(title: str, rows: Sequence[tuple[str, str]]) -> Table:
@@ -110,7 +132,7 @@ def details(title: str, rows: Sequence[tuple[str, str]]) -> Table:
     table.add_column("value")
     for key, value in rows:
         table.add_row(key, value)
-    return table
+    return fit(table, "field")
 
 
 def volume_details(v: Volume, attachments: Sequence[Attachment]) -> Table:

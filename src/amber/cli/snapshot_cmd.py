@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from amber.cli import output
+from amber.cli import diff_cmd, output
+from amber.cli.group_cmd import register as register_group_commands
 from amber.cli.state import state
 
 app = typer.Typer(
@@ -84,3 +85,7 @@ def unmount(ctx: typer.Context, name: str) -> None:
         output.print_json({"released": released})
     else:
         output.console().print(f"Snapshot {name} unmounted ({len(released)} mount(s)).")
+
+
+register_group_commands(app)  # create-group, list-groups, delete-group (amber.cli.group_cmd)
+app.command("diff")(diff_cmd.diff)

@@ -7,6 +7,7 @@ and never printed. See `amber.backup.targets` for the format.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,14 +18,18 @@ from amber.backup.targets import (
     DEFAULT_CONFIG,
     Target,
     TargetConfig,
+    TargetRuntime,
     TargetStatus,
     open_store,
     open_target_repository,
     target_status,
 )
+from amber.blobstore.base import BlobStore
+from amber.blobstore.filestore import FileStore
+from amber.blobstore.retry import RetryingStore
 from amber.cli import output
 from amber.cli.state import state
-from amber.domain.errors import PermissionDenied, Unavailable
+from amber.domain.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from amber.domain.units import format_size
 
 CONFIG_META = "amber.targets-config"
@@ -132,10 +137,27 @@ def add(
     ] = False,
     init: Annotated[
         bool,
-        typer.Option("--init", help="Create the repository now (or check it opens) before saving."),
+        typer.Option(
+            "--init",
+            help="Create the repository now (and a file target's directory), or check it opens.",
+        ),
+    ] = False,
+    create_bucket: Annotated[
+        bool, typer.Option("--create-bucket", help="Create the S3 bucket if it does not exist.")
+    ] = False,
+    no_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-check",
+            help="Save without checking that the target answers and the password opens it.",
+        ),
     ] = False,
 ) -> None:
-    """Define a backup target. Secrets are referenced by file, never stored or shown."""
+    """Define a backup target. Secrets are referenced by file, never stored or shown.
+
+    Before saving, the target is checked: it must answer, take a write, and (if it holds a
+    repository already) open with the password or key given.
+    """
     st = state(ctx)
     target = Target(
         name=name,
@@ -149,18 +171,65 @@ def add(
         key_file=_absolute(key_file),
     )
     target.validate()
-    open_store(target)  # checks the URL and options (no I/O)
+    store = open_store(target)  # checks the URL and options (no I/O)
+    config = targets_config(ctx)
+    if name in config.load():
+        config.add(target)  # AlreadyExists, before anything is made
+    made = _prepare(store, init=init, create_bucket=create_bucket, check=not no_check)
     repository_id = None
     if init:
         repository_id = open_target_repository(target, create=True).config.repository_id
-    config = targets_config(ctx)
+    elif not no_check:
+        _check(target)
     config.add(target)
     if st.json:
-        output.print_json({"target": target.public(), "repository_id": repository_id})
+        output.print_json(
+            {"target": target.public(), "repository_id": repository_id, "created": made}
+        )
         return
+    for what in made:
+        output.console().print(f"Created {what}.")
     output.console().print(f"Target {name} added to {config.path}.")
     if repository_id:
         output.console().print(f"Repository {repository_id} is ready.")
+
+
+def _prepare(store: BlobStore, *, init: bool, create_bucket: bool, check: bool) -> list[str]:
+    """Make what the target's place needs: a file target's directory (with --init), an S3
+    bucket (with --create-bucket). What was made, for the user."""
+    inner = store.inner if isinstance(store, RetryingStore) else store
+    made: list[str] = []
+    if isinstance(inner, FileStore):
+        if create_bucket:
+            raise InvalidArgument("--create-bucket is for S3 targets")
+        if init or (check and not inner.root.is_dir()):
+            if not init:
+                raise NotFound(
+                    f"directory {inner.root} does not exist: create it, or add --init to create "
+                    "it with the repository"
+                )
+            if not inner.root.is_dir():
+                inner.root.mkdir(parents=True, mode=0o700)
+                made.append(f"directory {inner.root}")
+        return made
+    if create_bucket:
+        from amber.blobstore.s3store import S3Store  # the S3 client only for S3 targets
+
+        if isinstance(inner, S3Store) and inner.ensure_bucket():
+            made.append(f"bucket {inner.config.bucket}")
+    return made
+
+
+def _check(target: Target) -> None:
+    """The target answers, takes a write, and its credential opens its repository (if any)."""
+    found = target_status(target, TargetRuntime.for_commands(os.environ))
+    if not (found.reachable and found.writable):
+        raise Unavailable(
+            f"target {target.name!r} is not usable: {found.error} (fix it, or add --no-check "
+            "to save it anyway)"
+        )
+    if found.unlocked is False:
+        raise PermissionDenied(f"target {target.name!r}: {found.error}")
 
 
 @app.command("list")
@@ -177,7 +246,7 @@ def list_(ctx: typer.Context) -> None:
     for t in targets:
         options = ", ".join(f"{k}={v}" for k, v in t["options"].items()) or "-"
         table.add_row(t["name"], t["url"], t["encryption"], t["credential"], options)
-    output.console().print(table)
+    output.console().print(output.fit(table, "NAME", "URL"))
 
 
 def _status_rows(s: TargetStatus) -> list[tuple[str, str]]:

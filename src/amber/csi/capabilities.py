@@ -18,7 +18,11 @@ Amber runs in two modes (see docs/csi.md):
   RPC capability at all, and its Node service answers only NodeGetCapabilities.
 
 Both modes announce the same plugin capabilities (CONTROLLER_SERVICE,
-VOLUME_ACCESSIBILITY_CONSTRAINTS, online expansion), as the spec asks of one plugin version.
+VOLUME_ACCESSIBILITY_CONSTRAINTS, online expansion, GROUP_CONTROLLER_SERVICE,
+SNAPSHOT_METADATA_SERVICE): the spec wants every instance of one plugin version to return the
+same set, whichever RPCs it serves. Group snapshots and changed-block metadata need the node's
+pool, so only node mode serves the GroupController (reached through `csi-snapshotter
+--node-deployment`) and SnapshotMetadata; nothing calls them on the controller endpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from amber.csi.identity import PluginCapabilities, VolumeExpansion
 __all__ = [
     "DriverMode",
     "controller_capabilities",
+    "group_controller_capabilities",
     "node_capabilities",
     "plugin_capabilities",
 ]
@@ -48,6 +53,7 @@ class DriverMode(enum.Enum):
 
 _CRPC = csi_pb2.ControllerServiceCapability.RPC
 _NRPC = csi_pb2.NodeServiceCapability.RPC
+_GRPC = csi_pb2.GroupControllerServiceCapability.RPC
 
 NODE_MODE_CONTROLLER_RPCS: Final = (
     _CRPC.CREATE_DELETE_VOLUME,
@@ -70,12 +76,14 @@ NODE_RPCS: Final = (
 )
 
 
-def plugin_capabilities() -> PluginCapabilities:
-    """The same in both modes."""
+def plugin_capabilities(mode: DriverMode = DriverMode.CONTROLLER) -> PluginCapabilities:
+    """The same in both modes, as the spec requires of one plugin version."""
     return PluginCapabilities(
         controller_service=True,
         accessibility_constraints=True,
         volume_expansion=VolumeExpansion.ONLINE,
+        group_controller_service=True,
+        snapshot_metadata_service=True,
     )
 
 
@@ -83,6 +91,12 @@ def controller_capabilities(mode: DriverMode) -> list[Any]:
     """ControllerGetCapabilities for `mode`."""
     rpcs = NODE_MODE_CONTROLLER_RPCS if mode is DriverMode.NODE else ()
     return [csi_pb2.ControllerServiceCapability(rpc=_CRPC(type=rpc)) for rpc in rpcs]
+
+
+def group_controller_capabilities() -> list[Any]:
+    """GroupControllerGetCapabilities (node mode only)."""
+    rpc = _GRPC(type=_GRPC.CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT)
+    return [csi_pb2.GroupControllerServiceCapability(rpc=rpc)]
 
 
 def node_capabilities(mode: DriverMode) -> list[Any]:

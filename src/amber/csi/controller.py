@@ -132,15 +132,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
         )
 
     def _snapshot_message(self, snapshot: Snapshot) -> Any:
-        created = timestamp_pb2.Timestamp()
-        created.FromNanoseconds(int(snapshot.created * 1e9))
-        return csi_pb2.Snapshot(
-            size_bytes=snapshot.size,
-            snapshot_id=self._objects.snapshot_id(snapshot.name),
-            source_volume_id=self._objects.volume_id(snapshot.volume_name),
-            creation_time=created,
-            ready_to_use=True,
-        )
+        return self._objects.snapshot_message(snapshot)
 
     # -- CreateVolume ---------------------------------------------------------------------
 

@@ -18,9 +18,11 @@ from typing import Final
 from amber.csi.backups import BackupSettings, BackupSnapshots
 from amber.csi.capabilities import DriverMode, plugin_capabilities
 from amber.csi.controller import ControllerServicer, ResizerControllerServicer
+from amber.csi.group import GroupControllerServicer
 from amber.csi.identity import IdentityServicer
 from amber.csi.ids import validate_node_id
 from amber.csi.logging import RpcLogInterceptor
+from amber.csi.metadata import MetadataType, SnapshotMetadataServicer
 from amber.csi.node import NodeServicer, ResizerNodeServicer
 from amber.csi.objects import LocalObjects
 from amber.csi.server import CSIServer, Registration, registration_for
@@ -55,6 +57,8 @@ class DriverConfig:
     """Log every request (redacted) with its RPC line."""
     backups: BackupSettings = field(default_factory=BackupSettings)
     """Backup snapshots: the targets file and retry settings; node mode only."""
+    metadata_type: MetadataType = MetadataType.VARIABLE
+    """How SnapshotMetadata reports ranges (extents or fixed blocks); node mode only."""
 
 
 def pool_health(pool: Pool) -> Callable[[], bool | None]:
@@ -80,7 +84,7 @@ def build_servicers(
 ) -> list[Registration]:
     """The registrations of `config.mode` (node mode needs the open pool and backups)."""
     if config.mode is DriverMode.CONTROLLER:
-        identity = IdentityServicer(plugin_capabilities())
+        identity = IdentityServicer(plugin_capabilities(config.mode))
         return [
             registration_for(identity),
             registration_for(ResizerControllerServicer()),
@@ -90,9 +94,11 @@ def build_servicers(
     assert backups is not None
     objects = LocalObjects(pool, config.node_id)
     return [
-        registration_for(IdentityServicer(plugin_capabilities(), pool_health(pool))),
+        registration_for(IdentityServicer(plugin_capabilities(config.mode), pool_health(pool))),
         registration_for(ControllerServicer(objects, backups)),
         registration_for(NodeServicer(objects, max_volumes=config.max_volumes)),
+        registration_for(GroupControllerServicer(objects)),
+        registration_for(SnapshotMetadataServicer(objects, config.metadata_type)),
     ]
 
 

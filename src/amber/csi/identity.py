@@ -56,6 +56,10 @@ class PluginCapabilities:
     (VOLUME_ACCESSIBILITY_CONSTRAINTS)."""
     volume_expansion: VolumeExpansion | None = VolumeExpansion.ONLINE
     """How volumes can be expanded, or None when they cannot."""
+    group_controller_service: bool = False
+    """The plugin serves the GroupController service (GROUP_CONTROLLER_SERVICE)."""
+    snapshot_metadata_service: bool = False
+    """The plugin serves the SnapshotMetadata service (SNAPSHOT_METADATA_SERVICE)."""
 
     def to_proto(self) -> list[Any]:
         """The capabilities as `csi.v1.PluginCapability` messages."""
@@ -68,6 +72,14 @@ class PluginCapabilities:
                 csi_pb2.PluginCapability(
                     service=service(type=service.VOLUME_ACCESSIBILITY_CONSTRAINTS)
                 )
+            )
+        if self.group_controller_service:
+            caps.append(
+                csi_pb2.PluginCapability(service=service(type=service.GROUP_CONTROLLER_SERVICE))
+            )
+        if self.snapshot_metadata_service:
+            caps.append(
+                csi_pb2.PluginCapability(service=service(type=service.SNAPSHOT_METADATA_SERVICE))
             )
         if self.volume_expansion is not None:
             expansion = csi_pb2.PluginCapability.VolumeExpansion(type=self.volume_expansion.value)

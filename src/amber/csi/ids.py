@@ -4,6 +4,7 @@ IDs (at most 128 bytes, the general CSI size limit):
 
     amber:v1:vol:<node>:<volume>      a volume on node <node>
     amber:v1:snap:<node>:<snapshot>   a local (reflink) snapshot on node <node>
+    amber:v1:grp:<node>:<group>       a group snapshot on node <node> (its members are snaps)
 
 `amber` is the scheme and `v1` the format version; the third field is the kind. Other kinds
 (a backup snapshot names its target and backup, `amber:v1:bak:...`) come with their own parser
@@ -70,6 +71,7 @@ class IdKind(StrEnum):
 
     VOLUME = "vol"
     SNAPSHOT = "snap"
+    GROUP = "grp"
 
 
 class ForeignObject(NotFound):

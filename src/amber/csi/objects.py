@@ -7,6 +7,11 @@ this node is looked up in the pool.
 
 from __future__ import annotations
 
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from amber.csi._proto import csi_pb2
 from amber.csi.ids import (
     ForeignObject,
     IdKind,
@@ -40,6 +45,23 @@ class LocalObjects:
     def snapshot_id(self, name: str) -> str:
         return format_id(IdKind.SNAPSHOT, self.segment, name)
 
+    def group_id(self, name: str) -> str:
+        return format_id(IdKind.GROUP, self.segment, name)
+
+    def group_name(self, csi_name: str) -> str:
+        """The pool name for a CreateVolumeGroupSnapshot `name`."""
+        if not csi_name:
+            raise InvalidArgument("name is required")
+        return pool_name(csi_name, name_budget(IdKind.GROUP, self.segment))
+
+    def member_name_limit(self) -> int:
+        """Longest member snapshot name whose snapshot ID still fits."""
+        return name_budget(IdKind.SNAPSHOT, self.segment)
+
+    def group_name_of(self, group_id: str) -> str | None:
+        """The pool name a group snapshot ID names on this node; None when not an ID of ours."""
+        return self._local_name(group_id, IdKind.GROUP, "group snapshot")
+
     def volume_name(self, csi_name: str) -> str:
         """The pool name for a CreateVolume `name` (INVALID_ARGUMENT when empty or too long)."""
         if not csi_name:
@@ -51,6 +73,23 @@ class LocalObjects:
         if not csi_name:
             raise InvalidArgument("name is required")
         return pool_name(csi_name, name_budget(IdKind.SNAPSHOT, self.segment))
+
+    # -- messages -------------------------------------------------------------------------
+
+    def snapshot_message(self, snapshot: Snapshot, group_id: str | None = None) -> Any:
+        """A local snapshot as `csi.v1.Snapshot`; a group member names its group, as the spec
+        asks of a snapshot that cannot be deleted on its own."""
+        if group_id is None:
+            group = self.pool.groups.of_snapshot(snapshot)
+            group_id = self.group_id(group.name) if group is not None else ""
+        return csi_pb2.Snapshot(
+            size_bytes=snapshot.size,
+            snapshot_id=self.snapshot_id(snapshot.name),
+            source_volume_id=self.volume_id(snapshot.volume_name),
+            creation_time=timestamp(snapshot.created),
+            ready_to_use=True,
+            group_snapshot_id=group_id,
+        )
 
     # -- resolving IDs --------------------------------------------------------------------
 
@@ -97,6 +136,13 @@ class LocalObjects:
                 f"snapshot {_shown(snapshot_id)} does not exist on node {self.node_id!r}"
             )
         return found
+
+
+def timestamp(seconds: float) -> Any:
+    """A `google.protobuf.Timestamp` of a Unix time."""
+    created = timestamp_pb2.Timestamp()
+    created.FromNanoseconds(int(seconds * 1e9))
+    return created
 
 
 def _shown(object_id: str) -> str:

@@ -55,6 +55,16 @@ class Snapshot:
     allocated: int  # bytes the image maps (shared with its source through reflink)
 
 
+@dataclass(frozen=True)
+class SnapshotGroup:
+    """Snapshots of several volumes taken at one instant; its members are ordinary snapshots."""
+
+    uid: str
+    name: str
+    created: float
+    member_uids: tuple[str, ...]  # the member snapshots, in the order their volumes were given
+
+
 class AttachmentKind(StrEnum):
     """How an object is in use: a mounted filesystem or an exposed block device."""
 

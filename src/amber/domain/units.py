@@ -97,3 +97,37 @@ def format_size(value: int) -> str:
         if value >= size:
             return f"{value / size:.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+# -- durations ---------------------------------------------------------------------------------
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)"
+_DURATION_RE = re.compile(rf"^(?:{_DURATION_PART})+$", re.ASCII)
+_DURATION_PARTS = re.compile(_DURATION_PART, re.ASCII)
+_BARE_SECONDS_RE = re.compile(r"^\d+(?:\.\d+)?$", re.ASCII)
+MAX_DURATION = 100 * 365 * 86400.0
+"""The longest duration accepted (a century): longer is a typo, and stays a finite float."""
+
+
+def parse_duration(text: str, *, allow_zero: bool = False) -> float:
+    """Seconds from `90s`, `15m`, `1h`, `1h30m`, `7d`, `2w`, `500ms` or a bare number of
+    seconds (`90`, `2.5`). Negative durations are refused, and zero unless `allow_zero`;
+    InvalidArgument (exit 2 in the CLI) says how to write one."""
+    value = text.strip()
+    if _BARE_SECONDS_RE.match(value):
+        seconds = float(value)
+    elif _DURATION_RE.match(value):
+        seconds = sum(
+            float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PARTS.findall(value)
+        )
+    else:
+        raise InvalidArgument(
+            f"invalid duration {_quoted(text)}: use a finite number of seconds, or a number "
+            "with a unit right after it: ms, s, m, h, d, w (e.g. 90s, 15m, 1h30m, 7d)"
+        )
+    if seconds > MAX_DURATION:
+        raise InvalidArgument(f"duration {_quoted(text)} is longer than a century")
+    if seconds == 0 and not allow_zero:
+        raise InvalidArgument(f"duration {_quoted(text)} must be greater than zero")
+    return seconds

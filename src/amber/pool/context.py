@@ -94,6 +94,8 @@ class PoolContext:
                 return self.store.find_volume(name) is not None
             if kind == "snapshot":
                 return self.store.find_snapshot(name) is not None
+            if kind == "group":
+                return self.store.find_group(name) is not None
         except AmberError:
             return True  # cannot tell (e.g. a full pool): keep the file
         return True

@@ -29,7 +29,7 @@ def copy_image(ctx: PoolContext, source: Path, target: Path) -> None:
         ioctl.sparse_copy(source, target)
 
 
-def _flush_devices(devices: list[Path]) -> None:
+def flush_devices(devices: list[Path]) -> None:
     for device in devices:
         fd = os.open(device, os.O_RDONLY)
         try:
@@ -51,7 +51,7 @@ def consistent_copy(
     attachments = ctx.store.attachments(source_uid)
     mounts = [a.path for a in attachments if a.kind is AttachmentKind.MOUNT and not a.read_only]
     if not mounts:
-        _flush_devices(sorted({a.loop_device for a in attachments}))
+        flush_devices(sorted({a.loop_device for a in attachments}))
         copy_image(ctx, source, target)
         return
     frozen_at = mounts[0]

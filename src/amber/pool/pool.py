@@ -41,6 +41,7 @@ from amber.pool.context import (
     no_failpoint,
     release_ballast_if_low,
 )
+from amber.pool.groups import Groups
 from amber.pool.locks import LockTable
 from amber.pool.recovery import recover
 from amber.pool.snapshots import Snapshots
@@ -103,6 +104,7 @@ class Pool:
         self.ctx = ctx
         self.volumes = Volumes(ctx)
         self.snapshots = Snapshots(ctx)
+        self.groups = Groups(ctx)
         self.attachments = Attachments(ctx)
         self.recovered = recovered
 
@@ -302,6 +304,12 @@ class Pool:
             problems.extend(f"orphan image {p}" for p in paths if p not in known)
         problems += [f"missing image {p}" for p in sorted(known) if not p.exists()]
         problems += [f"unfinished {e.op} of {e.lock_key}" for e in store.journal()]
+        problems += [
+            f"snapshot group {g.name} lost its member {uid}"
+            for g in store.groups()
+            for uid in g.member_uids
+            if store.snapshot_by_uid(uid) is None
+        ]
         recorded = {a.loop_device for a in store.attachments()}
         for loop in loopdev.list_loops():
             inside = str(loop.backing_file).startswith(str(self.root) + "/")

@@ -12,6 +12,8 @@ owner is gone (a killed process releases its flocks), so the entry is stale:
 | expand_volume   | finish: grow image and loop, record the size; fs grows at mount    |
 | attach          | undo: unmount an unrecorded target, free an unused loop device     |
 | detach          | finish: unmount the targets, drop rows, free the loop device       |
+| create_group    | undo: thaw every frozen source*, remove member images if no group  |
+| delete_group    | finish: drop the group and member rows, remove the member images   |
 
 *The freeze guard normally thawed it already when its process died; recovery covers a guard
 killed with it. It thaws only when it can take the source volume's lock: a live operation on
@@ -32,6 +34,7 @@ from typing import Any
 from amber.domain.models import AttachmentKind
 from amber.pool.attach import finish_detach, undo_attach
 from amber.pool.context import PoolContext, remove_file
+from amber.pool.groups import finish_delete_group, undo_create_group
 from amber.pool.store import JournalEntry
 from amber.pool.volumes import finish_delete, finish_expand
 from amber.system import ioctl, loopdev, mount
@@ -113,6 +116,10 @@ def _recover_entry(ctx: PoolContext, entry: JournalEntry) -> bool:
         ctx.store.journal_remove(entry.id)
     elif entry.op == "detach":
         finish_detach(ctx, entry.id, payload)
+    elif entry.op == "create_group":
+        return undo_create_group(ctx, entry.id, payload, _thaw_leftover)
+    elif entry.op == "delete_group":
+        finish_delete_group(ctx, entry.id, payload)
     else:
         log.error("unknown journal operation %r left in place", entry.op)
         return False

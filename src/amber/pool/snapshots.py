@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from amber.domain.errors import AlreadyExists
+from amber.domain.errors import AlreadyExists, FailedPrecondition
 from amber.domain.models import Snapshot
 from amber.domain.names import validate_name
 from amber.pool.context import POOL_LOCK, PoolContext, remove_file
@@ -95,5 +95,11 @@ class Snapshots:
         ctx = self._ctx
         with ctx.hold_objects([f"snapshot:{name}"]):
             snapshot = ctx.store.snapshot(name)
+            group = ctx.store.group_of_snapshot(snapshot.uid)
+            if group is not None:
+                raise FailedPrecondition(
+                    f"snapshot {name!r} is a member of the snapshot group {group.name!r}: "
+                    f"delete the group (`amber snapshot delete-group {group.name}`)"
+                )
             delete_unused_locked(ctx, "snapshot", snapshot.uid, name, snapshot.image)
         return snapshot

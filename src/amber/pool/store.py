@@ -23,6 +23,7 @@ from amber.domain.models import (
     Attachment,
     AttachmentKind,
     Snapshot,
+    SnapshotGroup,
     SourceKind,
     Volume,
     VolumeMode,
@@ -49,6 +50,12 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS attachments (
     object_uid TEXT NOT NULL, object_name TEXT NOT NULL, kind TEXT NOT NULL,
     path TEXT NOT NULL UNIQUE, loop_device TEXT NOT NULL, read_only INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot_groups (
+    uid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_uid TEXT NOT NULL, snapshot_uid TEXT NOT NULL UNIQUE, position INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS journal (
     id INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, lock_key TEXT NOT NULL,
@@ -368,6 +375,63 @@ class MetadataStore:
 
     def delete_snapshot_row(self, db: sqlite3.Connection, uid: str) -> None:
         db.execute("DELETE FROM snapshots WHERE uid = ?", (uid,))
+
+    # -- snapshot groups ------------------------------------------------------------------
+
+    def insert_group(self, db: sqlite3.Connection, group: SnapshotGroup) -> None:
+        try:
+            db.execute(
+                "INSERT INTO snapshot_groups VALUES (?, ?, ?)",
+                (group.uid, group.name, group.created),
+            )
+        except sqlite3.IntegrityError as e:
+            raise AlreadyExists(f"snapshot group {group.name!r} already exists") from e
+        db.executemany(
+            "INSERT INTO group_members VALUES (?, ?, ?)",
+            [(group.uid, uid, i) for i, uid in enumerate(group.member_uids)],
+        )
+
+    def _group(self, row: sqlite3.Row) -> SnapshotGroup:
+        members = self._query(
+            "SELECT snapshot_uid FROM group_members WHERE group_uid = ? ORDER BY position",
+            (row["uid"],),
+        )
+        return SnapshotGroup(
+            uid=row["uid"],
+            name=row["name"],
+            created=row["created"],
+            member_uids=tuple(str(m["snapshot_uid"]) for m in members),
+        )
+
+    def find_group(self, name: str) -> SnapshotGroup | None:
+        rows = self._query("SELECT * FROM snapshot_groups WHERE name = ?", (name,))
+        return self._group(rows[0]) if rows else None
+
+    def group_by_uid(self, uid: str) -> SnapshotGroup | None:
+        rows = self._query("SELECT * FROM snapshot_groups WHERE uid = ?", (uid,))
+        return self._group(rows[0]) if rows else None
+
+    def groups(self) -> list[SnapshotGroup]:
+        rows = self._query("SELECT * FROM snapshot_groups ORDER BY created, name")
+        return [self._group(r) for r in rows]
+
+    def group_of_snapshot(self, snapshot_uid: str) -> SnapshotGroup | None:
+        rows = self._query(
+            "SELECT g.* FROM snapshot_groups g JOIN group_members m ON m.group_uid = g.uid"
+            " WHERE m.snapshot_uid = ?",
+            (snapshot_uid,),
+        )
+        return self._group(rows[0]) if rows else None
+
+    def delete_group_rows(self, db: sqlite3.Connection, uid: str) -> None:
+        """Drop a group, its member list and its members' snapshot rows."""
+        db.execute(
+            "DELETE FROM snapshots WHERE uid IN"
+            " (SELECT snapshot_uid FROM group_members WHERE group_uid = ?)",
+            (uid,),
+        )
+        db.execute("DELETE FROM group_members WHERE group_uid = ?", (uid,))
+        db.execute("DELETE FROM snapshot_groups WHERE uid = ?", (uid,))
 
     # -- attachments ----------------------------------------------------------------------
 
