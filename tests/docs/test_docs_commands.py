@@ -24,9 +24,7 @@ from tests.docs.blocks import Block, sh_blocks
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = ("README.md", "docs/cli.md")
 FRESH_DIRS = ("/var/lib/amber", "/etc/amber", "/run/amber", "/srv", "/mnt")
-PENDING: dict[str, str] = {
-    "amber volume list -o json": "issue 16 item 4 (--output after the noun; another branch)",
-}
+PENDING: dict[str, str] = {}
 """Commands known to fail until another branch lands: command -> why (xfail, not skipped)."""
 
 
