@@ -88,7 +88,10 @@ def test_the_default_image_pool_holds_the_quick_start(tmp_path: Path) -> None:
         assert "a pool already exists at" in again.stderr
         assert "healthy" in again.stderr
         assert "remove it" not in again.stderr
-        assert amber(root, "pool", "init", "--if-missing").returncode == 0
+        accepted = amber(root, "pool", "init", "--if-missing")
+        assert accepted.returncode == 0
+        assert "exists (image " in accepted.stdout
+        assert "healthy): nothing to do" in accepted.stdout
     finally:
         teardown_mounts_under(tmp_path)
         subprocess.run(["umount", str(root)], check=False)

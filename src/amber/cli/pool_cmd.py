@@ -17,6 +17,7 @@ from amber.pool.bootstrap import (
     PoolSource,
     SourceKind,
     create_pool,
+    describe_existing,
     ensure_pool,
     parse_source,
 )
@@ -153,7 +154,9 @@ def _report(
         if st.json:
             output.print_json({"pool": str(where), "created": False, "source": str(source)})
         else:
-            output.console().print(f"Pool at {where} exists ({source}): nothing to do.")
+            output.console().print(
+                f"Pool at {where} exists ({describe_existing(where)}): nothing to do."
+            )
         return
     if st.json:
         output.print_json(

@@ -122,8 +122,10 @@ class LogfmtFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         data = _structured(record)
-        data["msg"] = data.pop("message")
-        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in data.items())
+        return " ".join(
+            f"{'msg' if key == 'message' else key}={_logfmt_value(value)}"
+            for key, value in data.items()
+        )
 
 
 def _logfmt_value(value: object) -> str:

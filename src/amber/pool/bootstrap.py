@@ -38,6 +38,7 @@ __all__ = [
     "SourceKind",
     "create_pool",
     "default_overprovisioning",
+    "describe_existing",
     "ensure_pool",
     "parse_source",
 ]
@@ -130,24 +131,25 @@ def _refuse_existing(root: Path) -> None:
     """AlreadyExists naming the pool at `root` and whether it is healthy, if there is one."""
     if not (root / MARKER).exists() and not (root / DB_NAME).exists():
         return
+    raise AlreadyExists(
+        f"a pool already exists at {root} ({describe_existing(root)}): nothing changed "
+        "(--if-missing accepts it; amber pool resize grows it)"
+    )
+
+
+def describe_existing(root: Path) -> str:
+    """What the pool at `root` is and whether it is healthy, for people (one phrase)."""
     try:
         pool = Pool.open(root)
     except AmberError as e:
-        raise AlreadyExists(
-            f"{root} already holds an Amber pool, which cannot be opened ({e}): "
-            "see `amber pool check`"
-        ) from e
+        return f"it cannot be opened: {e}; see `amber pool check`"
     try:
         status, problems = pool.status(), pool.check()
     finally:
         pool.close()
     made = f"image {status.image}" if status.image else "a directory"
     health = "healthy" if not problems else f"{len(problems)} problem(s): see `amber pool check`"
-    raise AlreadyExists(
-        f"a pool already exists at {root} ({made}, {format_size(status.size)}, "
-        f"{status.volumes} volume(s), {health}): nothing changed (--if-missing accepts it; "
-        "amber pool resize grows it)"
-    )
+    return f"{made}, {format_size(status.size)}, {status.volumes} volume(s), {health}"
 
 
 def ensure_pool(

@@ -55,8 +55,9 @@ def resize_pool(pool: Pool, size: int) -> Resized:
                 f"the pool image {image} is {format_size(old)}: it cannot shrink to "
                 f"{format_size(size)} (XFS does not shrink)"
             )
-        if size > old:
-            _grow_image(image, size, pool.root)
+        # Run even when the image already has the size: it finishes a grow that was
+        # interrupted between the image and its filesystem (xfs_growfs is idempotent).
+        _grow_image(image, size, pool.root)
         return Resized(image, old, size, fs.usage(pool.root).total)
 
 
@@ -82,9 +83,10 @@ def _grow_image(image: Path, size: int, root: Path) -> None:
     loops = loopdev.find_loops(image)
     if not loops:
         raise FailedPrecondition(f"no loop device holds the pool image {image}")
-    with open(image, "r+b") as f:
-        os.ftruncate(f.fileno(), size)
-        os.fsync(f.fileno())
+    if image.stat().st_size < size:
+        with open(image, "r+b") as f:
+            os.ftruncate(f.fileno(), size)
+            os.fsync(f.fileno())
     for loop in loops:
         loopdev.refresh_capacity(loop.device)
     fs.grow("xfs", loops[0].device, root)
