@@ -18,6 +18,7 @@ from amber.csi.backups.jobs import JOBS_DB, JobStore, UploadJob, UploadState
 from amber.domain.errors import FailedPrecondition
 from amber.pool import Pool
 from amber.system.sqlite import open_database, user_version
+from tests.cli.runner import amber
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -119,3 +120,20 @@ def test_newer_backup_state_is_refused(pool: Pool) -> None:
     db.close()
     with pytest.raises(FailedPrecondition, match=r"the backup state .* newer than this Amber"):
         BackupState(pool)
+
+
+def test_the_node_plugin_refuses_newer_upload_jobs_and_exits(
+    pool_dir: Path, tmp_path: Path
+) -> None:
+    JobStore(pool_dir).close()
+    with sqlite3.connect(pool_dir / JOBS_DB) as db:
+        db.execute("PRAGMA user_version = 3")
+    db.close()
+    socket = tmp_path / "csi.sock"
+
+    done = amber(pool_dir, "node", "--node-id", "n1", "--endpoint", f"unix://{socket}")
+
+    assert done.returncode == FailedPrecondition.exit_code, done.stderr
+    assert "error: the CSI backup jobs " in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not socket.exists()
