@@ -93,9 +93,11 @@ def test_a_newer_file_is_refused_and_left_alone(tmp_path: Path) -> None:
 def test_a_failed_sql_step_leaves_the_previous_version(tmp_path: Path) -> None:
     path = tmp_path / "fail.db"
     open_database(path, Schema("t", STEPS[:1])).close()
-    broken = Schema("t", (STEPS[0], "CREATE TABLE half (x); INSERT INTO nowhere VALUES (1);"))
+    broken = Schema(
+        "the test file", (STEPS[0], "CREATE TABLE half (x); INSERT INTO nowhere VALUES (1);")
+    )
 
-    with pytest.raises(SystemFailure, match="no such table: nowhere"):
+    with pytest.raises(SystemFailure, match=r"^the test file .* \(no such table: nowhere\)"):
         open_database(path, broken)
 
     assert tables(path) == {"items"}  # `half` was rolled back with the step

@@ -76,7 +76,9 @@ class Schema:
         return len(self.migrations)
 
 
-def storage_error(path: Path, error: sqlite3.Error, what: str) -> Exception:
+def storage_error(
+    path: Path, error: sqlite3.Error, what: str, label: str = "the pool metadata"
+) -> Exception:
     """A clear domain error for SQLite failing on `path`; OutOfSpace when its filesystem is full.
 
     SQLite reports a full filesystem in several words ("database or disk is full", "unable to
@@ -94,7 +96,7 @@ def storage_error(path: Path, error: sqlite3.Error, what: str) -> Exception:
             "(delete snapshots or volumes, or delete files in a volume and run fstrim on "
             "its mount point) or grow the pool filesystem"
         )
-    return SystemFailure(f"the pool metadata {path} failed: {what} ({error})")
+    return SystemFailure(f"{label} {path} failed: {what} ({error})")
 
 
 def connect(path: Path, query: str = "mode=rwc") -> sqlite3.Connection:
@@ -122,7 +124,7 @@ def open_database(path: Path, schema: Schema) -> sqlite3.Connection:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as e:
-            raise storage_error(path, e, "cannot open its metadata") from e
+            raise storage_error(path, e, "cannot open its metadata", schema.label) from e
         migrate(db, schema, path)
     except BaseException:
         db.close()
@@ -161,7 +163,7 @@ def check_version(db: sqlite3.Connection, schema: Schema, path: Path) -> int:
     try:
         version = _stored_version(db, schema)
     except sqlite3.Error as e:
-        raise storage_error(path, e, "cannot read its metadata") from e
+        raise storage_error(path, e, "cannot read its metadata", schema.label) from e
     _refuse_newer(version, schema, path)
     return version
 
@@ -178,7 +180,8 @@ def migrate(db: sqlite3.Connection, schema: Schema, path: Path) -> int:
         while not _advance(db, schema, path):
             pass
     except sqlite3.Error as e:
-        raise storage_error(path, e, "cannot update its metadata to the current version") from e
+        what = "cannot update its metadata to the current version"
+        raise storage_error(path, e, what, schema.label) from e
     return schema.version
 
 
