@@ -40,12 +40,12 @@ from amber.domain.errors import Busy
 from amber.pool import Pool
 from amber.pool.bases import BASES_DIR
 from amber.pool.context import fsync_dir
-from amber.system import ioctl
+from amber.system import ioctl, sqlite
 
 STATE_DB = "backup-state.db"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS bases (
+_TABLES = """
+CREATE TABLE bases (
     volume TEXT NOT NULL,
     target TEXT NOT NULL,
     repository_id TEXT NOT NULL,
@@ -58,13 +58,22 @@ CREATE TABLE IF NOT EXISTS bases (
     created REAL NOT NULL,
     PRIMARY KEY (volume, target)
 );
-CREATE TABLE IF NOT EXISTS runs (
+CREATE TABLE runs (
     volume TEXT NOT NULL,
     target TEXT NOT NULL,
     started REAL NOT NULL,
     PRIMARY KEY (volume, target)
 );
 """
+
+
+def _legacy_version(db: sqlite3.Connection) -> int:
+    """Files made before versions were recorded hold version 1's tables, or nothing."""
+    return 1 if sqlite.table_columns(db, "bases") else 0
+
+
+SCHEMA = sqlite.Schema("the backup state", (_TABLES,), _legacy_version)
+"""1: base records and running backups."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +101,7 @@ class BackupState:
         self._pool = pool
         self._clock = clock
         self._dir = pool.root / BASES_DIR
-        self._db = sqlite3.connect(pool.root / STATE_DB, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = sqlite.open_database(pool.root / STATE_DB, SCHEMA)
 
     def close(self) -> None:
         """Close the database."""

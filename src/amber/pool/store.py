@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amber.domain.errors import AlreadyExists, NotFound, OutOfSpace, SystemFailure
+from amber.domain.errors import AlreadyExists, NotFound, OutOfSpace
 from amber.domain.models import (
     Attachment,
     AttachmentKind,
@@ -28,40 +28,56 @@ from amber.domain.models import (
     Volume,
     VolumeMode,
 )
-from amber.domain.units import MiB, format_size
-from amber.system import fs
+from amber.system import sqlite
+from amber.system.sqlite import FULL_BYTES as FULL_BYTES  # where the pool checks fullness
+from amber.system.sqlite import Schema, table_columns
 
-SCHEMA_VERSION = 1
-FULL_BYTES = 8 * MiB
-"""Below this much free space a SQLite failure is reported as a full pool filesystem."""
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS volumes (
+_TABLES = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE volumes (
     uid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
     mode TEXT NOT NULL, fs_type TEXT, created REAL NOT NULL,
     source_kind TEXT NOT NULL, source_name TEXT,
     fs_resize_pending INTEGER NOT NULL DEFAULT 0, image TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS snapshots (
+CREATE TABLE snapshots (
     uid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, volume_name TEXT NOT NULL,
     volume_uid TEXT NOT NULL, size INTEGER NOT NULL, mode TEXT NOT NULL, fs_type TEXT,
     created REAL NOT NULL, image TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS attachments (
+CREATE TABLE attachments (
     object_uid TEXT NOT NULL, object_name TEXT NOT NULL, kind TEXT NOT NULL,
     path TEXT NOT NULL UNIQUE, loop_device TEXT NOT NULL, read_only INTEGER NOT NULL
 );
+CREATE TABLE journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, lock_key TEXT NOT NULL,
+    payload TEXT NOT NULL, created REAL NOT NULL
+);
+"""
+_GROUPS = """
+-- IF NOT EXISTS: pools made by the first group-snapshot code have these tables at version 1.
 CREATE TABLE IF NOT EXISTS snapshot_groups (
     uid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS group_members (
     group_uid TEXT NOT NULL, snapshot_uid TEXT NOT NULL UNIQUE, position INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS journal (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, lock_key TEXT NOT NULL,
-    payload TEXT NOT NULL, created REAL NOT NULL
-);
+-- The version lives in the file header (PRAGMA user_version) from now on.
+DELETE FROM meta WHERE key = 'schema_version';
 """
+
+
+def _legacy_version(db: sqlite3.Connection) -> int:
+    """Pools made before versions were recorded in the file header kept `schema_version`
+    (always "1") in the meta table."""
+    if "key" not in table_columns(db, "meta"):
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+SCHEMA = Schema("the pool metadata", (_TABLES, _GROUPS), _legacy_version)
+"""1: volumes, snapshots, attachments, journal; 2: snapshot groups."""
 
 
 @dataclass(frozen=True)
@@ -97,78 +113,34 @@ class MetadataStore:
         """True when the filesystem was too full to open the database for writing and it was
         opened read-only instead (`read_only_when_full`): reads work, writes raise OutOfSpace."""
         try:
-            self._db = self._connect(self._uri("mode=rwc"))
-            self._setup_closing_on_error()
+            self._db = sqlite.open_database(path, SCHEMA)
         except OutOfSpace:
             if not read_only_when_full:
                 raise
-            self._db = self._connect(self._read_only_uri())
-            self._db.row_factory = sqlite3.Row
+            self._db = self._open_read_only()
             self.read_only = True
+        self._db.row_factory = sqlite3.Row
 
-    def _connect(self, uri: str) -> sqlite3.Connection:
+    def _open_read_only(self) -> sqlite3.Connection:
+        db = sqlite.connect(self._path, self._read_only_query())
         try:
-            return sqlite3.connect(
-                uri, timeout=30.0, isolation_level=None, check_same_thread=False, uri=True
-            )
-        except sqlite3.Error as e:
-            raise self._storage_error(e, "cannot open its metadata") from e
+            sqlite.check_version(db, SCHEMA, self._path)  # a newer pool is refused here too
+        except BaseException:
+            db.close()
+            raise
+        return db
 
-    def _read_only_uri(self) -> str:
+    def _read_only_query(self) -> str:
         """Read-only access that needs no new file: through the live WAL files if a writer
         keeps them, else the database file alone (it holds everything once no WAL is left)."""
         wal = self._path.with_name(self._path.name + "-wal")
         shm = self._path.with_name(self._path.name + "-shm")
         if wal.exists() and shm.exists():
-            return self._uri("mode=ro")
-        return self._uri("mode=ro&immutable=1")
-
-    def _uri(self, query: str) -> str:
-        return f"{self._path.absolute().as_uri()}?{query}"
-
-    def _setup_closing_on_error(self) -> None:
-        try:
-            self._setup()
-        except BaseException:
-            self._db.close()  # an open connection would keep the pool busy (no umount)
-            raise
-
-    def _setup(self) -> None:
-        self._db.row_factory = sqlite3.Row
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.Error as e:
-            raise self._storage_error(e, "cannot open its metadata") from e
-        with self.transaction() as db:
-            for statement in _SCHEMA.strip().split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            return "mode=ro"
+        return "mode=ro&immutable=1"
 
     def _storage_error(self, error: sqlite3.Error, what: str) -> Exception:
-        """A clear domain error for SQLite failing; OutOfSpace when the filesystem is full.
-
-        SQLite reports a full filesystem in several words ("database or disk is full", "unable
-        to open database file", "disk I/O error"): the free space decides, not the words.
-        """
-        root = self._path.parent
-        try:
-            free = fs.usage(root).available
-        except OSError:
-            free = -1
-        if 0 <= free < FULL_BYTES or "full" in str(error):
-            return OutOfSpace(
-                f"the pool filesystem at {root} is full ({format_size(max(free, 0))} free): "
-                f"Amber {what}. Stop the applications writing to its volumes, then free space "
-                "(delete snapshots or volumes, or delete files in a volume and run fstrim on "
-                "its mount point) or grow the pool filesystem"
-            )
-        return SystemFailure(f"the pool metadata {self._path} failed: {what} ({error})")
+        return sqlite.storage_error(self._path, error, what)
 
     def close(self) -> None:
         with self._lock:
@@ -181,13 +153,8 @@ class MetadataStore:
             if self.before_write is not None:
                 self.before_write()
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
+                with sqlite.immediate(self._db) as db:
+                    yield db
             except sqlite3.OperationalError as e:
                 raise self._storage_error(e, "cannot write its metadata") from e
 

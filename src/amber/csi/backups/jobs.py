@@ -22,12 +22,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["JOBS_DB", "JobStore", "UploadJob", "UploadState"]
+from amber.system import sqlite
+
+__all__ = ["JOBS_DB", "SCHEMA", "JobStore", "UploadJob", "UploadState"]
 
 JOBS_DB: Final = "csi-backups.db"
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS uploads (
+_TABLES: Final = """
+CREATE TABLE uploads (
     name TEXT PRIMARY KEY,
     target TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -43,14 +45,26 @@ CREATE TABLE IF NOT EXISTS uploads (
     started INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     error_kind TEXT,
-    keep_local INTEGER NOT NULL DEFAULT 0,
     UNIQUE (target, key)
 );
-CREATE TABLE IF NOT EXISTS restored (
+CREATE TABLE restored (
     volume TEXT PRIMARY KEY,
     snapshot_id TEXT NOT NULL
 );
 """
+_KEEP_LOCAL: Final = "ALTER TABLE uploads ADD COLUMN keep_local INTEGER NOT NULL DEFAULT 0"
+
+
+def _legacy_version(db: sqlite3.Connection) -> int:
+    """Files made before versions were recorded: 1 without `keep_local`, 2 with it."""
+    columns = sqlite.table_columns(db, "uploads")
+    if not columns:
+        return 0
+    return 2 if "keep_local" in columns else 1
+
+
+SCHEMA: Final = sqlite.Schema("the CSI backup jobs", (_TABLES, _KEEP_LOCAL), _legacy_version)
+"""1: uploads and restored volumes; 2: `keep_local` (class parameter `keepLocalSnapshot`)."""
 
 
 class UploadState(StrEnum):
@@ -108,19 +122,8 @@ class JobStore:
     """Upload jobs and restored-volume records of one pool (thread-safe)."""
 
     def __init__(self, pool_root: Path) -> None:
-        self._db = sqlite3.connect(
-            pool_root / JOBS_DB, timeout=30, isolation_level=None, check_same_thread=False
-        )
+        self._db = sqlite.open_database(pool_root / JOBS_DB, SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(uploads)")}
-            if "keep_local" not in columns:  # a table made before the column existed
-                self._db.execute(
-                    "ALTER TABLE uploads ADD COLUMN keep_local INTEGER NOT NULL DEFAULT 0"
-                )
 
     def close(self) -> None:
         with self._lock:
