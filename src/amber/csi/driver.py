@@ -113,7 +113,11 @@ def serve(config: DriverConfig, *, open_pool: Callable[[Path], Pool] = Pool.open
         pool = open_pool(config.pool)
         for line in pool.recovered:
             _log.warning("pool recovery: %s", line)
-        backups = BackupSnapshots(pool, config.node_id, config.backups)
+        try:
+            backups = BackupSnapshots(pool, config.node_id, config.backups)
+        except BaseException:
+            pool.close()  # an open pool keeps its filesystem busy: never leave it behind
+            raise
         backups.start()
     try:
         server = CSIServer(
