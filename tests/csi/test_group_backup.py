@@ -208,6 +208,12 @@ def test_members_ready_together_restore_elsewhere_and_delete(env: Env) -> None:
     assert again.group_snapshot_id == first.group_snapshot_id
     assert again.ready_to_use
     assert _member_snapshots(env, volume_ids) == set()  # local members gone once committed
+    listed = a.list_snapshots(snapshot_id=final.snapshots[0].snapshot_id).entries
+    assert [e.snapshot.group_snapshot_id for e in listed] == [final.group_snapshot_id]
+    assert listed[0].snapshot.ready_to_use
+    clash = _code(lambda: _create(env, "grp-backup", volume_ids, {}))  # a local class now
+    assert clash is not None
+    assert clash[0] is Code.ALREADY_EXISTS
     assert len(env.repo().list_backups()) == 2
 
     _check_restores_on_b(env, final, volume_ids, datas)

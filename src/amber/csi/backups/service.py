@@ -84,6 +84,8 @@ class SnapshotInfo:
     created: float
     ready: bool
     sort_key: str
+    group: str | None = None
+    """The pool name of the group snapshot it is a member of (it cannot be deleted alone)."""
 
 
 @dataclass(frozen=True)
@@ -193,16 +195,26 @@ class BackupSnapshots:
         )
         return self._store.put(job)
 
-    @staticmethod
-    def _info(job: UploadJob, snapshot_id: str | None = None) -> SnapshotInfo:
+    def _info(self, job: UploadJob, snapshot_id: str | None = None) -> SnapshotInfo:
+        ready, group = job.state is UploadState.READY, None
+        if is_member_job(job):  # ready only when the whole group is
+            record = self._store.get_group(group_of_job(job))
+            if record is not None:
+                group = record.name
+                ready = ready and all(self._member_ready(n) for n in record.members)
         return SnapshotInfo(
             snapshot_id=snapshot_id or format_bak_id(job.target, job.key),
             source_volume_id=job.volume_id,
             size=job.size,
             created=job.created,
-            ready=job.state is UploadState.READY,
+            ready=ready,
             sort_key=f"~{job.name}",
+            group=group,
         )
+
+    def _member_ready(self, name: str) -> bool:
+        job = self._store.get(name)
+        return job is not None and job.state is UploadState.READY
 
     # -- group snapshots (CreateVolumeGroupSnapshot and friends) -----------------------------
 
