@@ -200,14 +200,16 @@ def test_members_ready_together_restore_elsewhere_and_delete(env: Env) -> None:
     assert {s.source_volume_id for s in first.snapshots} == set(volume_ids)
     assert all(s.snapshot_id.startswith(f"amber:v1:bak:{TARGET}:") for s in first.snapshots)
     assert all(s.group_snapshot_id == first.group_snapshot_id for s in first.snapshots)
-    final = until(lambda: _get(env, first), lambda g: g.ready_to_use)
+    # once both are committed the worker drops the local group (no Get needed)
+    until(lambda: _member_snapshots(env, volume_ids), lambda names: names == set())
+    final = _get(env, first)
+    assert final.ready_to_use
     assert all(s.ready_to_use for s in final.snapshots)
     assert [s.snapshot_id for s in final.snapshots] == [s.snapshot_id for s in first.snapshots]
     assert final.creation_time == first.creation_time
     again = _create(env, "grp-backup", volume_ids, BACKUP)  # idempotent by name
     assert again.group_snapshot_id == first.group_snapshot_id
     assert again.ready_to_use
-    assert _member_snapshots(env, volume_ids) == set()  # local members gone once committed
     listed = a.list_snapshots(snapshot_id=final.snapshots[0].snapshot_id).entries
     assert [e.snapshot.group_snapshot_id for e in listed] == [final.group_snapshot_id]
     assert listed[0].snapshot.ready_to_use

@@ -8,9 +8,9 @@ uploads. The group, and each member, is ready only when every member is committe
 member fails the group.
 
 The member jobs never drop their local snapshots themselves (the local group owns them, and
-a member cannot be deleted on its own): once every member is committed, the local group is
-deleted on the next look at the group (Create or Get), unless the class says
-`keepLocalSnapshot`. Deleting the group deletes the local group first (which refuses while a
+a member cannot be deleted on its own): once every member is committed, the worker deletes the
+local group (and, should it die first, the next look at the group does), unless the class
+says `keepLocalSnapshot`. Deleting the group deletes the local group first (which refuses while a
 member is mounted), then the members' backups (those uploading are cancelled and the worker
 removes what they left), then the row: every step may be repeated after a crash.
 """
@@ -50,6 +50,7 @@ class GroupUploads:
         self._pool = pool
         self._store = store
         self._uploads = uploads
+        uploads.on_ready = self._member_ready
 
     def create(
         self,
@@ -110,6 +111,11 @@ class GroupUploads:
                 keep_local=True,  # the local group owns the member snapshots
             )
         )
+
+    def _member_ready(self, job: UploadJob) -> None:
+        """The worker committed a member: the last one lets the local group go."""
+        if is_member_job(job):
+            self.state(group_of_job(job))
 
     def state(self, name: str) -> tuple[GroupJob, list[UploadJob]] | None:
         """The group and its member jobs (None when no such group); once all are committed,
