@@ -65,7 +65,7 @@ def test_upload_jobs_made_before_migrations_open_with_their_rows(tmp_path: Path,
         assert kept.keep_local
     finally:
         store.close()
-    assert version(tmp_path / JOBS_DB) == jobs.SCHEMA.version == 2
+    assert version(tmp_path / JOBS_DB) == jobs.SCHEMA.version == 3
 
 
 def test_fresh_upload_jobs_have_every_column(tmp_path: Path) -> None:
@@ -75,13 +75,13 @@ def test_fresh_upload_jobs_have_every_column(tmp_path: Path) -> None:
         assert [j.name for j in store.jobs()] == ["s"]
     finally:
         store.close()
-    assert version(tmp_path / JOBS_DB) == 2
+    assert version(tmp_path / JOBS_DB) == 3
 
 
 def test_newer_upload_jobs_are_refused(tmp_path: Path) -> None:
     JobStore(tmp_path).close()
     with sqlite3.connect(tmp_path / JOBS_DB) as db:
-        db.execute("PRAGMA user_version = 3")
+        db.execute(f"PRAGMA user_version = {jobs.SCHEMA.version + 1}")
     db.close()
     with pytest.raises(FailedPrecondition, match=r"the CSI backup jobs .* newer than this Amber"):
         JobStore(tmp_path)
@@ -127,7 +127,7 @@ def test_the_node_plugin_refuses_newer_upload_jobs_and_exits(
 ) -> None:
     JobStore(pool_dir).close()
     with sqlite3.connect(pool_dir / JOBS_DB) as db:
-        db.execute("PRAGMA user_version = 3")
+        db.execute(f"PRAGMA user_version = {jobs.SCHEMA.version + 1}")
     db.close()
     socket = tmp_path / "csi.sock"
 

@@ -119,8 +119,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
             accessible_topology=[self._topology()],
         )
 
-    @staticmethod
-    def _backup_message(info: SnapshotInfo) -> Any:
+    def _backup_message(self, info: SnapshotInfo) -> Any:
         created = timestamp_pb2.Timestamp()
         created.FromNanoseconds(int(info.created * 1e9))
         return csi_pb2.Snapshot(
@@ -129,6 +128,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
             source_volume_id=info.source_volume_id,
             creation_time=created,
             ready_to_use=info.ready,
+            group_snapshot_id="" if info.group is None else self._objects.group_id(info.group),
         )
 
     def _snapshot_message(self, snapshot: Snapshot) -> Any:

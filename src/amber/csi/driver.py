@@ -97,7 +97,7 @@ def build_servicers(
         registration_for(IdentityServicer(plugin_capabilities(config.mode), pool_health(pool))),
         registration_for(ControllerServicer(objects, backups)),
         registration_for(NodeServicer(objects, max_volumes=config.max_volumes)),
-        registration_for(GroupControllerServicer(objects)),
+        registration_for(GroupControllerServicer(objects, backups)),
         registration_for(SnapshotMetadataServicer(objects, config.metadata_type)),
     ]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from amber.csi.backups.handles import BackupRef, format_bak_id, parse_backup_id, snapshot_key
 from amber.csi.backups.restores import RestoreWanted
-from amber.csi.backups.service import BackupSettings, BackupSnapshots, SnapshotInfo
+from amber.csi.backups.service import BackupSettings, BackupSnapshots, GroupInfo, SnapshotInfo
 from amber.csi.backups.targets import TargetUnknown
 from amber.csi.backups.uploads import UploadSettings
 
@@ -25,6 +25,7 @@ __all__ = [
     "BackupRef",
     "BackupSettings",
     "BackupSnapshots",
+    "GroupInfo",
     "RestoreWanted",
     "SnapshotInfo",
     "TargetUnknown",

@@ -15,6 +15,7 @@ Upload states:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from typing import Any, Final
 
 from amber.system import sqlite
 
-__all__ = ["JOBS_DB", "SCHEMA", "JobStore", "UploadJob", "UploadState"]
+__all__ = ["JOBS_DB", "SCHEMA", "GroupJob", "JobStore", "UploadJob", "UploadState"]
 
 JOBS_DB: Final = "csi-backups.db"
 
@@ -53,6 +54,15 @@ CREATE TABLE restored (
 );
 """
 _KEEP_LOCAL: Final = "ALTER TABLE uploads ADD COLUMN keep_local INTEGER NOT NULL DEFAULT 0"
+_GROUP_UPLOADS: Final = """
+CREATE TABLE group_uploads (
+    name TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    created REAL NOT NULL,
+    members TEXT NOT NULL,
+    keep_local INTEGER NOT NULL DEFAULT 0
+);
+"""
 
 
 def _legacy_version(db: sqlite3.Connection) -> int:
@@ -63,8 +73,11 @@ def _legacy_version(db: sqlite3.Connection) -> int:
     return 2 if "keep_local" in columns else 1
 
 
-SCHEMA: Final = sqlite.Schema("the CSI backup jobs", (_TABLES, _KEEP_LOCAL), _legacy_version)
-"""1: uploads and restored volumes; 2: `keep_local` (class parameter `keepLocalSnapshot`)."""
+SCHEMA: Final = sqlite.Schema(
+    "the CSI backup jobs", (_TABLES, _KEEP_LOCAL, _GROUP_UPLOADS), _legacy_version
+)
+"""1: uploads and restored volumes; 2: `keep_local` (class parameter `keepLocalSnapshot`);
+3: `group_uploads` (group snapshots of backup classes)."""
 
 
 class UploadState(StrEnum):
@@ -102,6 +115,20 @@ class UploadJob:
     keep_local: bool = False
     """Keep the local snapshot after the upload (class parameter `keepLocalSnapshot`); it is
     removed with the backup by DeleteSnapshot."""
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    """One group snapshot of a backup class: its members are upload jobs that commit as one
+    unit (see `amber.csi.backups.groups`)."""
+
+    name: str
+    """The pool name of the group (its local group snapshot has it too)."""
+    target: str
+    created: float
+    members: tuple[str, ...]
+    """The upload jobs (by name) of the members, in the order of the source volumes."""
+    keep_local: bool = False
 
 
 _COLUMNS: Final = (
@@ -189,6 +216,32 @@ class JobStore:
     def remove(self, name: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM uploads WHERE name = ?", (name,))
+
+    # -- group snapshots of backup classes ------------------------------------------------
+
+    def put_group(self, group: GroupJob) -> GroupJob:
+        values = (group.name, group.target, group.created, json.dumps(list(group.members)))
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO group_uploads VALUES (?, ?, ?, ?, ?)",
+                (*values, int(group.keep_local)),
+            )
+        return group
+
+    def get_group(self, name: str) -> GroupJob | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, target, created, members, keep_local FROM group_uploads "
+                "WHERE name = ?",
+                (name,),
+            ).fetchone()
+        if row is None:
+            return None
+        return GroupJob(row[0], row[1], row[2], tuple(json.loads(row[3])), bool(row[4]))
+
+    def remove_group(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM group_uploads WHERE name = ?", (name,))
 
     # -- restored volumes --------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from amber.backup.layout import Clock
@@ -18,6 +18,7 @@ from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
 from amber.backup.state import forget_volume_bases
 from amber.backup.targets import DEFAULT_CONFIG, TargetRuntime
+from amber.csi.backups.groups import GroupUploads, group_of_job, is_member_job
 from amber.csi.backups.handles import BackupRef, format_bak_id, parse_backup_id, snapshot_key
 from amber.csi.backups.jobs import JobStore, UploadJob, UploadState
 from amber.csi.backups.lookup import find_backup, remove_backup
@@ -41,7 +42,7 @@ from amber.domain.errors import (
 from amber.domain.models import Volume
 from amber.pool import Pool
 
-__all__ = ["BackupSettings", "BackupSnapshots", "SnapshotInfo", "parse_backup_id"]
+__all__ = ["BackupSettings", "BackupSnapshots", "GroupInfo", "SnapshotInfo", "parse_backup_id"]
 
 _log = logging.getLogger(__name__)
 
@@ -83,6 +84,19 @@ class SnapshotInfo:
     created: float
     ready: bool
     sort_key: str
+    group: str | None = None
+    """The pool name of the group snapshot it is a member of (it cannot be deleted alone)."""
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A group snapshot of a backup class: ready when every member is committed."""
+
+    created: float
+    ready: bool
+    members: list[SnapshotInfo]
+    failure: AmberError | None = None
+    """The error of a member that failed (the group never becomes ready)."""
 
 
 class BackupSnapshots:
@@ -109,6 +123,7 @@ class BackupSnapshots:
             clock=clock,
         )
         self._restores = Restores(pool, self._store, clock)
+        self._groups = GroupUploads(pool, self._store, self._uploads)
         self._names = KeyedLocks()
 
     def start(self) -> None:
@@ -180,16 +195,72 @@ class BackupSnapshots:
         )
         return self._store.put(job)
 
-    @staticmethod
-    def _info(job: UploadJob, snapshot_id: str | None = None) -> SnapshotInfo:
+    def _info(self, job: UploadJob, snapshot_id: str | None = None) -> SnapshotInfo:
+        ready, group = job.state is UploadState.READY, None
+        if is_member_job(job):  # ready only when the whole group is
+            record = self._store.get_group(group_of_job(job))
+            if record is not None:
+                group = record.name
+                ready = ready and all(self._member_ready(n) for n in record.members)
         return SnapshotInfo(
             snapshot_id=snapshot_id or format_bak_id(job.target, job.key),
             source_volume_id=job.volume_id,
             size=job.size,
             created=job.created,
-            ready=job.state is UploadState.READY,
+            ready=ready,
             sort_key=f"~{job.name}",
+            group=group,
         )
+
+    def _member_ready(self, name: str) -> bool:
+        job = self._store.get(name)
+        return job is not None and job.state is UploadState.READY
+
+    # -- group snapshots (CreateVolumeGroupSnapshot and friends) -----------------------------
+
+    def create_group(
+        self,
+        name: str,
+        target: TargetAccess,
+        volumes: list[tuple[str, str]],
+        *,
+        keep_local: bool,
+        name_limit: int,
+    ) -> GroupInfo:
+        """Take the local group now and queue its members' uploads; repeats report it."""
+        with self._names.hold(name, f"group snapshot {name!r}"):
+            self._groups.create(name, target, volumes, keep_local=keep_local, name_limit=name_limit)
+        found = self.group(name)
+        assert found is not None
+        return found
+
+    def is_group(self, name: str) -> bool:
+        """Whether `name` is a group snapshot of a backup class."""
+        return self._groups.exists(name)
+
+    def group(self, name: str) -> GroupInfo | None:
+        """The group (None when unknown), with the failure of a member when one failed."""
+        found = self._groups.state(name)
+        if found is None:
+            return None
+        group, jobs = found
+        failed = next((j for j in jobs if j.state is UploadState.FAILED), None)
+        ready = bool(jobs) and all(j.state is UploadState.READY for j in jobs)
+        if not ready:
+            self._uploads.wake()
+        members = [replace(self._info(j), ready=ready) for j in jobs]
+        failure = None if failed is None else _failure(failed)
+        return GroupInfo(group.created, ready, members, failure)
+
+    def delete_group(self, name: str, secrets: Mapping[str, str]) -> bool:
+        """Remove the members' backups and the local group (False: not a backup group)."""
+
+        def remove_ready(job: UploadJob) -> None:
+            self._refuse_if_restoring(job.backup_id)
+            self._uploads.remove(job, self._resolver.resolve(job.target, secrets))
+
+        with self._names.hold(name, f"group snapshot {name!r}"):
+            return self._groups.delete(name, remove_ready)
 
     # -- DeleteSnapshot ----------------------------------------------------------------------
 
@@ -202,6 +273,10 @@ class BackupSnapshots:
     def delete(self, ref: BackupRef, secrets: Mapping[str, str]) -> None:
         """Remove the backup and its local snapshot; OK when already gone."""
         job = self._job_of(ref)
+        if job is not None and is_member_job(job) and self._groups.exists(group_of_job(job)):
+            raise FailedPrecondition(
+                f"snapshot {job.name!r} is a member of a group snapshot; delete the group"
+            )
         if job is not None and job.state is not UploadState.READY:
             self._store.update(job, state=UploadState.DELETING, next_try=0.0)
             self._uploads.cancel_current(job.name)

@@ -87,6 +87,8 @@ class Uploads:
         self._thread: threading.Thread | None = None
         self._current: tuple[str, Watch] | None = None
         self._mutex = threading.Lock()
+        self.on_ready: Callable[[UploadJob], None] | None = None
+        """Called (on the worker thread) after a job became ready (group snapshots)."""
 
     # -- control ---------------------------------------------------------------------------
 
@@ -239,9 +241,13 @@ class Uploads:
             self._drop_local(current)
         self._pool.ctx.failpoint("backup-snapshot.local-dropped")
         state = UploadState.DELETING if current.state is UploadState.DELETING else UploadState.READY
-        self._store.update(current, state=state, backup_id=backup_id, error=None, next_try=0.0)
+        done = self._store.update(
+            current, state=state, backup_id=backup_id, error=None, next_try=0.0
+        )
         if state is UploadState.DELETING:
             self._wake.set()
+        elif self.on_ready is not None:
+            self.on_ready(done)
 
     def _failed_attempt(self, job: UploadJob, access: TargetAccess, error: AmberError) -> None:
         message = scrub(error.message, access.secrets)
