@@ -21,7 +21,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -202,3 +203,17 @@ class LockKeeper:
     ) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@contextmanager
+def held(
+    repo: Repository, what: str, kind: LockKind = LockKind.SHARED, *, reader: bool = False
+) -> Iterator[LockKeeper]:
+    """Hold a lock named for `what` (`holder()`) for the body: taken with `acquire`, kept fresh
+    by a `LockKeeper`, released after (a release that fails raises: a command reports it)."""
+    lock = acquire(repo, holder(what), kind, reader=reader)
+    try:
+        with LockKeeper(lock) as keeper:
+            yield keeper
+    finally:
+        lock.release()

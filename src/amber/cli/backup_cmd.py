@@ -21,7 +21,7 @@ import typer
 from amber.backup.backuper import SYSTEM_LABEL_PREFIX, BackupOptions, backup_snapshot
 from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult, prune
 from amber.backup.handles import LATEST, check_key, parse_backup_name, resolve_backup_id
-from amber.backup.keeper import LockKeeper, acquire, holder
+from amber.backup.keeper import held
 from amber.backup.locks import LockKind
 from amber.backup.manifest import HOLE, ZERO, Manifest
 from amber.backup.progress import NullProgress, Progress, interrupted_backup
@@ -461,14 +461,17 @@ def prune_(
         raise InvalidArgument("give at least one --keep-* option (prune never removes everything)")
     repo = _open(ctx, target)
     progress = _progress(st)
-    lock = acquire(repo, holder("prune"), LockKind.EXCLUSIVE)
     try:
-        with LockKeeper(lock):
+        with held(repo, "prune", LockKind.EXCLUSIVE) as keeper:
             result = prune(
-                repo, policy, dry_run=dry_run, grace_seconds=grace, lock=lock, progress=progress
+                repo,
+                policy,
+                dry_run=dry_run,
+                grace_seconds=grace,
+                lock=keeper.lock,
+                progress=progress,
             )
     finally:
-        lock.release()
         progress.done()
     _print_prune(st, target, result)
 
@@ -519,12 +522,10 @@ def check_(
     st = state(ctx)
     repo = _open(ctx, target)
     progress = _progress(st)
-    lock = acquire(repo, holder("check"), reader=True)
     try:
-        with LockKeeper(lock):
+        with held(repo, "check", reader=True):
             result = check(repo, read_data=read_data, subset_pct=subset, progress=progress)
     finally:
-        lock.release()
         progress.done()
     _print_check(st, target, result)
     if not result.ok:

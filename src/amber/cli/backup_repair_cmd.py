@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amber.backup.keeper import LockKeeper, UnlockResult, acquire, holder, unlock
+from amber.backup.keeper import UnlockResult, held, unlock
 from amber.backup.locks import LockKind
 from amber.backup.progress import Progress
 from amber.backup.repair import RepairResult, repair
@@ -19,12 +19,10 @@ from amber.cli.state import CliState
 
 def run_repair(st: CliState, target: str, repo: Repository, progress: Progress) -> None:
     """Rebuild the index of `repo` under an exclusive lock and print what was done."""
-    lock = acquire(repo, holder("repair"), LockKind.EXCLUSIVE)
     try:
-        with LockKeeper(lock):
-            result = repair(repo, lock, progress=progress, failpoint=st.failpoint())
+        with held(repo, "repair", LockKind.EXCLUSIVE) as keeper:
+            result = repair(repo, keeper.lock, progress=progress, failpoint=st.failpoint())
     finally:
-        lock.release()
         progress.done()
     _print_repair(st, target, result)
 
