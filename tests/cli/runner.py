@@ -32,3 +32,26 @@ def amber_json(pool: Path, *args: str) -> Any:
     done = amber(pool, "--output", "json", *args)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def add_file_target(pool: Path, tmp_path: Path) -> Path:
+    """Add an encrypted file target `t` (repository in tmp_path/repo, created now); return the
+    targets file to pass as `--config`."""
+    config = tmp_path / "targets.json"
+    password = tmp_path / "password"
+    password.write_text("correct horse battery staple\n")
+    (tmp_path / "repo").mkdir()
+    done = amber(
+        pool,
+        "target",
+        "--config",
+        str(config),
+        "add",
+        "t",
+        f"file://{tmp_path / 'repo'}",
+        "--password-file",
+        str(password),
+        "--init",
+    )
+    assert done.returncode == 0, done.stderr
+    return config

@@ -6,34 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.cli.runner import amber, amber_json
-
-
-def _target(pool: Path, tmp_path: Path) -> Path:
-    config = tmp_path / "targets.json"
-    password = tmp_path / "password"
-    password.write_text("correct horse battery staple\n")
-    (tmp_path / "repo").mkdir()
-    done = amber(
-        pool,
-        "target",
-        "--config",
-        str(config),
-        "add",
-        "t",
-        f"file://{tmp_path / 'repo'}",
-        "--password-file",
-        str(password),
-        "--init",
-    )
-    assert done.returncode == 0, done.stderr
-    return config
+from tests.cli.runner import add_file_target, amber, amber_json
 
 
 def test_pool_status_counts_bases_and_volume_delete_frees_them(
     pool_dir: Path, work_dir: Path, tmp_path: Path
 ) -> None:
-    config = _target(pool_dir, tmp_path)
+    config = add_file_target(pool_dir, tmp_path)
     amber_json(pool_dir, "volume", "create", "db", "--size", "64Mi")
     assert amber(pool_dir, "volume", "mount", "db", str(work_dir / "db")).returncode == 0
     with open(work_dir / "db" / "data", "wb") as f:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from amber.cli.state import INTERRUPT_ENV
-from tests.cli.runner import amber, amber_json
+from tests.cli.runner import add_file_target, amber, amber_json
 
 
 def _backup(pool: Path, config: Path, interrupt_at: str | None) -> subprocess.CompletedProcess[str]:
@@ -40,22 +40,7 @@ def _default_sigint() -> None:
 def test_ctrl_c_says_what_was_kept_and_the_next_run_reuses_it(
     pool_dir: Path, work_dir: Path, tmp_path: Path
 ) -> None:
-    config, password = tmp_path / "targets.json", tmp_path / "password"
-    password.write_text("correct horse battery staple\n")
-    (tmp_path / "repo").mkdir()
-    added = amber(
-        pool_dir,
-        "target",
-        "--config",
-        str(config),
-        "add",
-        "t",
-        f"file://{tmp_path / 'repo'}",
-        "--password-file",
-        str(password),
-        "--init",
-    )
-    assert added.returncode == 0, added.stderr
+    config = add_file_target(pool_dir, tmp_path)
     amber_json(pool_dir, "volume", "create", "db", "--size", "64Mi")
     assert amber(pool_dir, "volume", "mount", "db", str(work_dir / "db")).returncode == 0
     (work_dir / "db" / "data").write_bytes(os.urandom(8 << 20))
