@@ -19,10 +19,10 @@ from amber.csi._proto import csi_pb2
 from amber.domain.units import KiB, MiB
 from tests.csi.driver import RPC_TIMEOUT, Csi, DriverProcess, block_cap, mount_cap
 from tests.csi.test_metadata import metadata_stub
+from tests.pool.helpers import differing_blocks
 
 BLOCK = 4 * KiB
 SIZE = 320 * MiB  # xfs needs 300 MiB
-_SLICE = 4 * MiB
 
 
 def _snapshot_image(pool: Path, name: str) -> Path:
@@ -31,22 +31,6 @@ def _snapshot_image(pool: Path, name: str) -> Path:
         row = db.execute("SELECT image FROM snapshots WHERE name = ?", (name,)).fetchone()
     assert row is not None, name
     return Path(row[0])
-
-
-def _differing_blocks(base: Path, target: Path) -> set[int]:
-    blocks: set[int] = set()
-    with open(base, "rb") as a, open(target, "rb") as b:
-        offset = 0
-        while left := a.read(_SLICE):
-            right = b.read(_SLICE)
-            if left != right:
-                blocks.update(
-                    (offset + i) // BLOCK
-                    for i in range(0, len(left), BLOCK)
-                    if left[i : i + BLOCK] != right[i : i + BLOCK]
-                )
-            offset += len(left)
-    return blocks
 
 
 def _random_writes(rng: random.Random, path: Path, span: int, *, create: bool) -> None:
@@ -100,8 +84,8 @@ def test_delta_covers_every_changed_block_and_at_most_10_percent_more(
         for i in range(b.byte_offset // BLOCK, -(-(b.byte_offset + b.size_bytes) // BLOCK))
     }
     reported_bytes = sum(b.size_bytes for r in responses for b in r.block_metadata)
-    truth = _differing_blocks(
-        _snapshot_image(csi_pool, f"{name}-0"), _snapshot_image(csi_pool, f"{name}-1")
+    truth = differing_blocks(
+        _snapshot_image(csi_pool, f"{name}-0"), _snapshot_image(csi_pool, f"{name}-1"), BLOCK
     )
     assert truth, "the writes changed nothing: the test proves nothing"
     missed = truth - reported

@@ -41,3 +41,21 @@ def tree_digest(directory: Path) -> dict[str, str]:
         for p in sorted(directory.rglob("*"))
         if p.is_file() and "lost+found" not in p.parts
     }
+
+
+def differing_blocks(base: Path, target: Path, block: int) -> set[int]:
+    """The ground truth of changed-block tracking: indexes of the `block`-sized blocks whose
+    bytes differ between two images of the same size, read side by side."""
+    blocks: set[int] = set()
+    with open(base, "rb") as a, open(target, "rb") as b:
+        offset = 0
+        while left := a.read(4 * MiB):
+            right = b.read(4 * MiB)
+            if left != right:
+                blocks.update(
+                    (offset + i) // block
+                    for i in range(0, len(left), block)
+                    if left[i : i + block] != right[i : i + block]
+                )
+            offset += len(left)
+    return blocks

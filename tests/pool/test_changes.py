@@ -22,9 +22,9 @@ from amber.domain.units import KiB, MiB
 from amber.pool import Pool, VolumeRequest
 from amber.pool.changes import ByteRange, Delta, allocated, changed_ranges, delta
 from amber.system.ioctl import FIEMAP_EXTENT_DELALLOC, FIEMAP_EXTENT_SHARED, Extent
+from tests.pool.helpers import differing_blocks
 
 SIZE = 320 * MiB  # xfs needs 300 MiB
-_SLICE = 4 * MiB
 
 
 # -- pure logic ---------------------------------------------------------------------------
@@ -83,23 +83,6 @@ class _Writer:
         os.close(self.fd)
 
 
-def _truly_differing(base: Path, target: Path, block: int) -> list[int]:
-    """Indexes of the blocks whose bytes differ between the two images."""
-    blocks: list[int] = []
-    with open(base, "rb") as a, open(target, "rb") as b:
-        offset = 0
-        while left := a.read(_SLICE):
-            right = b.read(_SLICE)
-            if left != right:
-                blocks.extend(
-                    (offset + i) // block
-                    for i in range(0, len(left), block)
-                    if left[i : i + block] != right[i : i + block]
-                )
-            offset += len(left)
-    return blocks
-
-
 def _blocks(ranges: list[ByteRange], block: int) -> set[int]:
     return {
         i for start, length in ranges for i in range(start // block, -(-(start + length) // block))
@@ -107,10 +90,10 @@ def _blocks(ranges: list[ByteRange], block: int) -> set[int]:
 
 
 def _check(found: Delta, base: Path, target: Path) -> None:
-    truth = _truly_differing(base, target, found.block_size)
+    truth = differing_blocks(base, target, found.block_size)
     assert truth, "the pattern changed nothing: the test proves nothing"
     reported = _blocks(found.ranges, found.block_size)
-    missed = set(truth) - reported
+    missed = truth - reported
     assert not missed, f"{len(missed)} changed blocks not reported, e.g. {sorted(missed)[:5]}"
     assert found.changed_bytes <= 1.10 * len(truth) * found.block_size, (
         f"delta {found.changed_bytes} bytes, truly differ {len(truth) * found.block_size}"
