@@ -47,7 +47,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_NONE
 from amber.backup.keycache import DEFAULT_KEY_CACHE_DIR, KeyCache
@@ -55,8 +54,9 @@ from amber.backup.keys import Credentials, KeyFile, Password, ScryptParams
 from amber.backup.layout import BACKUPS_PREFIX, Clock
 from amber.backup.repository import Repository, init_repository, open_repository, read_config
 from amber.blobstore.base import BlobStore
-from amber.blobstore.filestore import FileStore
 from amber.blobstore.retry import RetryingStore, RetryWait
+from amber.blobstore.target import ProbeResult, probe
+from amber.blobstore.target import open_store as open_url
 from amber.domain.errors import (
     AlreadyExists,
     AmberError,
@@ -462,41 +462,11 @@ def store_options(target: Target) -> dict[str, str]:
     return options
 
 
-def _file_store(url: str, options: Mapping[str, str]) -> BlobStore:
-    """A `file://` target without importing the S3 client (same rules as
-    `amber.blobstore.target.open_store`)."""
-    parts = urlsplit(url)
-    path = unquote(parts.path)
-    unknown = sorted(set(options) - {"timeout"})
-    if unknown:
-        raise InvalidArgument(f"unknown option(s) {', '.join(unknown)} for a file target")
-    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-        raise InvalidArgument(f"invalid file target {url!r}: use file:///absolute/path")
-    if not path.startswith("/") or "\0" in path:
-        raise InvalidArgument(f"file target needs an absolute path, not {path!r}")
-    try:
-        timeout = float(options.get("timeout", "60"))
-    except ValueError:
-        timeout = -1.0
-    if not 0 < timeout < 1e6:
-        raise InvalidArgument("option timeout must be a positive number of seconds")
-    return FileStore(Path(path), timeout=timeout)
-
-
 def open_store(target: Target, runtime: TargetRuntime | None = None) -> BlobStore:
-    """The target's blob store, retried within the runtime's budget. No I/O happens yet.
-
-    The S3 client library is imported only for S3 targets: it costs about 30 MB and a fifth
-    of a second, which a file target need not pay.
-    """
+    """The target's blob store (`amber.blobstore.target.open_store` checks its URL and
+    options), retried within the runtime's budget. No I/O happens yet."""
     runtime = runtime or TargetRuntime()
-    budget = _target_budget(target)
-    if target.url.startswith("file:"):
-        options = {k: v for k, v in target.options.items() if k != RETRY_BUDGET_OPTION}
-        return runtime.retrying(_file_store(target.url, options), budget)
-    from amber.blobstore.target import open_store as open_url
-
-    return runtime.retrying(open_url(target.url, store_options(target)), budget)
+    return runtime.retrying(open_url(target.url, store_options(target)), _target_budget(target))
 
 
 def open_target_repository(
@@ -591,9 +561,7 @@ def target_status(target: Target, runtime: TargetRuntime | None = None) -> Targe
         return dataclasses.replace(status, error=status.error or e.message)
 
 
-def _probe(store: BlobStore) -> Any:
-    from amber.blobstore.target import probe  # imports the S3 client
-
+def _probe(store: BlobStore) -> ProbeResult:
     return probe(store)
 
 

@@ -29,14 +29,13 @@ from amber.backup.state import BackupState
 from amber.backup.targets import (
     TargetRuntime,
     backup_handle,
-    open_target_repository,
 )
 from amber.blobstore.retry import RetryWait
 from amber.cli import output
 from amber.cli.durations import Duration
 from amber.cli.numbers import percent
 from amber.cli.state import CliState, key_values, state
-from amber.cli.target_cmd import ConfigOption, remember_config, runtime_for, targets_config
+from amber.cli.target_cmd import ConfigOption, open_repository, remember_config, targets_config
 from amber.domain.errors import Corrupt, InvalidArgument, NotFound
 from amber.domain.units import format_size, parse_size
 from amber.ops.backups import Operations, check_policy, snapshot_to_back_up
@@ -130,9 +129,8 @@ def _target_name(ctx: typer.Context, given: str | None, ref: str | None = None) 
 
 
 def _open(ctx: typer.Context, target: str, *, create: bool = False) -> Repository:
-    found = targets_config(ctx).get(target)
     runtime = TargetRuntime.for_commands(os.environ, on_retry=RetryNotices(target))
-    return open_target_repository(found, create=create, runtime=runtime_for(found, runtime))
+    return open_repository(ctx, target, runtime, create=create)
 
 
 def _operations(ctx: typer.Context, pool: Pool | None = None) -> Operations:

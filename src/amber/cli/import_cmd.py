@@ -26,9 +26,9 @@ import typer
 from amber.backup.handles import BackupName, check_key, parse_backup_name, resolve_backup_id
 from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
-from amber.backup.targets import TargetRuntime, backup_handle, open_target_repository
+from amber.backup.targets import TargetRuntime, backup_handle
 from amber.cli.output import err_console
-from amber.cli.target_cmd import runtime_for, targets_config
+from amber.cli.target_cmd import open_repository
 from amber.domain.errors import InvalidArgument
 
 DEFAULT_DRIVER = "amber.csi.dev"
@@ -170,10 +170,7 @@ def import_backup(
     _check_dns("name", name)
     if node is not None:
         _check_node(node)
-    config = targets_config(ctx)
-    found = config.get(named)
-    runtime = runtime_for(found, TargetRuntime())
-    repo = open_target_repository(found, runtime=runtime)
+    repo = open_repository(ctx, named, TargetRuntime())
     manifest = _manifest(repo, wanted, named)
     objects = snapshot_objects(
         backup_handle(named, manifest.backup_id),

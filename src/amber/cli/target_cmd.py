@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_NONE
+from amber.backup.repository import Repository
 from amber.backup.targets import (
     DEFAULT_CONFIG,
     Target,
@@ -34,6 +35,7 @@ from amber.cli import output
 from amber.cli.state import state
 from amber.domain.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from amber.domain.units import format_size
+from amber.ops.targets import open_target
 
 CONFIG_META = "amber.targets-config"
 PASSWORD_ENV = "AMBER_PASSWORD"
@@ -107,6 +109,20 @@ def runtime_for(target: Target, runtime: TargetRuntime, *, confirm: bool = False
         return runtime
     password = edge_password(target.name, os.environ, confirm=confirm)
     return dataclasses.replace(runtime, password=password)
+
+
+def open_repository(
+    ctx: typer.Context, name: str, runtime: TargetRuntime, *, create: bool = False
+) -> Repository:
+    """The repository of target `name` of this invocation's targets file (`runtime`, with the
+    password of a target that asks for one), opened as every edge opens it
+    (`amber.ops.targets.open_target`)."""
+    return open_target(
+        name,
+        config_path=targets_config(ctx).path,
+        runtime_for=lambda target: runtime_for(target, runtime),
+        create=create,
+    )
 
 
 @app.callback()

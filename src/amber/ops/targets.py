@@ -1,4 +1,10 @@
-"""Where a backup snapshot's target comes from: the targets file, or a Kubernetes Secret.
+"""Targets by name, for every edge: from the targets file, or from a Kubernetes Secret.
+
+`TargetResolver` is the one place that finds a target by name and opens its repository: the
+CLI, the recurring jobs and the dashboard find it in the targets file (`open_target`); the CSI
+driver also in the secrets of its calls. URLs and options are parsed by
+`amber.blobstore.target`, the targets file by `amber.backup.targets`; this module translates
+secrets into targets.
 
 A node finds a target by name in the engine's targets file (`--targets-config`, mounted from
 a Secret; see docs/snapshots.md) or in the `secrets` of the call: the snapshotter secret of
@@ -38,21 +44,43 @@ from amber.backup.layout import Clock
 from amber.backup.repository import Repository
 from amber.backup.targets import (
     DEFAULT_CONFIG,
+    Target,
     TargetConfig,
     TargetRuntime,
     open_or_init_repository,
     open_target_repository,
     validate_target_name,
 )
+from amber.blobstore.target import is_true, open_store
 from amber.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 
-__all__ = ["TargetAccess", "TargetResolver", "TargetUnknown", "target_from_secrets"]
+__all__ = [
+    "TargetAccess",
+    "TargetResolver",
+    "TargetUnknown",
+    "open_target",
+    "target_from_secrets",
+]
 
 PASSWORD_KEYS: Final = ("repositoryPassword", "password")
 OPEN_LOCAL_KEYS: Final = ("s3URL", "s3AK", "s3SK", "s3ForcePathStyle", "s3DisableSSL")
 DEFAULT_BUCKET: Final = "amber"
 _DROP_RE: Final = re.compile(r"[^a-z0-9]+")
-_TRUE: Final = frozenset({"true", "yes", "on", "1"})
+
+
+def open_target(
+    name: str,
+    *,
+    config_path: Path = DEFAULT_CONFIG,
+    runtime_for: Callable[[Target], TargetRuntime] | None = None,
+    create: bool = False,
+    clock: Clock = time.time,
+) -> Repository:
+    """The opened repository of the target `name` of the targets file (with `create`,
+    initialized when there is none): what `amber backup ...`, the recurring jobs and the
+    dashboard use. NotFound when the file has no such target."""
+    resolver = TargetResolver(config_path, clock=clock, runtime_for=runtime_for)
+    return resolver.from_file(name).open(create=create)
 
 
 class TargetUnknown(FailedPrecondition):
@@ -94,10 +122,6 @@ def _first(secrets: Mapping[str, str], keys: tuple[str, ...]) -> str | None:
     return next((secrets[k] for k in keys if secrets.get(k)), None)
 
 
-def _flag(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in _TRUE
-
-
 def _derived_name(endpoint: str, bucket: str, prefix: str) -> str:
     parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
     host = f"{parts.hostname or 'aws'}-{parts.port}" if parts.port else parts.hostname or "aws"
@@ -112,11 +136,11 @@ def _open_local(secrets: Mapping[str, str]) -> tuple[str, dict[str, str], str]:
     """(url, options, default name) of an open-local `s3-config` Secret."""
     endpoint = secrets["s3URL"].strip()
     if "//" not in endpoint:
-        scheme = "http" if _flag(secrets.get("s3DisableSSL")) else "https"
+        scheme = "http" if is_true(secrets.get("s3DisableSSL")) else "https"
         endpoint = f"{scheme}://{endpoint}"
     bucket = secrets.get("s3Bucket") or DEFAULT_BUCKET
     prefix = (secrets.get("s3Prefix") or "").strip("/")
-    options = {"endpoint": endpoint, "path-style": str(_flag(secrets.get("s3ForcePathStyle")))}
+    options = {"endpoint": endpoint, "path-style": str(is_true(secrets.get("s3ForcePathStyle")))}
     options["path-style"] = options["path-style"].lower()
     if secrets.get("s3AK") or secrets.get("s3SK"):
         options["access-key"] = secrets.get("s3AK", "")
@@ -167,16 +191,23 @@ def target_from_secrets(secrets: Mapping[str, str]) -> SecretTarget | None:
 
 
 class TargetResolver:
-    """Targets by name: from the call's secrets, those learned earlier, the targets file."""
+    """Targets by name: from the call's secrets, those learned earlier, the targets file.
+
+    `runtime_for`: the runtime a target of the file is opened with (an edge adds its retry
+    notices and the password of a target that asks for one); `runtime` for every target
+    otherwise."""
 
     def __init__(
         self,
         config_path: Path = DEFAULT_CONFIG,
         runtime: TargetRuntime | None = None,
         clock: Clock = time.time,
+        *,
+        runtime_for: Callable[[Target], TargetRuntime] | None = None,
     ) -> None:
         self._config = TargetConfig(config_path)
         self._runtime = runtime or TargetRuntime()
+        self._runtime_for = runtime_for
         self._clock = clock
         self._learned: dict[str, TargetAccess] = {}
         self._mutex = threading.Lock()
@@ -208,23 +239,27 @@ class TargetResolver:
         if learned is not None:
             return learned
         try:
-            target = self._config.get(name)
+            return self.from_file(name)
         except NotFound as e:
             raise TargetUnknown(
                 f"backup target {name!r} is not configured on this node: add it to the targets "
                 f"file {self._config.path} or pass its secret with the call ({e.message})"
             ) from None
+
+    def from_file(self, name: str) -> TargetAccess:
+        """The target `name` of the targets file (NotFound names the file and the known
+        targets)."""
+        target = self._config.get(name)
+        runtime = self._runtime if self._runtime_for is None else self._runtime_for(target)
         return TargetAccess(
             name,
             f"the targets file {self._config.path}",
             lambda create: open_target_repository(
-                target, create=create, runtime=self._runtime, clock=self._clock
+                target, create=create, runtime=runtime, clock=self._clock
             ),
         )
 
     def _open_secret(self, target: SecretTarget, create: bool) -> Repository:
-        from amber.blobstore.target import open_store  # imports the S3 client
-
         store = self._runtime.retrying(open_store(target.url, target.options))
         creds = Password(target.password) if target.password else None
         return open_or_init_repository(

@@ -1,0 +1,57 @@
+"""One way to find a target by name and open its repository, for every edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from amber.backup.targets import Target, TargetConfig, TargetRuntime
+from amber.domain.errors import NotFound
+from amber.ops.targets import TargetResolver, TargetUnknown, open_target, target_from_secrets
+
+
+def _config(tmp_path: Path) -> Path:
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "password").write_text("correct horse battery staple\n")
+    path = tmp_path / "targets.json"
+    TargetConfig(path).add(
+        Target("nas", f"file://{tmp_path / 'repo'}", password_file=str(tmp_path / "password"))
+    )
+    return path
+
+
+def test_open_target_opens_a_target_of_the_file_by_name(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    seen: list[str] = []
+
+    def runtime_for(target: Target) -> TargetRuntime:
+        seen.append(target.name)
+        return TargetRuntime()
+
+    made = open_target("nas", config_path=config, runtime_for=runtime_for, create=True)
+    again = open_target("nas", config_path=config)
+    assert again.config.repository_id == made.config.repository_id
+    assert seen == ["nas"]
+    with pytest.raises(NotFound, match="no backup target named 'tape'"):
+        open_target("tape", config_path=config)
+
+
+def test_the_csi_resolver_finds_the_same_target_and_names_a_missing_one(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    made = open_target("nas", config_path=config, create=True)
+    resolver = TargetResolver(config)
+    assert resolver.resolve("nas").open().config.repository_id == made.config.repository_id
+    with pytest.raises(TargetUnknown, match="not configured on this node"):
+        resolver.resolve("tape")
+
+
+@pytest.mark.parametrize(
+    ("value", "path_style"), [("true", "true"), ("Yes", "true"), ("0", "false"), ("x", "false")]
+)
+def test_open_local_flags_read_true_the_way_target_options_do(value: str, path_style: str) -> None:
+    found = target_from_secrets(
+        {"s3URL": "minio:9000", "s3ForcePathStyle": value, "repositoryPassword": "pw-12345"}
+    )
+    assert found is not None
+    assert found.options["path-style"] == path_style
