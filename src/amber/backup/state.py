@@ -101,7 +101,7 @@ class BackupState:
         self._pool = pool
         self._clock = clock
         self._dir = pool.root / BASES_DIR
-        self._db = sqlite.open_database(pool.root / STATE_DB, SCHEMA)
+        self._db = sqlite.Database(pool.root / STATE_DB, SCHEMA)
 
     def close(self) -> None:
         """Close the database."""
@@ -132,28 +132,26 @@ class BackupState:
         """Mark a backup of the pair as running; True if the previous one never finished
         (it was killed: its uploads may sit in packs no index lists yet). Call with the pair
         held."""
-        interrupted = self._db.execute(
+        interrupted = self._db.one(
             "SELECT 1 FROM runs WHERE volume = ? AND target = ?", (volume, target)
-        ).fetchone()
-        self._db.execute(
+        )
+        self._db.write(
             "INSERT OR REPLACE INTO runs VALUES (?, ?, ?)", (volume, target, self._clock())
         )
         return interrupted is not None
 
     def end_run(self, volume: str, target: str) -> None:
         """The pair's backup finished (or failed cleanly, having indexed its uploads)."""
-        self._db.execute("DELETE FROM runs WHERE volume = ? AND target = ?", (volume, target))
+        self._db.write("DELETE FROM runs WHERE volume = ? AND target = ?", (volume, target))
 
     def get(self, volume: str, target: str) -> BaseRecord | None:
         """The base record of the pair, or None."""
-        row = self._db.execute(
-            "SELECT * FROM bases WHERE volume = ? AND target = ?", (volume, target)
-        ).fetchone()
+        row = self._db.one("SELECT * FROM bases WHERE volume = ? AND target = ?", (volume, target))
         return None if row is None else _record(row)
 
     def records(self) -> list[BaseRecord]:
         """Every base record, by volume and target."""
-        rows = self._db.execute("SELECT * FROM bases ORDER BY volume, target").fetchall()
+        rows = self._db.query("SELECT * FROM bases ORDER BY volume, target")
         return [_record(row) for row in rows]
 
     def install(self, record: BaseRecord, snapshot_image: Path) -> BaseRecord:
@@ -168,7 +166,7 @@ class BackupState:
         os.chmod(image, 0o400)
         fsync_dir(directory)
         stored = dataclasses.replace(record, image=image, created=self._clock())
-        self._db.execute(
+        self._db.write(
             "INSERT OR REPLACE INTO bases VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 stored.volume,
@@ -190,7 +188,7 @@ class BackupState:
         """Drop the base of `volume` (to one target, or to all); return what was dropped."""
         dropped = [r for r in self.records() if r.volume == volume and target in (None, r.target)]
         for record in dropped:
-            self._db.execute(
+            self._db.write(
                 "DELETE FROM bases WHERE volume = ? AND target = ?", (record.volume, record.target)
             )
             self.sweep(record.volume, record.target)

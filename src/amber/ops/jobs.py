@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -149,16 +148,13 @@ class JobStore:
     """Upload jobs and restored-volume records of one pool (thread-safe)."""
 
     def __init__(self, pool_root: Path) -> None:
-        self._db = sqlite.open_database(pool_root / JOBS_DB, SCHEMA)
-        self._lock = threading.Lock()
+        self._db = sqlite.Database(pool_root / JOBS_DB, SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[UploadJob]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM uploads {sql}", args).fetchall()
+        rows = self._db.query(f"SELECT {_COLUMNS} FROM uploads {sql}", args)
         return [_job(row) for row in rows]
 
     def get(self, name: str) -> UploadJob | None:
@@ -184,11 +180,10 @@ class JobStore:
         )
 
     def next_due(self) -> float | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MIN(next_try) FROM uploads WHERE state IN (?, ?)",
-                (UploadState.UPLOADING, UploadState.DELETING),
-            ).fetchone()
+        row = self._db.one(
+            "SELECT MIN(next_try) FROM uploads WHERE state IN (?, ?)",
+            (UploadState.UPLOADING, UploadState.DELETING),
+        )
         return None if row[0] is None else float(row[0])
 
     def put(self, job: UploadJob) -> UploadJob:
@@ -203,59 +198,47 @@ class JobStore:
             job.error_kind,
             int(job.keep_local),
         )
-        with self._lock:
-            self._db.execute(
-                f"INSERT OR REPLACE INTO uploads ({_COLUMNS}) VALUES ({','.join('?' * 16)})",
-                values,
-            )
+        self._db.write(
+            f"INSERT OR REPLACE INTO uploads ({_COLUMNS}) VALUES ({','.join('?' * 16)})", values
+        )
         return job
 
     def update(self, job: UploadJob, **changes: Any) -> UploadJob:
         return self.put(replace(job, **changes))
 
     def remove(self, name: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM uploads WHERE name = ?", (name,))
+        self._db.write("DELETE FROM uploads WHERE name = ?", (name,))
 
     # -- group snapshots of backup classes ------------------------------------------------
 
     def put_group(self, group: GroupJob) -> GroupJob:
         values = (group.name, group.target, group.created, json.dumps(list(group.members)))
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO group_uploads VALUES (?, ?, ?, ?, ?)",
-                (*values, int(group.keep_local)),
-            )
+        self._db.write(
+            "INSERT OR REPLACE INTO group_uploads VALUES (?, ?, ?, ?, ?)",
+            (*values, int(group.keep_local)),
+        )
         return group
 
     def get_group(self, name: str) -> GroupJob | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT name, target, created, members, keep_local FROM group_uploads "
-                "WHERE name = ?",
-                (name,),
-            ).fetchone()
+        row = self._db.one(
+            "SELECT name, target, created, members, keep_local FROM group_uploads WHERE name = ?",
+            (name,),
+        )
         if row is None:
             return None
         return GroupJob(row[0], row[1], row[2], tuple(json.loads(row[3])), bool(row[4]))
 
     def remove_group(self, name: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM group_uploads WHERE name = ?", (name,))
+        self._db.write("DELETE FROM group_uploads WHERE name = ?", (name,))
 
     # -- restored volumes --------------------------------------------------------------------
 
     def record_restore(self, volume: str, snapshot_id: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO restored VALUES (?, ?)", (volume, snapshot_id))
+        self._db.write("INSERT OR REPLACE INTO restored VALUES (?, ?)", (volume, snapshot_id))
 
     def restored_from(self, volume: str) -> str | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT snapshot_id FROM restored WHERE volume = ?", (volume,)
-            ).fetchone()
+        row = self._db.one("SELECT snapshot_id FROM restored WHERE volume = ?", (volume,))
         return None if row is None else str(row[0])
 
     def forget_restore(self, volume: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM restored WHERE volume = ?", (volume,))
+        self._db.write("DELETE FROM restored WHERE volume = ?", (volume,))

@@ -139,9 +139,6 @@ class MetadataStore:
             return "mode=ro"
         return "mode=ro&immutable=1"
 
-    def _storage_error(self, error: sqlite3.Error, what: str) -> Exception:
-        return sqlite.storage_error(self._path, error, what)
-
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -152,18 +149,15 @@ class MetadataStore:
         with self._lock:
             if self.before_write is not None:
                 self.before_write()
-            try:
-                with sqlite.immediate(self._db) as db:
-                    yield db
-            except sqlite3.OperationalError as e:
-                raise self._storage_error(e, "cannot write its metadata") from e
+            with (
+                sqlite.translated(self._path, "cannot write its metadata", SCHEMA.label),
+                sqlite.immediate(self._db) as db,
+            ):
+                yield db
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            try:
-                return list(self._db.execute(sql, args).fetchall())
-            except sqlite3.OperationalError as e:
-                raise self._storage_error(e, "cannot read its metadata") from e
+        with self._lock, sqlite.translated(self._path, "cannot read its metadata", SCHEMA.label):
+            return list(self._db.execute(sql, args).fetchall())
 
     # -- settings -------------------------------------------------------------------------
 

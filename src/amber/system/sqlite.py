@@ -14,6 +14,13 @@ file at once apply each step once. A database at a version newer than the code k
 refused (`FailedPrecondition`): Amber never downgrades a schema or writes to one it does not
 understand.
 
+**Errors.** Every SQLite failure reaches the caller as one domain error naming the file
+(`storage_error`): a full filesystem is `OutOfSpace`, a file another process keeps locked past
+the busy timeout is `Busy`, a damaged file (or one that is no database) is `Corrupt`, anything
+else `SystemFailure`. Opening and migrating translate by themselves; later queries go through
+`Database` (or, for a store that keeps its own connection, `translated`). A broken constraint
+(`sqlite3.IntegrityError`) is not a storage failure: it passes, for the caller to word.
+
 Files made before this module kept no `user_version` (it reads 0). A schema may name a
 `legacy_version` function that tells, from what such a file holds, which version its tables
 already are; it is asked only while `user_version` is 0.
@@ -22,19 +29,28 @@ already are; it is asked only while `user_version` is 0.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from amber.domain.errors import FailedPrecondition, OutOfSpace, SystemFailure
+from amber.domain.errors import (
+    AmberError,
+    Busy,
+    Corrupt,
+    FailedPrecondition,
+    OutOfSpace,
+    SystemFailure,
+)
 from amber.domain.units import MiB, format_size
 from amber.system import fs
 
 __all__ = [
     "BUSY_TIMEOUT",
     "FULL_BYTES",
+    "Database",
     "Migration",
     "Schema",
     "check_version",
@@ -45,6 +61,7 @@ __all__ = [
     "split_statements",
     "storage_error",
     "table_columns",
+    "translated",
     "user_version",
 ]
 
@@ -76,14 +93,26 @@ class Schema:
         return len(self.migrations)
 
 
+_DAMAGED: Final = ("malformed", "not a database", "file is encrypted")
+_LOCKED: Final = ("database is locked", "database table is locked", "busy")
+
+
 def storage_error(
     path: Path, error: sqlite3.Error, what: str, label: str = "the pool metadata"
-) -> Exception:
-    """A clear domain error for SQLite failing on `path`; OutOfSpace when its filesystem is full.
+) -> AmberError:
+    """A clear domain error for SQLite failing on `path`: Corrupt for a damaged file,
+    OutOfSpace when its filesystem is full, Busy when another process held it locked for
+    longer than the busy timeout, SystemFailure otherwise.
 
     SQLite reports a full filesystem in several words ("database or disk is full", "unable to
     open database file", "disk I/O error"): the free space decides, not the words.
     """
+    text = str(error)
+    if type(error) is sqlite3.DatabaseError or any(w in text for w in _DAMAGED):
+        return Corrupt(
+            f"{label} {path} is damaged ({text}): Amber {what}. Restore the file from a copy, "
+            "or move it aside to start it afresh (what it recorded is then forgotten)"
+        )
     root = path.parent
     try:
         free = fs.usage(root).available
@@ -96,7 +125,54 @@ def storage_error(
             "(delete snapshots or volumes, or delete files in a volume and run fstrim on "
             "its mount point) or grow the pool filesystem"
         )
+    if any(w in text for w in _LOCKED):
+        return Busy(
+            f"{label} {path} stayed locked by another process for over {BUSY_TIMEOUT:.0f}s: "
+            f"Amber {what}; retry when that process has finished"
+        )
     return SystemFailure(f"{label} {path} failed: {what} ({error})")
+
+
+@contextmanager
+def translated(path: Path, what: str, label: str) -> Iterator[None]:
+    """Raise the SQLite failures of the body as domain errors (`storage_error`); a broken
+    constraint (IntegrityError) passes unchanged."""
+    try:
+        yield
+    except sqlite3.IntegrityError:
+        raise
+    except sqlite3.Error as e:
+        raise storage_error(path, e, what, label) from e
+
+
+class Database:
+    """One SQLite file opened with `open_database`, whose every query fails as a domain
+    error; safe to share between threads (one statement at a time)."""
+
+    def __init__(self, path: Path, schema: Schema) -> None:
+        self.path = path
+        self.label = schema.label
+        self._db = open_database(path, schema)
+        self._mutex = threading.Lock()
+
+    def close(self) -> None:
+        with self._mutex:
+            self._db.close()
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Every row `sql` selects."""
+        with self._mutex, translated(self.path, "cannot read its records", self.label):
+            return list(self._db.execute(sql, args).fetchall())
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """The first row `sql` selects, or None."""
+        rows = self.query(sql, args)
+        return rows[0] if rows else None
+
+    def write(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """Run one changing statement (committed at once: autocommit)."""
+        with self._mutex, translated(self.path, "cannot record a change", self.label):
+            self._db.execute(sql, args)
 
 
 def connect(path: Path, query: str = "mode=rwc") -> sqlite3.Connection:
