@@ -126,11 +126,16 @@ def test_handles_round_trip_and_are_short() -> None:
 
 
 class _BusyRepo:
+    """A repository whose lock table (`locks`) answers Busy `busy_times` times."""
+
     def __init__(self, busy_times: int) -> None:
         self.busy_times = busy_times
         self.calls = 0
+        self.locks = self
 
-    def lock(self, holder: str, kind: object, *, reader: bool = False) -> str:
+    def acquire(
+        self, holder: str, kind: object, *, reader: bool = False, purpose: object = None
+    ) -> str:
         self.calls += 1
         if self.calls <= self.busy_times:
             raise Busy("exclusive lock held by prune")
