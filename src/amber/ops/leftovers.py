@@ -5,7 +5,7 @@ A restore holds a shared repository lock (`locks/<id>`, holder `<host> pid <pid>
 When the target became unreachable mid-restore, that delete fails too, and the lock would stay
 until it expires (`DEFAULT_LOCK_TTL`, 30 minutes). All that time DeleteSnapshot of the backup
 is refused, on every node and in every cluster: a live restore lock is how they all see that a
-backup is being read (`lookup.restores_from`).
+backup is being read (`amber.ops.backups.restores_from`).
 
 The process that ran the restore knows that it has ended, so it may remove that lock.
 `LeftoverLocks` keeps the holder name of every restore that ended with an error (failed,
