@@ -8,6 +8,7 @@ import pytest
 
 from amber.backup.targets import Target, TargetConfig, TargetRuntime
 from amber.domain.errors import NotFound
+from amber.ops import Operations
 from amber.ops.targets import TargetResolver, TargetUnknown, open_target, target_from_secrets
 
 
@@ -55,3 +56,20 @@ def test_open_local_flags_read_true_the_way_target_options_do(value: str, path_s
     )
     assert found is not None
     assert found.options["path-style"] == path_style
+
+
+def test_operations_on_a_targets_file_open_each_target_once(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    opened: list[str] = []
+
+    def runtime_for(target: Target) -> TargetRuntime:
+        opened.append(target.name)
+        return TargetRuntime()
+
+    ops = Operations.on_targets_file(None, config, runtime_for=runtime_for)
+    repo = ops.repository("nas", create=True)
+    assert ops.check("nas").ok
+    assert ops.repository("nas") is repo
+    assert opened == ["nas"]
+    with pytest.raises(NotFound, match="no backup target named 'tape'"):
+        ops.check("tape")

@@ -26,16 +26,13 @@ from amber.backup.progress import NullProgress, Progress, interrupted_backup
 from amber.backup.repository import Repository
 from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
-from amber.backup.targets import (
-    TargetRuntime,
-    backup_handle,
-)
+from amber.backup.targets import Target, TargetRuntime, backup_handle
 from amber.blobstore.retry import RetryWait
 from amber.cli import output
 from amber.cli.durations import Duration
 from amber.cli.numbers import percent
 from amber.cli.state import CliState, key_values, state
-from amber.cli.target_cmd import ConfigOption, open_repository, remember_config, targets_config
+from amber.cli.target_cmd import ConfigOption, remember_config, runtime_for, targets_config
 from amber.domain.errors import Corrupt, InvalidArgument, NotFound
 from amber.domain.units import format_size, parse_size
 from amber.ops.backups import Operations, check_policy, snapshot_to_back_up
@@ -128,19 +125,18 @@ def _target_name(ctx: typer.Context, given: str | None, ref: str | None = None) 
     raise InvalidArgument(f"{what}{hint or ' with --target'} ({count} configured in {config.path})")
 
 
-def _open(ctx: typer.Context, target: str, *, create: bool = False) -> Repository:
-    runtime = TargetRuntime.for_commands(os.environ, on_retry=RetryNotices(target))
-    return open_repository(ctx, target, runtime, create=create)
-
-
 def _operations(ctx: typer.Context, pool: Pool | None = None) -> Operations:
     """The backup operations of this command (`amber.ops.backups`: the rules every edge
-    follows), on the targets of the targets file."""
+    follows) on the targets of the targets file, with status lines while a target is out and
+    the password of a target that asks for one."""
 
-    def open_repository(target: str, *, create: bool = False) -> Repository:
-        return _open(ctx, target, create=create)
+    def runtime(target: Target) -> TargetRuntime:
+        waiting = TargetRuntime.for_commands(os.environ, on_retry=RetryNotices(target.name))
+        return runtime_for(target, waiting)
 
-    return Operations(pool, open_repository, failpoint=state(ctx).failpoint())
+    return Operations.on_targets_file(
+        pool, targets_config(ctx).path, runtime_for=runtime, failpoint=state(ctx).failpoint()
+    )
 
 
 def _pool_if_any(st: CliState) -> Pool | None:
@@ -322,7 +318,7 @@ def list_(
     """Backups in a target, oldest first."""
     target = _target_name(ctx, given)
     st = state(ctx)
-    manifests = _open(ctx, target).load_manifests()
+    manifests = _operations(ctx).repository(target).load_manifests()
     rows = [_summary(target, m) for m in manifests if volume in (None, m.volume_name)]
     if st.json:
         output.print_json(rows)
@@ -567,7 +563,8 @@ def unlock_(
 
     if lock_id and remove_all:
         raise InvalidArgument("give lock ids or --remove-all, not both")
-    run_unlock(state(ctx), target, _open(ctx, target), lock_id or [], remove_all=remove_all)
+    repo = _operations(ctx).repository(target)
+    run_unlock(state(ctx), target, repo, lock_id or [], remove_all=remove_all)
 
 
 @app.command("bases")

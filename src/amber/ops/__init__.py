@@ -14,6 +14,11 @@ The API the edges call (synchronous: an edge that must not block runs it in a th
   `check(target, read_data=False, ...)` (shared lock), `prune(target, policy, ...)` and
   `repair(target)` (exclusive lock). The same rules over an already open repository, for the
   CSI driver: `remove_backup`, `check_repository`, `prune_repository_locked`.
+  `Operations.on_targets_file(pool, config_path, runtime_for=...)` opens the targets of a
+  targets file (what the CLI, the jobs and the dashboard use).
+- `open_target(name, config_path=..., runtime_for=..., create=False)` (`amber.ops.targets`):
+  the opened repository of a target of the targets file, by name. `TargetResolver` also finds
+  targets that Kubernetes secrets define (the CSI driver).
 - `RepositoryOpener`: what `Operations` opens targets with (`open(target, create=False)`).
 
 Backup snapshots (the CSI driver's VolumeSnapshots of `type: backup` classes) run on the job
@@ -36,5 +41,6 @@ while the target was unreachable), `groups` (group snapshots uploaded as one uni
 from __future__ import annotations
 
 from amber.ops.backups import Operations, RepositoryOpener
+from amber.ops.targets import open_target
 
-__all__ = ["Operations", "RepositoryOpener"]
+__all__ = ["Operations", "RepositoryOpener", "open_target"]

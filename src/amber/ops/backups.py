@@ -26,6 +26,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from amber.backup.backuper import BackupOptions, BackupReport, backup_snapshot, no_failpoint
@@ -39,7 +40,9 @@ from amber.backup.progress import Progress
 from amber.backup.repository import Repository
 from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
+from amber.backup.targets import DEFAULT_CONFIG, Target, TargetRuntime
 from amber.domain.errors import Busy, FailedPrecondition, InvalidArgument, NotFound
+from amber.ops.targets import open_target
 from amber.pool import Pool
 
 if TYPE_CHECKING:  # imported by the operations that run them (the CLI pays per import)
@@ -160,6 +163,27 @@ class Operations:
     clock: Clock = time.time
     failpoint: Callable[[str], None] = no_failpoint
     _repos: dict[str, Repository] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def on_targets_file(
+        cls,
+        pool: Pool | None,
+        config_path: Path = DEFAULT_CONFIG,
+        *,
+        runtime_for: Callable[[Target], TargetRuntime] | None = None,
+        clock: Clock = time.time,
+        failpoint: Callable[[str], None] = no_failpoint,
+    ) -> Operations:
+        """Operations on the targets of a targets file, opened as every edge opens them
+        (`amber.ops.targets.open_target`; `runtime_for` adds an edge's password and retry
+        notices): what the CLI, the recurring jobs and the dashboard use."""
+
+        def open_repository(target: str, *, create: bool = False) -> Repository:
+            return open_target(
+                target, config_path=config_path, runtime_for=runtime_for, create=create, clock=clock
+            )
+
+        return cls(pool, open_repository, clock=clock, failpoint=failpoint)
 
     def repository(self, target: str, *, create: bool = False) -> Repository:
         """The target's repository (with `create`, initialized when there is none)."""
