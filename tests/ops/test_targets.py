@@ -22,18 +22,24 @@ def _config(tmp_path: Path) -> Path:
     return path
 
 
-def test_open_target_opens_a_target_of_the_file_by_name(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    seen: list[str] = []
+class _Runtimes:
+    """A `runtime_for` that records which targets it was asked for."""
 
-    def runtime_for(target: Target) -> TargetRuntime:
-        seen.append(target.name)
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def __call__(self, target: Target) -> TargetRuntime:
+        self.asked.append(target.name)
         return TargetRuntime()
 
-    made = open_target("nas", config_path=config, runtime_for=runtime_for, create=True)
+
+def test_open_target_opens_a_target_of_the_file_by_name(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    runtimes = _Runtimes()
+    made = open_target("nas", config_path=config, runtime_for=runtimes, create=True)
     again = open_target("nas", config_path=config)
     assert again.config.repository_id == made.config.repository_id
-    assert seen == ["nas"]
+    assert runtimes.asked == ["nas"]
     with pytest.raises(NotFound, match="no backup target named 'tape'"):
         open_target("tape", config_path=config)
 
@@ -59,17 +65,11 @@ def test_open_local_flags_read_true_the_way_target_options_do(value: str, path_s
 
 
 def test_operations_on_a_targets_file_open_each_target_once(tmp_path: Path) -> None:
-    config = _config(tmp_path)
-    opened: list[str] = []
-
-    def runtime_for(target: Target) -> TargetRuntime:
-        opened.append(target.name)
-        return TargetRuntime()
-
-    ops = Operations.on_targets_file(None, config, runtime_for=runtime_for)
+    runtimes = _Runtimes()
+    ops = Operations.on_targets_file(None, _config(tmp_path), runtime_for=runtimes)
     repo = ops.repository("nas", create=True)
     assert ops.check("nas").ok
     assert ops.repository("nas") is repo
-    assert opened == ["nas"]
+    assert runtimes.asked == ["nas"]
     with pytest.raises(NotFound, match="no backup target named 'tape'"):
         ops.check("tape")
