@@ -157,3 +157,23 @@ def test_backup_job_keeps_one_local_snapshot_and_three_backups(
     assert executor.changed_since_last(job, "db") is False
     skipped = scheduler.run_job(job, START + timedelta(hours=6))
     assert [r.outcome for r in skipped] == [RunOutcome.SKIPPED]
+
+
+def test_filesystem_volume_unchanged_then_written_through_its_mount(
+    pool: Pool, records: Records, work_dir: Path
+) -> None:
+    pool.volumes.create(
+        VolumeRequest("fs", 64 * MiB, VolumeMode.FILESYSTEM, "ext4", SourceKind.NONE, None)
+    )
+    executor = LocalExecutor(pool, records)
+    scheduler = Scheduler(FakeClock(START), executor, records)
+    job = spec(volumes=["fs"])
+    outcomes = [scheduler.run_job(job, START)[0].outcome]
+    # A fresh ext4 image has preallocated extents its snapshot does not share: still unchanged.
+    outcomes.append(scheduler.run_job(job, START + timedelta(hours=1))[0].outcome)
+    mount = work_dir / "fs"
+    pool.attachments.mount("volume", "fs", mount, create_target=True)
+    outcomes.append(scheduler.run_job(job, START + timedelta(hours=2))[0].outcome)
+    (mount / "data").write_bytes(os.urandom(256 * 1024))  # in the page cache, not yet on disk
+    outcomes.append(scheduler.run_job(job, START + timedelta(hours=3))[0].outcome)
+    assert outcomes == [RunOutcome.OK, RunOutcome.SKIPPED, RunOutcome.OK, RunOutcome.OK]
