@@ -275,8 +275,9 @@ class Scheduler:
                 run, subject, start, RunOutcome.SKIPPED, done=done, reason=done.skipped
             )
         if volume is not None and spec.task.retains:
-            deleted = self._retain(spec, volume)
-            done = Outcome(done.created, done.deleted + deleted, done.bytes, None, done.detail)
+            deleted, problems = self._retain(spec, volume)
+            detail = "; ".join(filter(None, [done.detail, *problems]))
+            done = Outcome(done.created, done.deleted + deleted, done.bytes, None, detail)
         return self._record(run, subject, start, RunOutcome.OK, done=done, reason=done.detail)
 
     def _task(self, spec: JobSpec, volume: str | None, slot: datetime) -> Outcome:
@@ -294,16 +295,24 @@ class Scheduler:
             return executor.trim(spec, volume)
         return Outcome()  # snapshot-cleanup: retention is all it does
 
-    def _retain(self, spec: JobSpec, volume: str) -> tuple[str, ...]:
+    def _retain(self, spec: JobSpec, volume: str) -> tuple[tuple[str, ...], list[str]]:
+        """Delete the job's items beyond its policies: (deleted ids, why some could not be).
+
+        An item that cannot be deleted now (a snapshot in use) stays, and the run still counts
+        as done: what it created is there; the next run tries the deletion again."""
         policies: list[tuple[ItemKind, Retention]] = [(ItemKind.LOCAL, spec.retention)]
         if spec.task is Task.BACKUP:
             policies = [(ItemKind.REMOTE, spec.retention), (ItemKind.LOCAL, spec.local_retention)]
         deleted: list[str] = []
+        problems: list[str] = []
         for kind, policy in policies:
             items = self.executor.items(spec, volume, kind)
             for item in select(items, policy, spec.zone).delete:
-                deleted += self.executor.delete(spec, volume, kind, item).deleted
-        return tuple(deleted)
+                try:
+                    deleted += self.executor.delete(spec, volume, kind, item).deleted
+                except AmberError as e:
+                    problems.append(f"kept {item.item_id}: {e.message}")
+        return tuple(deleted), problems
 
     def _record(
         self,
