@@ -125,7 +125,7 @@ def test_backup_job_keeps_one_local_snapshot_and_three_backups(
 ) -> None:
     block_volume(pool, "db")
     repo = make_repo(tmp_path)
-    executor = LocalExecutor(pool, records, lambda name: repo)
+    executor = LocalExecutor(pool, records, lambda name, create=False: repo)
     job = spec(
         name="nightly",
         task="backup",
