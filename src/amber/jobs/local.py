@@ -131,7 +131,7 @@ class LocalExecutor:
 
     def snapshot(self, job: JobSpec, volume: str, when: datetime) -> Outcome:
         snap = self._take(job, volume, when)
-        return Outcome(created=(snap.name,), detail=f"snapshot {snap.name}")
+        return Outcome(created=(snap.name,))
 
     def _take(self, job: JobSpec, volume: str, when: datetime) -> Snapshot:
         snap = self.pool.snapshots.create(volume, snapshot_name(job.name, volume, when))
