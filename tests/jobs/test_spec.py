@@ -156,3 +156,11 @@ def test_the_crd_schema_accepts_what_parse_job_accepts_and_refuses_unknown_field
             jsonschema.validate(bad, schema)
         with pytest.raises(InvalidArgument):
             parse_job(bad)
+
+
+def test_the_crd_schema_dumps_as_plain_yaml() -> None:
+    import yaml
+
+    from amber.jobs.spec import openapi_schema
+
+    assert "&id" not in yaml.safe_dump(openapi_schema())  # no anchors in a CRD

@@ -26,7 +26,7 @@ Every mistake is refused with one line naming the job and the field (InvalidArgu
 
 from __future__ import annotations
 
-import copy
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -512,7 +512,8 @@ def openapi_schema() -> dict[str, Any]:
     the rest (cron syntax, time zones, which fields go with which task) with one-line messages.
     A fresh copy each call (no shared parts: YAML dumps it without anchors).
     """
-    return copy.deepcopy(_schema())
+    fresh: dict[str, Any] = json.loads(json.dumps(_schema()))  # deepcopy would keep the sharing
+    return fresh
 
 
 def _schema() -> dict[str, Any]:
