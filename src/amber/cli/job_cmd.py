@@ -215,7 +215,7 @@ def run_now(
     session = Session(ctx, st)
     try:
         done = session.scheduler([spec], progress).run_job(
-            spec, datetime.now(UTC).replace(microsecond=0), force=force
+            spec, datetime.now(UTC).replace(microsecond=0), force=force, now=True
         )
     finally:
         session.close()
