@@ -87,6 +87,8 @@ class _Run:
     slot: datetime
     force: bool
     immediate: bool = False
+    interrupted: bool = False
+    """A stop came before every subject was done."""
     records: list[RunRecord] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -208,11 +210,11 @@ class Scheduler:
 
     def _run_scheduled(self, spec: JobSpec, slot: datetime) -> None:
         try:
-            records = self.run_job(spec, slot)
-            if not self.stop.is_set():
+            run = self._run(spec, slot)
+            if not run.interrupted:  # else the slot runs again at start-up, once
                 self.records.set_last_slot(spec.name, slot.timestamp())
             with self._running_lock:
-                self._done[spec.name] = records
+                self._done[spec.name] = run.records
         except Exception:
             log.exception("job %s failed before it could record a run", spec.name)
             # Still "running" while it waits: serve does not start it again at once.
@@ -232,25 +234,33 @@ class Scheduler:
         `force` runs on unchanged volumes too (`amber job run-now --force`); `now` starts every
         volume at once, without the job's jitter (`amber job run-now`).
         """
+        return self._run(spec, slot, force=force, now=now).records
+
+    def _run(
+        self, spec: JobSpec, slot: datetime, *, force: bool = False, now: bool = False
+    ) -> _Run:
         run = _Run(spec, slot, force, immediate=now)
         if not spec.task.per_volume:
             self._one(run, f"target:{spec.target}", None)
-            return run.records
+            return run
         volumes = select_volumes(spec, self.executor.candidates())
         order = sorted(volumes, key=lambda v: (jitter_offset(spec, v), v))
         with ThreadPoolExecutor(spec.concurrency, thread_name_prefix=f"job-{spec.name}") as pool:
             futures = [pool.submit(self._one, run, volume, volume) for volume in order]
         for future in futures:
             future.result()  # what could not even be recorded (the job database failing)
-        return sorted(run.records, key=lambda r: r.subject)
+        run.records.sort(key=lambda r: r.subject)
+        return run
 
     def _one(self, run: _Run, subject: str, volume: str | None) -> None:
         spec = run.spec
         if not run.immediate and spec.jitter > 0:
             start_at = run.slot + timedelta(seconds=jitter_offset(spec, subject))
             if not self.clock.sleep_until(start_at, self.stop):
+                run.interrupted = True
                 return
         if self.stop.is_set():
+            run.interrupted = True
             return
         with self._node:
             start = self.clock.now()
