@@ -30,7 +30,7 @@ from typing import Protocol
 
 from amber.domain.errors import AmberError, InvalidArgument
 from amber.jobs.executor import Candidate, Executor, ItemKind, Outcome
-from amber.jobs.records import Records, RunOutcome, RunRecord
+from amber.jobs.records import RunLog, RunOutcome, RunRecord
 from amber.jobs.retention import select
 from amber.jobs.schedule import due, jitter_offset, next_run
 from amber.jobs.spec import JobSpec, Retention, Task
@@ -100,7 +100,7 @@ class Scheduler:
         self,
         clock: Clock,
         executor: Executor,
-        records: Records,
+        records: RunLog,
         *,
         node_limit: int = 2,
         jobs: Sequence[JobSpec] = (),
