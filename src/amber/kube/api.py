@@ -60,10 +60,6 @@ def connect(kubeconfig: Path | None) -> KubeApi:
     return KubeApi(client.ApiClient(configuration))
 
 
-def _selector(labels: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
 def _ns_path(base: str, plural: str, namespace: str | None, name: str = "") -> str:
     ns = f"/namespaces/{quote(namespace)}" if namespace else ""
     return f"{base}{ns}/{plural}" + (f"/{quote(name)}" if name else "")
@@ -150,12 +146,13 @@ class KubeApi:
 
     # -- snapshots
 
-    def list_snapshots(self, namespace: str, labels: dict[str, str]) -> list[Obj]:
+    def list_snapshots(self, namespace: str, selector: str) -> list[Obj]:
         path = _ns_path(SNAPSHOTS, "volumesnapshots", namespace)
-        items: list[Obj] = self.call("GET", path, query={"labelSelector": _selector(labels)})[
-            "items"
-        ]
+        items: list[Obj] = self.call("GET", path, query={"labelSelector": selector})["items"]
         return items
+
+    def get_snapshot_class(self, name: str) -> Obj:
+        return self.call("GET", _ns_path(SNAPSHOTS, "volumesnapshotclasses", None, name))
 
     def get_snapshot(self, namespace: str, name: str) -> Obj:
         return self.call("GET", _ns_path(SNAPSHOTS, "volumesnapshots", namespace, name))
