@@ -58,6 +58,7 @@ class JobObject:
     uid: str
     generation: int
     spec: Obj
+    status: Obj
 
     @property
     def key(self) -> str:
@@ -81,6 +82,7 @@ class JobObject:
             uid=str(meta.get("uid", "")),
             generation=int(meta.get("generation", 0)),
             spec=dict(obj.get("spec") or {}),
+            status=dict(obj.get("status") or {}),
         )
 
     def reference(self) -> Obj:
