@@ -28,11 +28,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from amber.domain.errors import InvalidArgument
 from amber.domain.names import validate_name
@@ -306,6 +307,10 @@ def check_cron(expression: str) -> str:
         )
     if not croniter.is_valid(" ".join(fields)):
         raise InvalidArgument(f"cron {expression!r} is not a valid cron expression")
+    try:
+        croniter(" ".join(fields), datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise InvalidArgument(f"cron {expression!r} never matches a date") from None
     return " ".join(fields)
 
 

@@ -1,0 +1,316 @@
+"""The scheduler: runs due jobs on their volumes, applies retention, records every run.
+
+`Scheduler.serve` loops: sleep until the next slot (or a stop), run what is due, again. Each due
+job runs in its own thread; inside it, its volumes run `concurrency` at a time, each starting
+its jitter after the slot, and every task anywhere holds one of the node's `node_limit` slots
+while it works. A run on one volume:
+
+1. a snapshot or backup job with `skipUnchanged` asks the executor whether the volume changed
+   since the job's last snapshot or backup; unchanged: recorded `skipped`, nothing created;
+2. the task runs (snapshot, backup, snapshot-cleanup, trim; prune and check run once per target);
+3. after a successful task, retention deletes the job's items beyond its policy (local
+   snapshots and remote backups each by their own policy);
+4. the run is recorded (`records.RunRecord`) and reported through `on_record`.
+
+A failure on one volume is recorded `failed` with its one-line reason; the others go on. A
+stop (SIGTERM in `amber schedule run`) lets running tasks finish and starts no new one.
+
+Time comes from a `Clock`, so tests drive days of schedule in milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from amber.domain.errors import AmberError, InvalidArgument
+from amber.jobs.executor import Candidate, Executor, ItemKind, Outcome
+from amber.jobs.records import Records, RunOutcome, RunRecord
+from amber.jobs.retention import select
+from amber.jobs.schedule import due, jitter_offset, next_run
+from amber.jobs.spec import JobSpec, Retention, Task
+
+__all__ = ["Clock", "Scheduler", "SystemClock", "select_volumes"]
+
+log = logging.getLogger(__name__)
+
+MAX_SLEEP = 60.0
+"""The longest single sleep: a wall clock set forward is noticed within a minute."""
+
+
+class Clock(Protocol):
+    """Where the scheduler's time comes from."""
+
+    def now(self) -> datetime:
+        """The current instant (aware)."""
+        ...
+
+    def sleep_until(self, when: datetime, stop: threading.Event) -> bool:
+        """Return at `when` (True) or when `stop` is set (False), whichever is first."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def sleep_until(self, when: datetime, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            left = (when - self.now()).total_seconds()
+            if left <= 0:
+                return True
+            stop.wait(min(left, MAX_SLEEP))
+        return False
+
+
+def select_volumes(spec: JobSpec, candidates: Iterable[Candidate]) -> list[str]:
+    """The names of the volumes `spec` applies to, sorted."""
+    return sorted(c.name for c in candidates if spec.selection.selects(c.name, c.labels, c.groups))
+
+
+@dataclass
+class _Run:
+    """One job's run in progress."""
+
+    spec: JobSpec
+    slot: datetime
+    force: bool
+    records: list[RunRecord] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Scheduler:
+    """Drives `jobs` with `executor`; see the module docstring."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        executor: Executor,
+        records: Records,
+        *,
+        node_limit: int = 2,
+        jobs: Sequence[JobSpec] = (),
+        on_record: Callable[[RunRecord], None] | None = None,
+    ) -> None:
+        if node_limit < 1:
+            raise InvalidArgument(f"the node limit must be 1 or more, not {node_limit}")
+        self.clock = clock
+        self.executor = executor
+        self.records = records
+        self.jobs = list(jobs)
+        self.on_record = on_record
+        self.stop = threading.Event()
+        self._node = threading.BoundedSemaphore(node_limit)
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
+        self._done: dict[str, list[RunRecord]] = {}
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Remember now as the last slot of jobs that never ran: a new job waits for its
+        first slot instead of running at once."""
+        now = self.clock.now()
+        for spec in self.jobs:
+            if self.records.last_slot(spec.name) is None:
+                self.records.set_last_slot(spec.name, now.timestamp())
+
+    def serve(self) -> None:
+        """Run due jobs until `stop` is set; then wait for the running ones and return."""
+        self.start()
+        threads: list[threading.Thread] = []
+        while not self.stop.is_set():
+            threads = [t for t in threads if t.is_alive()]
+            threads += self.launch_due()
+            wake = self.next_wake()
+            if wake is None:
+                self.stop.wait()
+                break
+            self.clock.sleep_until(wake, self.stop)
+        for thread in threads:
+            thread.join()
+
+    def next_wake(self) -> datetime | None:
+        """The earliest next slot of any job (None without jobs)."""
+        wakes = []
+        for spec in self.jobs:
+            last = self.records.last_slot(spec.name)
+            after = datetime.fromtimestamp(last, UTC) if last is not None else self.clock.now()
+            wakes.append(next_run(spec, after))
+        return min(wakes, default=None)
+
+    def due_now(self) -> list[tuple[JobSpec, datetime]]:
+        """The jobs due now, each with the slot it runs for (one catch-up slot after downtime)."""
+        now = self.clock.now()
+        result = []
+        for spec in self.jobs:
+            last = self.records.last_slot(spec.name)
+            if last is None:
+                continue
+            slot = due(spec, datetime.fromtimestamp(last, UTC), now)
+            if slot is not None:
+                result.append((spec, slot))
+        return result
+
+    def launch_due(self) -> list[threading.Thread]:
+        """Start each due job that is not running yet in a thread of its own."""
+        threads = []
+        for spec, slot in self.due_now():
+            with self._running_lock:
+                if spec.name in self._running:
+                    continue  # still busy with an earlier slot: caught up when it finishes
+                self._running.add(spec.name)
+            thread = threading.Thread(
+                target=self._run_scheduled, args=(spec, slot), name=f"job-{spec.name}"
+            )
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def run_due(self) -> list[RunRecord]:
+        """Run every due job to its end (in this thread's turn); what they recorded."""
+        result: list[RunRecord] = []
+        for thread in self.launch_due():
+            thread.join()
+        with self._running_lock:
+            for records in self._done.values():
+                result += records
+            self._done.clear()
+        return result
+
+    def _run_scheduled(self, spec: JobSpec, slot: datetime) -> None:
+        try:
+            records = self.run_job(spec, slot)
+            if not self.stop.is_set():
+                self.records.set_last_slot(spec.name, slot.timestamp())
+            with self._running_lock:
+                self._done[spec.name] = records
+        except Exception:
+            log.exception("job %s failed before it could record a run", spec.name)
+        finally:
+            with self._running_lock:
+                self._running.discard(spec.name)
+
+    # -- one run ----------------------------------------------------------------------------
+
+    def run_job(self, spec: JobSpec, slot: datetime, *, force: bool = False) -> list[RunRecord]:
+        """Run `spec` for `slot` on every subject now; the records (also stored).
+
+        `force` runs even on unchanged volumes and without jitter (`amber job run-now --force`
+        for the first, any run-now for the second).
+        """
+        run = _Run(spec, slot, force)
+        if not spec.task.per_volume:
+            self._one(run, f"target:{spec.target}", None)
+            return run.records
+        volumes = select_volumes(spec, self.executor.candidates())
+        order = sorted(volumes, key=lambda v: (jitter_offset(spec, v), v))
+        with ThreadPoolExecutor(spec.concurrency, thread_name_prefix=f"job-{spec.name}") as pool:
+            for volume in order:
+                pool.submit(self._one, run, volume, volume)
+        return sorted(run.records, key=lambda r: r.subject)
+
+    def _one(self, run: _Run, subject: str, volume: str | None) -> None:
+        spec = run.spec
+        if not run.force and spec.jitter > 0:
+            start_at = run.slot + timedelta(seconds=jitter_offset(spec, subject))
+            if not self.clock.sleep_until(start_at, self.stop):
+                return
+        if self.stop.is_set():
+            return
+        with self._node:
+            start = self.clock.now()
+            try:
+                record = self._work(run, subject, volume, start)
+            except AmberError as e:
+                record = self._record(
+                    run, subject, start, RunOutcome.FAILED, done=Outcome(), reason=e.message
+                )
+            except Exception as e:
+                log.exception("job %s on %s failed", spec.name, subject)
+                reason = f"internal error: {type(e).__name__}: {e}"
+                record = self._record(
+                    run, subject, start, RunOutcome.FAILED, done=Outcome(), reason=reason
+                )
+        with run.lock:
+            run.records.append(record)
+
+    def _work(self, run: _Run, subject: str, volume: str | None, start: datetime) -> RunRecord:
+        spec, executor = run.spec, self.executor
+        skippable = spec.task.creates and spec.skip_unchanged and not run.force
+        if volume is not None and skippable and executor.changed_since_last(spec, volume) is False:
+            reason = "unchanged since the job's last run"
+            return self._record(
+                run, subject, start, RunOutcome.SKIPPED, done=Outcome(), reason=reason
+            )
+        done = self._task(spec, volume, run.slot)
+        if done.skipped is not None:
+            return self._record(
+                run, subject, start, RunOutcome.SKIPPED, done=done, reason=done.skipped
+            )
+        if volume is not None and spec.task.retains:
+            deleted = self._retain(spec, volume)
+            done = Outcome(done.created, done.deleted + deleted, done.bytes, None, done.detail)
+        return self._record(run, subject, start, RunOutcome.OK, done=done, reason=done.detail)
+
+    def _task(self, spec: JobSpec, volume: str | None, slot: datetime) -> Outcome:
+        executor = self.executor
+        if spec.task is Task.PRUNE:
+            return executor.prune(spec)
+        if spec.task is Task.CHECK:
+            return executor.check(spec)
+        assert volume is not None
+        if spec.task is Task.SNAPSHOT:
+            return executor.snapshot(spec, volume, slot)
+        if spec.task is Task.BACKUP:
+            return executor.backup(spec, volume, slot)
+        if spec.task is Task.TRIM:
+            return executor.trim(spec, volume)
+        return Outcome()  # snapshot-cleanup: retention is all it does
+
+    def _retain(self, spec: JobSpec, volume: str) -> tuple[str, ...]:
+        policies: list[tuple[ItemKind, Retention]] = [(ItemKind.LOCAL, spec.retention)]
+        if spec.task is Task.BACKUP:
+            policies = [(ItemKind.REMOTE, spec.retention), (ItemKind.LOCAL, spec.local_retention)]
+        deleted: list[str] = []
+        for kind, policy in policies:
+            items = self.executor.items(spec, volume, kind)
+            for item in select(items, policy, spec.zone).delete:
+                deleted += self.executor.delete(spec, volume, kind, item).deleted
+        return tuple(deleted)
+
+    def _record(
+        self,
+        run: _Run,
+        subject: str,
+        start: datetime,
+        outcome: RunOutcome,
+        *,
+        done: Outcome,
+        reason: str,
+    ) -> RunRecord:
+        record = RunRecord(
+            job=run.spec.name,
+            task=run.spec.task.value,
+            subject=subject,
+            slot=run.slot.timestamp(),
+            start=start.timestamp(),
+            end=self.clock.now().timestamp(),
+            outcome=outcome,
+            reason=reason,
+            created=done.created,
+            deleted=done.deleted,
+            bytes=done.bytes,
+        )
+        record_id = self.records.add(record)
+        record = RunRecord(**{**record.__dict__, "id": record_id})
+        if self.on_record is not None:
+            self.on_record(record)
+        return record
