@@ -78,6 +78,7 @@ class NodeOperator:
         node: str,
         work: NodeWork,
         records_root: Path,
+        *,
         clock: Clock,
         settings: OperatorSettings = OperatorSettings(),
     ) -> None:
