@@ -3,12 +3,18 @@
 `amber node` is the per-node plugin (DaemonSet): Identity, Controller and Node on one socket,
 over this node's pool. `amber controller` is the endpoint of `csi-resizer` (Deployment): it
 announces that volumes grow on their nodes, and holds no pool. See docs/csi.md.
+
+`amber node --recurring-jobs` also runs the RecurringJob operator (`amber.kube`) for the
+volumes of this node, beside the driver, with its own handle on the pool; see docs/jobs.md.
+The Kubernetes client is imported only then.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,10 +24,20 @@ from amber.cli.state import state
 from amber.csi.backups import BackupSettings, UploadSettings
 from amber.csi.capabilities import DriverMode
 from amber.csi.driver import DriverConfig, serve
-from amber.csi.ids import validate_node_id
+from amber.csi.ids import IdKind, parse_id, validate_node_id
 from amber.csi.metadata import MetadataType
 from amber.logs import LogStyle, setup_server_logging
 from amber.pool import Pool, PoolSettings
+
+if TYPE_CHECKING:
+    from amber.jobs.executor import Outcome
+    from amber.jobs.runner import Clock
+    from amber.jobs.spec import JobSpec
+    from amber.kube.api import KubeApi
+    from amber.kube.operator import NodeOperator
+
+_log = logging.getLogger(__name__)
+TIME_SCALE_ENV = "AMBER_JOBS_TIME_SCALE"
 
 DEFAULT_ENDPOINT = "unix:///run/amber/csi.sock"
 MAX_VOLUMES_LIMIT = 2**31 - 1
@@ -48,6 +64,28 @@ LogRequestsOption = Annotated[
     typer.Option("--log-requests", help="Log every request (secrets redacted) with its RPC."),
 ]
 
+
+RecurringJobsOption = Annotated[
+    bool,
+    typer.Option(
+        "--recurring-jobs",
+        help="Also run the RecurringJob operator (amber.csi.dev) for this node's volumes.",
+    ),
+]
+JobNamespacesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--recurring-jobs-namespace",
+        help="Watch RecurringJobs in this namespace only (repeat for more; default: all).",
+    ),
+]
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--kubeconfig",
+        help="Kubeconfig of the RecurringJob operator (default: the pod's service account).",
+    ),
+]
 
 LogFormatOption = Annotated[
     LogStyle,
@@ -112,11 +150,15 @@ def node(
             help="How SnapshotMetadata reports ranges: variable (extents) or fixed (4 KiB blocks).",
         ),
     ] = MetadataType.VARIABLE,
+    recurring_jobs: RecurringJobsOption = False,
+    job_namespaces: JobNamespacesOption = None,
+    kubeconfig: KubeconfigOption = None,
 ) -> None:
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
     validate_node_id(node_id)
     setup_server_logging(verbose=st.verbose, style=log_format)
+    api = _kube_api(kubeconfig) if recurring_jobs else None
     config = DriverConfig(
         mode=DriverMode.NODE,
         endpoint=endpoint,
@@ -135,7 +177,75 @@ def node(
     def open_pool(root: Path) -> Pool:
         return Pool.open(root, settings=PoolSettings(), failpoint=st.failpoint())
 
-    serve(config, open_pool=open_pool)
+    operators: list[tuple[NodeOperator, Pool]] = []
+
+    def open_pool_and_jobs(root: Path) -> Pool:
+        pool = open_pool(root)
+        if api is not None:  # after the driver's open: the pool is recovered
+            own = open_pool(root)  # closed after the operator stopped, not with the driver's
+            operators.append((_start_operator(api, node_id, own, job_namespaces), own))
+        return pool
+
+    try:
+        serve(config, open_pool=open_pool_and_jobs)
+    finally:
+        for operator, own in operators:
+            operator.stop()
+            own.close()
+
+
+def _kube_api(kubeconfig: Path | None) -> KubeApi:
+    from amber.kube.api import connect  # the Kubernetes client: only with --recurring-jobs
+
+    return connect(kubeconfig)
+
+
+def _clock() -> Clock:
+    from amber.jobs.runner import SystemClock
+    from amber.kube.clock import ScaledClock, parse_scale
+
+    scale = os.environ.get(TIME_SCALE_ENV)
+    if scale is None:
+        return SystemClock()
+    _log.warning("%s=%s: the recurring-job clock runs faster (a test knob)", TIME_SCALE_ENV, scale)
+    return ScaledClock(parse_scale(scale))
+
+
+def _start_operator(
+    api: KubeApi, node_id: str, pool: Pool, namespaces: list[str] | None
+) -> NodeOperator:
+    from amber.kube.operator import NodeOperator, OperatorSettings
+
+    operator = NodeOperator(
+        api,
+        node_id,
+        PoolWork(pool),
+        pool.root,
+        clock=_clock(),
+        settings=OperatorSettings(namespaces=tuple(namespaces or ())),
+    )
+    operator.start()
+    return operator
+
+
+class PoolWork:
+    """What the operator asks of this node's pool, by CSI handles (parsed here, at the edge
+    that knows both the CSI IDs and the jobs' local work)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def changed(self, volume_handle: str, snapshot_handle: str) -> bool | None:
+        volume = parse_id(volume_handle, IdKind.VOLUME)
+        snapshot = parse_id(snapshot_handle, IdKind.SNAPSHOT)
+        if volume is None or snapshot is None:
+            return None
+        return None
+
+    def trim(self, job: JobSpec, volume_handle: str) -> Outcome:
+        from amber.jobs.executor import Outcome
+
+        return Outcome(skipped="trim is not wired yet")
 
 
 def controller(
