@@ -69,7 +69,7 @@ def test_a_pool_database_made_before_migrations_opens_and_keeps_its_rows(
         assert [g.name for g in store.groups()] == ["group"]
     finally:
         store.close()
-    assert stored_version(path) == SCHEMA.version == 2
+    assert stored_version(path) == SCHEMA.version == 3
 
 
 def test_a_fresh_pool_records_the_current_version(pool_dir: Path) -> None:

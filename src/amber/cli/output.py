@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -91,9 +91,13 @@ def when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def volume_table(volumes: Sequence[Volume], attachments: Sequence[Attachment]) -> Table:
+def volume_table(
+    volumes: Sequence[Volume],
+    attachments: Sequence[Attachment],
+    labels: Mapping[str, Mapping[str, str]] | None = None,
+) -> Table:
     table = new_table(title="Volumes", title_justify="left")
-    for column in ("NAME", "SIZE", "MODE", "FS", "SOURCE", "IN USE", "CREATED"):
+    for column in ("NAME", "SIZE", "MODE", "FS", "SOURCE", "IN USE", "LABELS", "CREATED"):
         table.add_column(column)
     used: dict[str, list[str]] = {}
     for att in attachments:
@@ -107,9 +111,14 @@ def volume_table(volumes: Sequence[Volume], attachments: Sequence[Attachment]) -
             v.fs_type or "-",
             source,
             ", ".join(used.get(v.uid, [])) or "-",
+            label_text((labels or {}).get(v.name, {})),
             when(v.created),
         )
     return fit(table, "NAME", "SOURCE")
+
+
+def label_text(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
 
 def snapshot_table(snapshots: Sequence[Snapshot]) -> Table:
@@ -137,7 +146,9 @@ def details(title: str, rows: Sequence[tuple[str, str]]) -> Table:
     return fit(table, "field")
 
 
-def volume_details(v: Volume, attachments: Sequence[Attachment]) -> Table:
+def volume_details(
+    v: Volume, attachments: Sequence[Attachment], labels: Mapping[str, str] | None = None
+) -> Table:
     rows = [
         ("name", v.name),
         ("size", f"{format_size(v.size)} ({v.size} bytes)"),
@@ -146,6 +157,7 @@ def volume_details(v: Volume, attachments: Sequence[Attachment]) -> Table:
         ("source", f"{v.source_kind.value} {v.source_name}" if v.source_name else "-"),
         ("created", when(v.created)),
         ("image", str(v.image)),
+        ("labels", label_text(labels or {})),
     ]
     if v.fs_resize_pending:
         rows.append(("filesystem growth", "pending: grows at the next mount"))

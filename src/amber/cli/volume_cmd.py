@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from amber.cli import output
-from amber.cli.state import state
+from amber.cli.state import key_values, state
 from amber.domain.errors import InvalidArgument
 from amber.domain.models import SourceKind, VolumeMode
 from amber.domain.units import parse_size
@@ -24,10 +24,11 @@ def _show(ctx: typer.Context, name: str) -> None:
     pool = st.open_pool()
     volume = pool.volumes.get(name)
     attachments = pool.attachments.list("volume", name)
+    labels = pool.volumes.labels(name)[name]
     if st.json:
-        output.print_json({"volume": volume, "attachments": attachments})
+        output.print_json({"volume": volume, "attachments": attachments, "labels": labels})
     else:
-        output.console().print(output.volume_details(volume, attachments))
+        output.console().print(output.volume_details(volume, attachments, labels))
 
 
 @app.command("create")
@@ -87,10 +88,39 @@ def list_(ctx: typer.Context) -> None:
     st = state(ctx)
     pool = st.open_pool()
     volumes = pool.volumes.list()
+    labels = pool.volumes.labels()
     if st.json:
-        output.print_json(volumes)
+        output.print_json(
+            [{**output.to_jsonable(v), "labels": labels.get(v.name, {})} for v in volumes]
+        )
     else:
-        output.console().print(output.volume_table(volumes, pool.attachments.list()))
+        output.console().print(output.volume_table(volumes, pool.attachments.list(), labels))
+
+
+@app.command("label")
+def label(
+    ctx: typer.Context,
+    name: str,
+    changes: Annotated[
+        list[str] | None,
+        typer.Argument(help="KEY=VALUE to set, KEY- to remove (group=a,b puts it in groups)."),
+    ] = None,
+) -> None:
+    """Set or remove labels of a volume (recurring jobs select volumes by label and group)."""
+    st = state(ctx)
+    add: dict[str, str] = {}
+    remove: list[str] = []
+    for change in changes or []:
+        if "=" not in change and change.endswith("-") and len(change) > 1:
+            remove.append(change[:-1])
+        else:
+            add.update(key_values([change], "label"))
+    labels = st.open_pool().volumes.label(name, add, remove)
+    if st.json:
+        output.print_json({"volume": name, "labels": labels})
+    else:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
+        output.console().print(f"Volume {name} labels: {shown}")
 
 
 @app.command("show")

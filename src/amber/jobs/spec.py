@@ -30,12 +30,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
 from amber.domain.errors import InvalidArgument
+from amber.domain.labels import DEFAULT_GROUP, check_label_key, check_label_value
 from amber.domain.names import validate_name
 from amber.domain.units import parse_duration
 
@@ -48,15 +50,11 @@ __all__ = [
     "Selection",
     "Task",
     "check_cron",
-    "check_label_key",
-    "check_label_value",
     "check_timezone",
     "parse_job",
     "parse_jobs",
 ]
 
-DEFAULT_GROUP = "default"
-"""The group of a volume that names none."""
 JOB_NAME_MAX = 63
 """A job's name prefixes the names of what it creates (`<job>-<UTC time>`), so it stays short."""
 MAX_CONCURRENCY = 1000
@@ -354,24 +352,13 @@ def _labels(f: _Fields, raw: Mapping[str, Any], key: str) -> tuple[tuple[str, st
         if not isinstance(name, str) or not isinstance(value, str | int | float | bool):
             raise f.fail(f"{key} must map label names to values, not {name!r}: {value!r}")
         text = str(value).lower() if isinstance(value, bool) else str(value)
-        pairs.append((f.checked(check_label_key, name), f.checked(check_label_value, text)))
+        pairs.append(
+            (
+                f.checked(check_label_key, name),
+                f.checked(partial(check_label_value, name), text),
+            )
+        )
     return tuple(sorted(pairs))
-
-
-def check_label_key(key: str) -> str:
-    """A label key: a name, optionally with a `prefix/` (as Kubernetes label keys)."""
-    prefix, _, name = key.rpartition("/")
-    if prefix:
-        validate_name("label prefix", prefix)
-    validate_name("label key", name)
-    return key
-
-
-def check_label_value(value: str) -> str:
-    """A label value: empty or a name."""
-    if value:
-        validate_name("label value", value)
-    return value
 
 
 def _check_shape(f: _Fields, spec: JobSpec) -> None:

@@ -67,6 +67,14 @@ DELETE FROM meta WHERE key = 'schema_version';
 """
 
 
+_LABELS = """
+CREATE TABLE volume_labels (
+    volume_uid TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (volume_uid, key)
+);
+"""
+
+
 def _legacy_version(db: sqlite3.Connection) -> int:
     """Pools made before versions were recorded in the file header kept `schema_version`
     (always "1") in the meta table."""
@@ -76,8 +84,8 @@ def _legacy_version(db: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-SCHEMA = Schema("the pool metadata", (_TABLES, _GROUPS), _legacy_version)
-"""1: volumes, snapshots, attachments, journal; 2: snapshot groups."""
+SCHEMA = Schema("the pool metadata", (_TABLES, _GROUPS, _LABELS), _legacy_version)
+"""1: volumes, snapshots, attachments, journal; 2: snapshot groups; 3: volume labels."""
 
 
 @dataclass(frozen=True)
@@ -273,7 +281,35 @@ class MetadataStore:
             )
 
     def delete_volume_row(self, db: sqlite3.Connection, uid: str) -> None:
+        db.execute("DELETE FROM volume_labels WHERE volume_uid = ?", (uid,))
         db.execute("DELETE FROM volumes WHERE uid = ?", (uid,))
+
+    # -- volume labels --------------------------------------------------------------------
+
+    def volume_labels(self, uid: str | None = None) -> dict[str, dict[str, str]]:
+        """`volume uid -> {key: value}` (of one volume, or of every labelled volume)."""
+        sql = "SELECT volume_uid, key, value FROM volume_labels"
+        rows = (
+            self._query(sql + " WHERE volume_uid = ? ORDER BY key", (uid,))
+            if uid
+            else (self._query(sql + " ORDER BY volume_uid, key"))
+        )
+        found: dict[str, dict[str, str]] = {}
+        for row in rows:
+            found.setdefault(row["volume_uid"], {})[row["key"]] = row["value"]
+        return found
+
+    def update_volume_labels(
+        self, db: sqlite3.Connection, uid: str, add: dict[str, str], remove: list[str]
+    ) -> None:
+        db.executemany(
+            "DELETE FROM volume_labels WHERE volume_uid = ? AND key = ?",
+            [(uid, key) for key in remove],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO volume_labels (volume_uid, key, value) VALUES (?, ?, ?)",
+            [(uid, key, value) for key, value in add.items()],
+        )
 
     # -- snapshots ------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from amber.domain.errors import (
     OutOfSpace,
     SystemFailure,
 )
+from amber.domain.labels import check_label_key, check_labels
 from amber.domain.models import AttachmentKind, Snapshot, SourceKind, Volume, VolumeMode
 from amber.domain.names import validate_name
 from amber.domain.units import MiB, format_size, round_up
@@ -75,6 +76,39 @@ class Volumes:
 
     def list(self) -> list[Volume]:
         return self._ctx.store.volumes()
+
+    # -- labels ---------------------------------------------------------------------------
+
+    def labels(self, name: str | None = None) -> dict[str, dict[str, str]]:
+        """`volume name -> labels` (of one volume, or of every volume; unlabelled: `{}`)."""
+        store = self._ctx.store
+        volumes = [store.volume(validate_name("volume", name))] if name else store.volumes()
+        by_uid = store.volume_labels(volumes[0].uid if name else None)
+        return {v.name: by_uid.get(v.uid, {}) for v in volumes}
+
+    def label(
+        self, name: str, add: Mapping[str, str], remove: Sequence[str] = ()
+    ) -> dict[str, str]:
+        """Set labels `add` and drop the keys `remove` of volume `name`; its labels after.
+
+        Keys and values follow `amber.domain.labels`; a key both set and removed is refused.
+        """
+        validate_name("volume", name)
+        added = check_labels(add)
+        dropped = [check_label_key(key) for key in remove]
+        both = sorted(set(added) & set(dropped))
+        if both:
+            raise InvalidArgument(f"label {both[0]!r} is both set and removed: choose one")
+        ctx = self._ctx
+        with ctx.hold_objects([f"volume:{name}"]):
+            volume = ctx.store.volume(name)
+            after = {**ctx.store.volume_labels(volume.uid).get(volume.uid, {}), **added}
+            for key in dropped:
+                after.pop(key, None)
+            check_labels(after)
+            with ctx.store.transaction() as db:
+                ctx.store.update_volume_labels(db, volume.uid, added, dropped)
+        return after
 
     # -- create ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ one UUID, and a clone or snapshot carries its source's UUID, so xfs is always mo
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,3 +125,19 @@ def fs_type_of(path: Path) -> str:
         if (real == prefix or real.startswith(prefix.rstrip("/") + "/")) and len(prefix) > best_len:
             best, best_len = entry.fstype, len(prefix)
     return best
+
+
+def flush(mountpoint: Path) -> None:
+    """Write the dirty data of the filesystem mounted at `mountpoint` (syncfs)."""
+    run(["sync", "--file-system", str(mountpoint)], timeout=300)
+
+
+_TRIMMED = re.compile(r"\((\d+) bytes\) trimmed")
+
+
+def trim(mountpoint: Path) -> int:
+    """Discard the unused blocks of the filesystem mounted at `mountpoint` (fstrim); the bytes
+    it reports trimmed. In a volume, that punches holes in the image: the pool gets them back."""
+    out = run(["fstrim", "--verbose", str(mountpoint)], timeout=600)
+    match = _TRIMMED.search(out)
+    return int(match.group(1)) if match else 0
