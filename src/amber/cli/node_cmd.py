@@ -22,10 +22,12 @@ from amber.backup.targets import DEFAULT_CONFIG
 from amber.cli.durations import Duration
 from amber.cli.state import state
 from amber.csi.backups import BackupSettings, UploadSettings
+from amber.csi.backups.handles import parse_backup_id
 from amber.csi.capabilities import DriverMode
 from amber.csi.driver import DriverConfig, serve
 from amber.csi.ids import IdKind, parse_id, validate_node_id
 from amber.csi.metadata import MetadataType
+from amber.domain.errors import NotFound
 from amber.logs import LogStyle, setup_server_logging
 from amber.pool import Pool, PoolSettings
 
@@ -229,36 +231,28 @@ def _start_operator(
 
 
 class PoolWork:
-    """What the operator asks of this node's pool, by CSI handles (parsed here, at the edge
-    that knows both the CSI IDs and the jobs' local work)."""
+    """What the operator asks of this node's pool, by CSI handles: they are parsed here, at
+    the edge that knows the CSI IDs, and answered by `amber.kube.pool.PoolChanges`."""
 
     def __init__(self, pool: Pool) -> None:
-        self.pool = pool
+        from amber.kube.pool import PoolChanges
 
-    def changed(self, volume_handle: str, snapshot_handle: str) -> bool | None:
+        self.pool = pool
+        self.changes = PoolChanges(pool)
+
+    def changed(self, job: JobSpec, volume_handle: str, snapshot_handle: str) -> bool | None:
         volume = parse_id(volume_handle, IdKind.VOLUME)
-        snapshot = parse_id(snapshot_handle, IdKind.SNAPSHOT)
-        if volume is None or snapshot is None:
+        if volume is None:
             return None
+        snapshot = parse_id(snapshot_handle, IdKind.SNAPSHOT)
+        if snapshot is not None:
+            return self.changes.changed(job, volume.name, snapshot.name)
+        if parse_backup_id(snapshot_handle) is not None:  # compared with the target's base
+            return self.changes.changed(job, volume.name, None)
         return None
 
     def trim(self, job: JobSpec, volume_handle: str) -> Outcome:
-        from amber.jobs.executor import Outcome
-
-        return Outcome(skipped="trim is not wired yet")
-
-
-def controller(
-    ctx: typer.Context,
-    endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    grace: GraceOption = 30.0,
-    log_requests: LogRequestsOption = False,
-    log_format: LogFormatOption = LogStyle.AUTO,
-) -> None:
-    """Run the controller endpoint for csi-resizer (volumes grow on their nodes)."""
-    setup_server_logging(verbose=state(ctx).verbose, style=log_format)
-    serve(
-        DriverConfig(
-            mode=DriverMode.CONTROLLER, endpoint=endpoint, grace=grace, log_requests=log_requests
-        )
-    )
+        volume = parse_id(volume_handle, IdKind.VOLUME)
+        if volume is None:
+            raise NotFound(f"volume {volume_handle} is not one of this node's")
+        return self.changes.trim(job, volume.name)

@@ -51,7 +51,7 @@ POLL: Final = 0.5
 class NodeWork(Protocol):
     """What only the node's own pool can answer, by CSI handles (wired by `amber node`)."""
 
-    def changed(self, volume_handle: str, snapshot_handle: str) -> bool | None:
+    def changed(self, job: JobSpec, volume_handle: str, snapshot_handle: str) -> bool | None:
         """Whether the volume changed since that snapshot (None: cannot tell)."""
         ...
 
@@ -137,7 +137,7 @@ class KubeExecutor:
         handle = (self.api.get_content(str(content_name)).get("status") or {}).get("snapshotHandle")
         if not handle:
             return None
-        return self.work.changed(self.claim(volume).volume_handle, str(handle))
+        return self.work.changed(job, self.claim(volume).volume_handle, str(handle))
 
     # -- snapshots and backups
 
