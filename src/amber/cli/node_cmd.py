@@ -256,3 +256,19 @@ class PoolWork:
         if volume is None:
             raise NotFound(f"volume {volume_handle} is not one of this node's")
         return self.changes.trim(job, volume.name)
+
+
+def controller(
+    ctx: typer.Context,
+    endpoint: EndpointOption = DEFAULT_ENDPOINT,
+    grace: GraceOption = 30.0,
+    log_requests: LogRequestsOption = False,
+    log_format: LogFormatOption = LogStyle.AUTO,
+) -> None:
+    """Run the controller endpoint for csi-resizer (volumes grow on their nodes)."""
+    setup_server_logging(verbose=state(ctx).verbose, style=log_format)
+    serve(
+        DriverConfig(
+            mode=DriverMode.CONTROLLER, endpoint=endpoint, grace=grace, log_requests=log_requests
+        )
+    )
