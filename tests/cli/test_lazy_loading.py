@@ -27,7 +27,19 @@ from amber.cli.lazy import LazyCommand
 from amber.cli.main import AmberGroup, app
 from tests.cli.runner import amber_json
 
-COMMANDS = ("demo", "node", "controller", "pool", "volume", "snapshot", "target", "backup", "csi")
+COMMANDS = (
+    "demo",
+    "node",
+    "controller",
+    "pool",
+    "volume",
+    "snapshot",
+    "target",
+    "backup",
+    "schedule",
+    "job",
+    "csi",
+)
 COMMAND_MODULES = frozenset(
     f"amber.cli.{name}"
     for name in (
@@ -36,8 +48,10 @@ COMMAND_MODULES = frozenset(
         "demo",
         "demo_backup",
         "import_cmd",
+        "job_cmd",
         "node_cmd",
         "pool_cmd",
+        "schedule_cmd",
         "snapshot_cmd",
         "target_cmd",
         "volume_cmd",

@@ -97,6 +97,16 @@ class AmberGroup(LazyGroup):
             _backup,
         ),
         Subcommand(
+            "schedule",
+            "Run recurring snapshot and backup jobs from a YAML file, in the foreground.",
+            _attr("schedule_cmd", "app"),
+        ),
+        Subcommand(
+            "job",
+            "List recurring jobs, run one now, and show the history of their runs.",
+            _attr("job_cmd", "app"),
+        ),
+        Subcommand(
             "csi",
             "Call a running Amber CSI driver over its socket (debugging without Kubernetes).",
             _attr("csi_cmd", "app"),

@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml
 from croniter import CroniterBadDateError, croniter
 
 from amber.domain.errors import InvalidArgument
@@ -51,6 +53,7 @@ __all__ = [
     "Task",
     "check_cron",
     "check_timezone",
+    "load_jobs_file",
     "parse_job",
     "parse_jobs",
 ]
@@ -464,3 +467,25 @@ def parse_jobs(document: object) -> list[JobSpec]:
             raise InvalidArgument(f"job {job.name!r} is defined twice: job names are unique")
         seen.add(job.name)
     return jobs
+
+
+def load_jobs_file(path: Path) -> list[JobSpec]:
+    """The jobs of a YAML file (`jobs: [...]`, the RecurringJob spec fields); every problem is
+    one line naming the file (InvalidArgument: exit 2)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InvalidArgument(f"job file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidArgument(f"job file {path} cannot be read: {e}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "not YAML"
+        raise InvalidArgument(f"job file {path}: invalid YAML{where}: {problem}") from None
+    try:
+        return parse_jobs(document)
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{path}: {e.message}") from None
