@@ -378,19 +378,22 @@ def start_amber_node(plane: ControlPlane, node: str, pool: Path, targets: Path) 
     return AmberNode(node, pool, sock)
 
 
-def start_amber_controller(plane: ControlPlane) -> None:
-    """`amber controller` and csi-resizer (leader election on) as ServiceAccount
-    amber-controller."""
+def start_amber_controller(plane: ControlPlane, targets: Path) -> None:
+    """`amber controller --recurring-jobs` (its operator as ServiceAccount amber-controller,
+    on the nodes' targets file, the fast clock) and csi-resizer (leader election on) as
+    ServiceAccount amber-controller."""
     rundir = plane.work / "csi" / "controller"
     rundir.mkdir(parents=True)
     sock = rundir / "csi.sock"
+    config = plane.token_kubeconfig("amber-controller")
     plane.procs.start(
         "amber-controller",
         [sys.executable, "-m", "amber", "controller",
-         f"--endpoint=unix://{sock}", "--grace=10"],
+         f"--endpoint=unix://{sock}", "--grace=10", "--recurring-jobs", f"--kubeconfig={config}",
+         f"--targets-config={targets}", f"--state-dir={rundir / 'state'}"],
+        env={"AMBER_JOBS_TIME_SCALE": str(TIME_SCALE)},
     )  # fmt: skip
     wait_socket(plane.procs, sock)
-    config = plane.token_kubeconfig("amber-controller")
     env = {"NAMESPACE": NAMESPACE}
     args = sidecar_args("controller.yaml", "csi-resizer", sock, env)
     plane.procs.start(
@@ -415,5 +418,5 @@ def deploy_amber(plane: ControlPlane, pools: dict[str, Path], targets: Path) -> 
         ]
     )
     nodes = {name: start_amber_node(plane, name, pool, targets) for name, pool in pools.items()}
-    start_amber_controller(plane)
+    start_amber_controller(plane, targets)
     return Cluster(plane, nodes, targets)

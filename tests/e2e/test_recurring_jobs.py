@@ -98,8 +98,10 @@ def test_snapshot_job_selects_retains_and_skips_unchanged(cluster: Cluster) -> N
         "a run skipped as unchanged",
         lambda: int(node_status(kube, ns, "frequent", "node-a").get("skipped") or 0) >= 1,
     )
-    skipped = [e for e in kube.events_for(ns, "web") if "unchanged" in e]
-    assert skipped, kube.events_for(ns, "web")
+    until(
+        "a Skipped event on web",
+        lambda: [e for e in kube.events_for(ns, "web") if "unchanged since" in e],
+    )
     assert len(job_snapshots(kube, ns, "frequent", "web")) == 1
 
     # Each write makes the next run create one; retention keeps the newest 2 of the job's.
@@ -139,8 +141,10 @@ def test_snapshot_job_selects_retains_and_skips_unchanged(cluster: Cluster) -> N
     assert "frequent" in printed
     assert "snapshot" in printed
     assert EVERY_MINUTE in printed
-    created = [e for e in kube.events_for(ns, "web") if "created VolumeSnapshot" in e]
-    assert len(created) >= 3
+    until(
+        "3 SnapshotCreated events on web",
+        lambda: len([e for e in kube.events_for(ns, "web") if "created VolumeSnapshot" in e]) >= 3,
+    )
     kube.delete("recurringjobs", "frequent", ns)
     kube.delete("recurringjobs", "nightly", ns)
 
@@ -183,6 +187,30 @@ def test_backup_job_restores_on_the_other_node(cluster: Cluster) -> None:
     _, restored_pv = bound(kube, ns, "restored", timeout=120)
     assert node_of(restored_pv) == "node-b"
     assert read_pattern(cluster, restored_pv, len(data)) == data
+
+
+def test_check_and_prune_jobs_run_in_the_controller(cluster: Cluster) -> None:
+    kube = cluster.kube
+    ns = namespace(kube, "e2e-rj-target")
+    kube.apply(
+        [
+            recurring_job(ns, "verify", task="check", target="default"),
+            recurring_job(ns, "tidy", task="prune", target="default"),
+        ]
+    )
+
+    def reported(job: str) -> Obj:
+        status = kube.get("recurringjobs", job, ns).get("status") or {}
+        done: Obj = status.get("controller") or {}
+        return done if done.get("lastRun") else {}
+
+    for job in ("verify", "tidy"):
+        done = until(f"the controller's run of {job}", lambda job=job: reported(job))
+        assert done["lastOutcome"] == "ok", done
+        assert done["failed"] == 0
+        assert "nodes" not in kube.get("recurringjobs", job, ns)["status"]  # not a node's job
+    kube.delete("recurringjobs", "verify", ns)
+    kube.delete("recurringjobs", "tidy", ns)
 
 
 @pytest.mark.parametrize(
@@ -231,19 +259,19 @@ def test_amber_reports_what_the_schema_cannot_say(cluster: Cluster) -> None:
 
 
 def test_the_operator_was_never_refused_by_rbac(cluster: Cluster) -> None:
-    """The operators ran as ServiceAccount amber-node through every test above: any request
-    deploy/'s RBAC refused shows in their logs."""
+    """The operators ran as ServiceAccounts amber-node and amber-controller through every test
+    above: any request deploy/'s RBAC refused shows in their logs."""
     logs = cluster.plane.procs.logs
     refused = [
         f"{log.name}: {line[:300]}"
-        for log in sorted(logs.glob("amber-node-*.log"))
+        for log in sorted(logs.glob("amber-*.log"))
         for line in log.read_text(errors="replace").splitlines()
         if "forbidden" in line.lower()
     ]
     assert not refused, "\n".join(refused[:10])
     operating = [
         log.name
-        for log in sorted(logs.glob("amber-node-*.log"))
+        for log in sorted(logs.glob("amber-*.log"))
         if "recurring jobs: watching RecurringJobs" in log.read_text(errors="replace")
     ]
-    assert len(operating) == len(cluster.nodes)
+    assert len(operating) == len(cluster.nodes) + 1  # and the controller

@@ -32,7 +32,9 @@ from amber.logs import LogStyle, setup_server_logging
 from amber.pool import Pool, PoolSettings
 
 if TYPE_CHECKING:
+    from amber.backup.repository import Repository
     from amber.jobs.executor import Outcome
+    from amber.jobs.local import RepositoryOpener
     from amber.jobs.runner import Clock
     from amber.jobs.spec import JobSpec
     from amber.kube.api import KubeApi
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 TIME_SCALE_ENV = "AMBER_JOBS_TIME_SCALE"
+DEFAULT_STATE_DIR = Path("/var/lib/amber-controller")
 
 DEFAULT_ENDPOINT = "unix:///run/amber/csi.sock"
 MAX_VOLUMES_LIMIT = 2**31 - 1
@@ -264,11 +267,60 @@ def controller(
     grace: GraceOption = 30.0,
     log_requests: LogRequestsOption = False,
     log_format: LogFormatOption = LogStyle.AUTO,
+    recurring_jobs: RecurringJobsOption = False,
+    job_namespaces: JobNamespacesOption = None,
+    kubeconfig: KubeconfigOption = None,
+    targets_config: Annotated[
+        Path,
+        typer.Option(
+            "--targets-config",
+            help="Targets file of the prune and check RecurringJobs (mount it from a Secret).",
+        ),
+    ] = DEFAULT_CONFIG,
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="Where the prune and check RecurringJobs keep their run records.",
+        ),
+    ] = DEFAULT_STATE_DIR,
 ) -> None:
     """Run the controller endpoint for csi-resizer (volumes grow on their nodes)."""
     setup_server_logging(verbose=state(ctx).verbose, style=log_format)
-    serve(
-        DriverConfig(
-            mode=DriverMode.CONTROLLER, endpoint=endpoint, grace=grace, log_requests=log_requests
+    operator = None
+    if recurring_jobs:
+        from amber.kube.operator import ControllerOperator, OperatorSettings
+
+        state_dir.mkdir(parents=True, exist_ok=True)
+        operator = ControllerOperator(
+            _kube_api(kubeconfig),
+            _repository_opener(targets_config),
+            state_dir,
+            clock=_clock(),
+            settings=OperatorSettings(namespaces=tuple(job_namespaces or ())),
         )
-    )
+        operator.start()
+    try:
+        serve(
+            DriverConfig(
+                mode=DriverMode.CONTROLLER,
+                endpoint=endpoint,
+                grace=grace,
+                log_requests=log_requests,
+            )
+        )
+    finally:
+        if operator is not None:
+            operator.stop()
+
+
+def _repository_opener(targets_config: Path) -> RepositoryOpener:
+    """Opens a target of the targets file by name (its password from the file, as the nodes)."""
+    from amber.backup.targets import TargetConfig, TargetRuntime, open_target_repository
+
+    config = TargetConfig(targets_config)
+
+    def open_repository(name: str) -> Repository:
+        return open_target_repository(config.get(name), runtime=TargetRuntime.for_commands({}))
+
+    return open_repository

@@ -1,9 +1,11 @@
-"""The node's RecurringJob operator: the job cache, one scheduler per namespace, the reports.
+"""The RecurringJob operator: the job cache, one scheduler per namespace, the reports.
 
-`NodeOperator` runs in `amber node --recurring-jobs`. Its loop, in a thread of its own:
+`NodeOperator` runs in `amber node --recurring-jobs` (the per-volume tasks of the volumes on
+its node), `ControllerOperator` in `amber controller --recurring-jobs` (prune and check, once
+per cluster). Their loop, in a thread of its own:
 
-1. when the cache changed (or every `RESYNC` seconds), turn each RecurringJob with a per-volume
-   task into a `JobSpec` -- its classes checked against the task (a backup job's target is its
+1. when the cache changed (or every `RESYNC` seconds), turn each RecurringJob of its kind
+   into a `JobSpec` -- its classes checked against the task (a backup job's target is its
    class's), then the same `amber.jobs.spec.parse_job` as `amber schedule` -- and hand the valid
    ones to the scheduler of their namespace; an invalid one is reported in its status and an
    event, with Amber's message (what the CRD's schema cannot say: a cron, a time zone...);
@@ -11,9 +13,10 @@
    own, its volumes `concurrency` at a time, skip-unchanged, retention, a run record);
 3. sleep until the next slot of any job, or until the cache changes.
 
-Each namespace has its own `Scheduler`, `KubeExecutor` and run records
-(`<pool>/jobs-kubernetes/<namespace>.db`): job names are unique per namespace only, and a
-job of `amber schedule` of the same name stays apart.
+Each namespace has its own `Scheduler`, executor and run records
+(`<pool>/jobs-kubernetes/<namespace>.db` on a node, `<state dir>/jobs-kubernetes/...` in the
+controller): job names are unique per namespace only, and a job of `amber schedule` of the same
+name stays apart.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from amber.kube.cache import JobCache
 from amber.kube.executor import JobClasses, KubeExecutor, NodeWork, check_classes
 from amber.kube.report import Reporter
 from amber.kube.resources import JobObject, job_definition
+from amber.kube.targets import RepositoryOpener, TargetExecutor
 
-__all__ = ["NodeOperator", "OperatorSettings"]
+__all__ = ["ControllerOperator", "NodeOperator", "Operator", "OperatorSettings"]
 
 _log = logging.getLogger(__name__)
 RESYNC: Final = 60.0
@@ -61,9 +65,9 @@ class OperatorSettings:
 
 @dataclass
 class _Space:
-    """The jobs of one namespace on this node."""
+    """The jobs of one namespace."""
 
-    executor: KubeExecutor
+    executor: KubeExecutor | TargetExecutor
     scheduler: Scheduler
     records: Records
     threads: list[threading.Thread] = field(default_factory=list)
@@ -71,24 +75,25 @@ class _Space:
     """Per job uid: the generation and the verdict last reported (no report storm)."""
 
 
-class NodeOperator:
+class Operator:
+    """The loop; a subclass says which jobs it runs, how it checks them and with what."""
+
     def __init__(
         self,
         api: KubeApi,
-        node: str,
-        work: NodeWork,
+        writer: str,
         records_root: Path,
         *,
         clock: Clock,
         settings: OperatorSettings = OperatorSettings(),
     ) -> None:
         self.api = api
-        self.node = node
-        self.work = work
+        self.writer = writer
+        """The node name (status.nodes.<node>), or "" for the controller (status.controller)."""
         self.clock = clock
         self.settings = settings
         self.records_dir = records_root / RECORDS_DIR
-        self.reporter = Reporter(api, node, node)
+        self.reporter = Reporter(api, writer, writer or "controller")
         self.cache = JobCache(api, settings.namespaces, on_change=self._changed)
         self._wake = threading.Event()
         self._dirty = True
@@ -103,9 +108,9 @@ class NodeOperator:
         self.cache.start()
         self._thread.start()
         _log.info(
-            "recurring jobs: watching RecurringJobs in %s for node %s",
+            "recurring jobs: watching RecurringJobs in %s for %s",
             ", ".join(self.settings.namespaces) or "all namespaces",
-            self.node,
+            f"node {self.writer}" if self.writer else "the controller (prune, check)",
         )
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -167,7 +172,7 @@ class NodeOperator:
     def _sync(self, jobs: Sequence[JobObject]) -> None:
         by_namespace: dict[str, list[JobObject]] = {}
         for job in jobs:
-            if _per_volume(job):
+            if self.runs(job):
                 by_namespace.setdefault(job.namespace, []).append(job)
         for namespace in set(self._spaces) | set(by_namespace):
             space = self._space(namespace)
@@ -184,10 +189,21 @@ class NodeOperator:
             for spec in specs:
                 self._report_planned(space, valid[spec.name][0], spec)
 
+    # -- what a subclass says
+
+    def runs(self, job: JobObject) -> bool:
+        raise NotImplementedError
+
+    def checked(self, job: JobObject) -> tuple[JobSpec, JobClasses]:
+        """The job's spec and classes, or AmberError with the message for its status."""
+        raise NotImplementedError
+
+    def executor(self, namespace: str) -> KubeExecutor | TargetExecutor:
+        raise NotImplementedError
+
     def _check(self, space: _Space, job: JobObject) -> tuple[JobSpec, JobClasses] | None:
         try:
-            classes, target = check_classes(self.api, job)
-            spec = parse_job(job_definition(job, target))
+            spec, classes = self.checked(job)
         except AmberError as e:
             if space.seen.get(job.uid) != (job.generation, e.message):
                 space.seen[job.uid] = (job.generation, e.message)
@@ -207,13 +223,7 @@ class NodeOperator:
     def _space(self, namespace: str) -> _Space:
         space = self._spaces.get(namespace)
         if space is None:
-            executor = KubeExecutor(
-                self.api,
-                namespace,
-                self.node,
-                self.work,
-                ready_timeout=self.settings.ready_timeout,
-            )
+            executor = self.executor(namespace)
             records = Records(self.records_dir / f"{namespace}.db")
             scheduler = Scheduler(
                 self.clock, executor, records, node_limit=self.settings.node_limit
@@ -246,3 +256,57 @@ class NodeOperator:
 def _per_volume(job: JobObject) -> bool:
     """Whether a node runs the job (prune and check run in the controller)."""
     return job.spec.get("task") not in (Task.PRUNE.value, Task.CHECK.value)
+
+
+class NodeOperator(Operator):
+    """The per-volume tasks of the volumes on `node`."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        node: str,
+        work: NodeWork,
+        records_root: Path,
+        *,
+        clock: Clock,
+        settings: OperatorSettings = OperatorSettings(),
+    ) -> None:
+        super().__init__(api, node, records_root, clock=clock, settings=settings)
+        self.work = work
+
+    def runs(self, job: JobObject) -> bool:
+        return _per_volume(job)
+
+    def checked(self, job: JobObject) -> tuple[JobSpec, JobClasses]:
+        classes, target = check_classes(self.api, job)
+        return parse_job(job_definition(job, target)), classes
+
+    def executor(self, namespace: str) -> KubeExecutor:
+        return KubeExecutor(
+            self.api, namespace, self.writer, self.work, ready_timeout=self.settings.ready_timeout
+        )
+
+
+class ControllerOperator(Operator):
+    """Prune and check jobs, once per cluster, on the targets of `open_repository`."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        open_repository: RepositoryOpener,
+        records_root: Path,
+        *,
+        clock: Clock,
+        settings: OperatorSettings = OperatorSettings(),
+    ) -> None:
+        super().__init__(api, "", records_root, clock=clock, settings=settings)
+        self.open_repository = open_repository
+
+    def runs(self, job: JobObject) -> bool:
+        return not _per_volume(job)
+
+    def checked(self, job: JobObject) -> tuple[JobSpec, JobClasses]:
+        return parse_job(job_definition(job)), JobClasses("", None)
+
+    def executor(self, namespace: str) -> TargetExecutor:
+        return TargetExecutor(self.open_repository)
