@@ -52,10 +52,11 @@ def connect(kubeconfig: Path | None) -> KubeApi:
             config.load_incluster_config(client_configuration=configuration)
         else:
             config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    except (config.ConfigException, OSError) as e:
+    except Exception as e:  # the loaders raise their own, yaml's, OSError, ValueError...
         where = kubeconfig or "the pod's service account"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise Unavailable(
-            f"cannot load the Kubernetes client configuration from {where}: {e}"
+            f"cannot load the Kubernetes client configuration from {where}: {first}"
         ) from e
     return KubeApi(client.ApiClient(configuration))
 
