@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Protocol
 
-from amber.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from amber.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from amber.jobs.executor import Candidate, ItemKind, Outcome
 from amber.jobs.retention import Item
 from amber.jobs.spec import JobSpec, Task
@@ -177,7 +183,12 @@ class KubeExecutor:
             if status.get("readyToUse"):
                 return
             error = str((status.get("error") or {}).get("message") or error)
-            if time.monotonic() > deadline or self.stop.is_set():
+            if self.stop.is_set():
+                raise Unavailable(
+                    f"stopped before VolumeSnapshot {self.namespace}/{name} was ready (it stays, "
+                    "and counts in the job's retention)"
+                )
+            if time.monotonic() > deadline:
                 raise FailedPrecondition(
                     f"VolumeSnapshot {self.namespace}/{name} is not ready after "
                     f"{self.ready_timeout:.0f}s" + (f": {error}" if error else "")
