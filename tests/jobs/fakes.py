@@ -47,10 +47,10 @@ class FakeExecutor:
     calls: list[tuple[str, str]] = field(default_factory=list)
     failing: set[str] = field(default_factory=set)
     gate: threading.Event | None = None
+    """When set up, every snapshot waits for it (tests of concurrency)."""
     active: int = 0
     max_active: int = 0
-    full_at: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    moved: threading.Condition = field(default_factory=threading.Condition)
 
     def add(
         self, name: str, labels: dict[str, str] | None = None, groups: Sequence[str] = ()
@@ -64,19 +64,18 @@ class FakeExecutor:
         return self.changed.get(volume)
 
     def _enter(self, what: str, volume: str) -> None:
-        with self._lock:
+        with self.moved:
             self.calls.append((what, volume))
             self.active += 1
             self.max_active = max(self.max_active, self.active)
-            reached = self.active == self.full_at
+            self.moved.notify_all()
         if self.gate is not None:
-            if reached:
-                self.gate.set()
-            self.gate.wait(10)
+            self.gate.wait(30)
 
     def _leave(self) -> None:
-        with self._lock:
+        with self.moved:
             self.active -= 1
+            self.moved.notify_all()
 
     def _create(self, job: JobSpec, volume: str, kind: ItemKind, when: datetime) -> str:
         item_id = f"{job.name}-{volume}-{kind}-{when:%Y%m%dT%H%M%S}"

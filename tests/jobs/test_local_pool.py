@@ -157,3 +157,45 @@ def test_backup_job_keeps_one_local_snapshot_and_three_backups(
     assert executor.changed_since_last(job, "db") is False
     skipped = scheduler.run_job(job, START + timedelta(hours=6))
     assert [r.outcome for r in skipped] == [RunOutcome.SKIPPED]
+
+
+def test_filesystem_volume_unchanged_then_written_through_its_mount(
+    pool: Pool, records: Records, work_dir: Path
+) -> None:
+    pool.volumes.create(
+        VolumeRequest("fs", 64 * MiB, VolumeMode.FILESYSTEM, "ext4", SourceKind.NONE, None)
+    )
+    executor = LocalExecutor(pool, records)
+    scheduler = Scheduler(FakeClock(START), executor, records)
+    job = spec(volumes=["fs"])
+    outcomes = [scheduler.run_job(job, START)[0].outcome]
+    # A fresh ext4 image has preallocated extents its snapshot does not share: still unchanged.
+    outcomes.append(scheduler.run_job(job, START + timedelta(hours=1))[0].outcome)
+    mount = work_dir / "fs"
+    pool.attachments.mount("volume", "fs", mount, create_target=True)
+    outcomes.append(scheduler.run_job(job, START + timedelta(hours=2))[0].outcome)
+    (mount / "data").write_bytes(os.urandom(256 * 1024))  # in the page cache, not yet on disk
+    outcomes.append(scheduler.run_job(job, START + timedelta(hours=3))[0].outcome)
+    assert outcomes == [RunOutcome.OK, RunOutcome.SKIPPED, RunOutcome.OK, RunOutcome.OK]
+
+
+def test_concurrent_snapshots_and_a_snapshot_in_use_is_kept(
+    pool: Pool, records: Records, work_dir: Path
+) -> None:
+    for i in range(4):
+        block_volume(pool, f"v{i}")
+    executor = LocalExecutor(pool, records)
+    scheduler = Scheduler(FakeClock(START), executor, records, node_limit=3)
+    job = spec(volumes=[f"v{i}" for i in range(4)], retain=1, concurrency=3, skipUnchanged=False)
+    first = scheduler.run_job(job, START)
+    assert [r.outcome for r in first] == [RunOutcome.OK] * 4
+    in_use = first[0].created[0]
+    pool.attachments.expose("snapshot", in_use, None, read_only=True)
+    second = scheduler.run_job(job, START + timedelta(hours=1))
+    assert [r.outcome for r in second] == [RunOutcome.OK] * 4
+    assert second[0].deleted == ()
+    assert second[0].reason.startswith(f"snapshot {second[0].created[0]}; kept {in_use}: ")
+    assert [r.deleted for r in second[1:]] == [r.created for r in first[1:]]
+    pool.attachments.release("snapshot", in_use)
+    third = scheduler.run_job(job, START + timedelta(hours=2))
+    assert set(third[0].deleted) == {in_use, second[0].created[0]}

@@ -159,12 +159,18 @@ def test_concurrency_per_job_and_per_node(
     ex = FakeExecutor(clock)
     for i in range(8):
         ex.add(f"v{i}")
-    ex.gate = threading.Event()  # the first `expected` tasks wait for each other
-    ex.full_at = expected
-    if expected == 1:
-        ex.gate.set()
+    ex.gate = threading.Event()  # every task holds its slots until the gate opens
     job = spec(concurrency=concurrency)
-    done = Scheduler(clock, ex, records, node_limit=node_limit).run_job(job, clock.now())
+    scheduler = Scheduler(clock, ex, records, node_limit=node_limit)
+    done: list[Any] = []
+    runner = threading.Thread(target=lambda: done.extend(scheduler.run_job(job, START)))
+    runner.start()
+    with ex.moved:
+        assert ex.moved.wait_for(lambda: ex.active == expected, timeout=30)
+        # A limit that does not hold lets the next task in at once; this one holds.
+        assert not ex.moved.wait_for(lambda: ex.active > expected, timeout=0.5)
+    ex.gate.set()
+    runner.join(60)
     assert len(done) == 8
     assert ex.max_active == expected
 
@@ -222,3 +228,26 @@ def test_stop_starts_no_new_task(records: Records, clock: FakeClock) -> None:
     scheduler.stop.set()
     assert scheduler.run_job(spec(), START) == []
     assert ex.calls == []
+
+
+def test_serve_runs_slots_in_order_and_returns_after_a_stop(
+    records: Records, clock: FakeClock
+) -> None:
+    ex = FakeExecutor(clock)
+    ex.add("a")
+    seen: list[float] = []
+    scheduler: Scheduler
+
+    def on_record(record: Any) -> None:
+        seen.append(record.slot)
+        if len(seen) == 3:
+            scheduler.request_stop()
+
+    scheduler = Scheduler(clock, ex, records, jobs=[spec()], on_record=on_record)
+    thread = threading.Thread(target=scheduler.serve)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert len(seen) >= 3
+    assert seen == sorted(set(seen))  # each slot once, in order
+    assert all(datetime.fromtimestamp(s, UTC).minute == 0 for s in seen)

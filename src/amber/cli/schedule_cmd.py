@@ -96,7 +96,7 @@ def run(
 
         def stop(signum: int, _frame: FrameType | None) -> None:
             sys.stderr.write(f"{signal.Signals(signum).name}: finishing running tasks\n")
-            scheduler.stop.set()
+            scheduler.request_stop()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)

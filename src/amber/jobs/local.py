@@ -15,7 +15,8 @@ this file, so moving them to another layer (`amber.ops`) repoints one module.
   (`amber.pool.changes`): the volume's image against the job's newest snapshot of it, or for a
   backup job whose snapshots are gone, against the target's incremental base image (a reflink
   copy of what the last backup read). Equal maps mean no block was written since; dirty data of
-  a mounted volume is flushed first, and blocks not yet allocated count as changed. Without
+  a mounted volume is flushed first, blocks not yet allocated count as changed, and preallocated
+  (unwritten) extents count as holes (both read as zeros; a reflink copy has holes there). Without
   reflink, or with nothing to compare against, the answer is "cannot tell" (run).
 - Trim runs `fstrim` on the volume's mount point as the pool recorded it; a volume that is not
   mounted (or a block volume) is skipped with that reason.
@@ -50,7 +51,7 @@ from amber.jobs.spec import JobSpec, Task
 from amber.pool import Pool
 from amber.pool.changes import changed_ranges
 from amber.system import fs
-from amber.system.ioctl import fiemap
+from amber.system.ioctl import FIEMAP_EXTENT_UNWRITTEN, Extent, fiemap
 
 __all__ = ["LocalExecutor", "snapshot_name"]
 
@@ -256,4 +257,12 @@ class LocalExecutor:
 def _differs(reference: Path, image: Path, size: int) -> bool:
     """Whether the extent maps of the two images (held open together) differ in `[0, size)`."""
     with open(reference, "rb") as old, open(image, "rb") as new:
-        return bool(changed_ranges(fiemap(old.fileno()), fiemap(new.fileno()), size))
+        before, after = _data(fiemap(old.fileno())), _data(fiemap(new.fileno()))
+        return bool(changed_ranges(before, after, size))
+
+
+def _data(extents: Sequence[Extent]) -> list[Extent]:
+    """The extents that hold data. A preallocated (unwritten) extent reads as zeros, like a
+    hole, and a reflink copy does not share it: the snapshot of a volume with one has a hole
+    there. A write into it clears the flag, and the range then counts as changed."""
+    return [e for e in extents if not (e.trustworthy and e.flags & FIEMAP_EXTENT_UNWRITTEN)]

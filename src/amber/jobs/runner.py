@@ -39,6 +39,8 @@ __all__ = ["Clock", "Scheduler", "SystemClock", "select_volumes"]
 
 log = logging.getLogger(__name__)
 
+IDLE_WAKE = timedelta(hours=1)
+"""How long `serve` sleeps when no job has a next slot (all running, or none defined)."""
 MAX_SLEEP = 60.0
 """The longest single sleep: a wall clock set forward is noticed within a minute."""
 
@@ -107,6 +109,9 @@ class Scheduler:
         self.jobs = list(jobs)
         self.on_record = on_record
         self.stop = threading.Event()
+        """Set by `request_stop`: no new task starts."""
+        self._wake = threading.Event()
+        """Set when `serve` must look again: a stop, or a job that finished."""
         self._node = threading.BoundedSemaphore(node_limit)
         self._running: set[str] = set()
         self._running_lock = threading.Lock()
@@ -122,25 +127,38 @@ class Scheduler:
             if self.records.last_slot(spec.name) is None:
                 self.records.set_last_slot(spec.name, now.timestamp())
 
+    def request_stop(self) -> None:
+        """Start no new task; `serve` returns once the running ones are done."""
+        self.stop.set()
+        self._wake.set()
+
     def serve(self) -> None:
-        """Run due jobs until `stop` is set; then wait for the running ones and return."""
+        """Run due jobs until `request_stop`; then wait for the running ones and return.
+
+        It sleeps until the next slot of a job that is not running, or until a running job
+        finishes (its next slot may have passed meanwhile: it then runs once, at once).
+        """
         self.start()
         threads: list[threading.Thread] = []
         while not self.stop.is_set():
+            self._wake.clear()
             threads = [t for t in threads if t.is_alive()]
             threads += self.launch_due()
             wake = self.next_wake()
             if wake is None:
-                self.stop.wait()
-                break
-            self.clock.sleep_until(wake, self.stop)
+                wake = self.clock.now() + IDLE_WAKE
+            self.clock.sleep_until(wake, self._wake)
         for thread in threads:
             thread.join()
 
     def next_wake(self) -> datetime | None:
-        """The earliest next slot of any job (None without jobs)."""
+        """The earliest next slot of the jobs not running now (None if there is none)."""
         wakes = []
+        with self._running_lock:
+            running = set(self._running)
         for spec in self.jobs:
+            if spec.name in running:
+                continue
             last = self.records.last_slot(spec.name)
             after = datetime.fromtimestamp(last, UTC) if last is not None else self.clock.now()
             wakes.append(next_run(spec, after))
@@ -197,6 +215,7 @@ class Scheduler:
         finally:
             with self._running_lock:
                 self._running.discard(spec.name)
+            self._wake.set()
 
     # -- one run ----------------------------------------------------------------------------
 
@@ -256,8 +275,9 @@ class Scheduler:
                 run, subject, start, RunOutcome.SKIPPED, done=done, reason=done.skipped
             )
         if volume is not None and spec.task.retains:
-            deleted = self._retain(spec, volume)
-            done = Outcome(done.created, done.deleted + deleted, done.bytes, None, done.detail)
+            deleted, problems = self._retain(spec, volume)
+            detail = "; ".join(filter(None, [done.detail, *problems]))
+            done = Outcome(done.created, done.deleted + deleted, done.bytes, None, detail)
         return self._record(run, subject, start, RunOutcome.OK, done=done, reason=done.detail)
 
     def _task(self, spec: JobSpec, volume: str | None, slot: datetime) -> Outcome:
@@ -275,16 +295,24 @@ class Scheduler:
             return executor.trim(spec, volume)
         return Outcome()  # snapshot-cleanup: retention is all it does
 
-    def _retain(self, spec: JobSpec, volume: str) -> tuple[str, ...]:
+    def _retain(self, spec: JobSpec, volume: str) -> tuple[tuple[str, ...], list[str]]:
+        """Delete the job's items beyond its policies: (deleted ids, why some could not be).
+
+        An item that cannot be deleted now (a snapshot in use) stays, and the run still counts
+        as done: what it created is there; the next run tries the deletion again."""
         policies: list[tuple[ItemKind, Retention]] = [(ItemKind.LOCAL, spec.retention)]
         if spec.task is Task.BACKUP:
             policies = [(ItemKind.REMOTE, spec.retention), (ItemKind.LOCAL, spec.local_retention)]
         deleted: list[str] = []
+        problems: list[str] = []
         for kind, policy in policies:
             items = self.executor.items(spec, volume, kind)
             for item in select(items, policy, spec.zone).delete:
-                deleted += self.executor.delete(spec, volume, kind, item).deleted
-        return tuple(deleted)
+                try:
+                    deleted += self.executor.delete(spec, volume, kind, item).deleted
+                except AmberError as e:
+                    problems.append(f"kept {item.item_id}: {e.message}")
+        return tuple(deleted), problems
 
     def _record(
         self,
