@@ -21,14 +21,15 @@ import typer
 from amber.backup.targets import DEFAULT_CONFIG
 from amber.cli.durations import Duration
 from amber.cli.state import state
-from amber.csi.backups import BackupSettings, UploadSettings
-from amber.csi.backups.handles import parse_backup_id
 from amber.csi.capabilities import DriverMode
 from amber.csi.driver import DriverConfig, serve
 from amber.csi.ids import IdKind, parse_id, validate_node_id
 from amber.csi.metadata import MetadataType
 from amber.domain.errors import NotFound
 from amber.logs import LogStyle, setup_server_logging
+from amber.ops.handles import parse_backup_id
+from amber.ops.snapshots import BackupSettings
+from amber.ops.uploads import UploadSettings
 from amber.pool import Pool, PoolSettings
 
 if TYPE_CHECKING:
