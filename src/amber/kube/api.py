@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
+import urllib3
 from kubernetes import client, config, watch
 
 from amber.domain.errors import AlreadyExists, AmberError, NotFound, Unavailable
@@ -95,8 +96,9 @@ class KubeApi:
             )
         except client.ApiException as e:
             raise _failure(method, path, e) from None
-        except OSError as e:  # urllib3's connection errors are OSErrors
-            raise ApiFailed(f"{method} {path}: the API server does not answer: {e}", 0) from e
+        except (OSError, urllib3.exceptions.HTTPError) as e:  # no answer (after retries)
+            reason = getattr(e, "reason", None) or e
+            raise ApiFailed(f"{method} {path}: the API server does not answer: {reason}", 0) from e
         data: Obj = json.loads(response[0].data or b"{}")
         return data
 
@@ -129,6 +131,8 @@ class KubeApi:
             yield from stream
         except client.ApiException as e:
             raise _failure("WATCH", "recurringjobs", e) from None
+        except (OSError, urllib3.exceptions.HTTPError) as e:
+            raise ApiFailed(f"WATCH recurringjobs: the API server does not answer: {e}", 0) from e
 
     def patch_job_status(self, namespace: str, name: str, status: Obj) -> None:
         path = _ns_path(JOBS, "recurringjobs", namespace, name) + "/status"
