@@ -189,6 +189,26 @@ def test_backup_job_restores_on_the_other_node(cluster: Cluster) -> None:
     assert read_pattern(cluster, restored_pv, len(data)) == data
 
 
+def test_a_trim_job_skips_a_claim_no_pod_mounted_with_the_reason(cluster: Cluster) -> None:
+    """No kubelet here mounts a claim, so trim finds nothing to trim and says why."""
+    kube = cluster.kube
+    ns = namespace(kube, "e2e-rj-trim")
+    kube.apply([claim(ns, "files", "100Mi", node="node-b")])
+    bound(kube, ns, "files")
+    kube.apply([recurring_job(ns, "weekly-trim", task="trim", volumes=["files"])])
+    until(
+        "a skipped trim",
+        lambda: int(node_status(kube, ns, "weekly-trim", "node-b").get("skipped") or 0) >= 1,
+    )
+    events = until(
+        "a Skipped event on files",
+        lambda: [e for e in kube.events_for(ns, "files") if "is not mounted" in e],
+    )
+    assert "weekly-trim" in events[0]
+    assert node_status(kube, ns, "weekly-trim", "node-a").get("lastRun") is None  # not its claim
+    kube.delete("recurringjobs", "weekly-trim", ns)
+
+
 def test_check_and_prune_jobs_run_in_the_controller(cluster: Cluster) -> None:
     kube = cluster.kube
     ns = namespace(kube, "e2e-rj-target")
