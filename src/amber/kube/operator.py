@@ -118,16 +118,18 @@ class Operator:
         self._stop.set()
         self._wake.set()
         self.cache.stop()
-        for space in self._spaces.values():
+        if self._thread.is_alive():
+            self._thread.join(timeout)  # first: it adds spaces and launches threads
+        spaces = list(self._spaces.values())
+        for space in spaces:
             space.scheduler.stop.set()
             space.executor.stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
         deadline = time.monotonic() + timeout
-        for space in self._spaces.values():
+        for space in spaces:
             for thread in space.threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-            space.records.close()
+            if not any(t.is_alive() for t in space.threads):
+                space.records.close()
 
     def _changed(self) -> None:
         self._dirty = True
