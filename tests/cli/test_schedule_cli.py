@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -138,3 +139,53 @@ def test_schedule_run_stops_on_sigterm(pool_dir: Path, tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert out == "stopped\n"
     assert err == "SIGTERM: finishing running tasks\n"
+
+
+def test_schedule_run_catches_up_a_missed_slot_once(pool_dir: Path, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from amber.jobs.records import Records
+
+    file = tmp_path / "jobs.yaml"
+    file.write_text(JOBS)
+    assert amber(pool_dir, "volume", "create", "a", "--size", "8Mi", "--block").returncode == 0
+    records = Records.in_pool(pool_dir)  # the scheduler last ran three days ago
+    seeded = (datetime.now(UTC) - timedelta(days=3)).timestamp()
+    records.set_last_slot("snap", seeded)
+    records.close()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "amber",
+            "--pool",
+            str(pool_dir),
+            "-o",
+            "json",
+            "schedule",
+            "run",
+            str(file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("scheduling 1 job(s)")
+        run = json.loads(process.stdout.readline())  # the one catch-up run
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert (run["job"], run["subject"], run["outcome"]) == ("snap", "a", "ok")
+    assert out == "stopped\n"  # no second run for the other missed slots
+    assert len(amber_json(pool_dir, "job", "history", "snap")) == 1
+    records = Records.in_pool(pool_dir)
+    last = records.last_slot("snap")
+    records.close()
+    assert last is not None
+    assert last == run["slot"] > seeded + 2 * 86400  # the latest missed slot is done

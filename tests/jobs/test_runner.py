@@ -220,6 +220,14 @@ def test_jitter_starts_each_volume_after_its_offset(records: Records, clock: Fak
         assert record.start < START.timestamp() + 600
 
 
+def test_run_now_ignores_jitter(records: Records, clock: FakeClock) -> None:
+    ex = FakeExecutor(clock)
+    for i in range(5):
+        ex.add(f"v{i}")
+    done = Scheduler(clock, ex, records).run_job(spec(jitter="10m"), START, now=True)
+    assert {r.start for r in done} == {START.timestamp()}
+
+
 def test_stop_starts_no_new_task(records: Records, clock: FakeClock) -> None:
     ex = FakeExecutor(clock)
     for i in range(3):

@@ -125,3 +125,42 @@ def test_selection_union_and_default_group() -> None:
     assert sel.selects("c", {}, frozenset())  # no group: in `default`
     assert sel.selects("d", {}, frozenset({"gold"}))
     assert not sel.selects("e", {"app": "db"}, frozenset({"other"}))
+
+
+def test_the_crd_schema_accepts_what_parse_job_accepts_and_refuses_unknown_fields() -> None:
+    import jsonschema
+
+    from amber.jobs.spec import openapi_schema
+
+    schema = openapi_schema()
+    examples = [
+        job(),
+        job(
+            task="backup",
+            target="nas",
+            keep={"daily": 30},
+            retainLocal=6,
+            jitter="5m",
+            selector={"matchLabels": {"app": "web"}},
+            labels={"tier": "gold"},
+            concurrency=2,
+        ),
+        {"name": "p", "task": "prune", "cron": "0 4 * * 0", "target": "nas"},
+        {"name": "c", "task": "check", "cron": "0 5 1 * *", "target": "nas", "readData": True},
+    ]
+    for example in examples:
+        parse_job(example)
+        jsonschema.validate(example, schema)
+    for bad in (job(colour="red"), job(task="defrag"), job(retain=-1), job(concurrency=0)):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+        with pytest.raises(InvalidArgument):
+            parse_job(bad)
+
+
+def test_the_crd_schema_dumps_as_plain_yaml() -> None:
+    import yaml
+
+    from amber.jobs.spec import openapi_schema
+
+    assert "&id" not in yaml.safe_dump(openapi_schema())  # no anchors in a CRD

@@ -28,6 +28,7 @@ from amber.jobs.records import Records, RunOutcome, RunRecord
 from amber.jobs.runner import Scheduler, SystemClock
 from amber.jobs.schedule import next_run
 from amber.jobs.spec import JobSpec, load_jobs_file
+from amber.ops.backups import RepositoryOpener
 from amber.pool import Pool
 
 DEFAULT_JOBS_FILE = Path("/etc/amber/jobs.yaml")
@@ -58,14 +59,14 @@ def group(ctx: typer.Context, config: ConfigOption = None) -> None:
 # -- shared with `amber schedule` --------------------------------------------------------------
 
 
-def repository_opener(ctx: typer.Context) -> Callable[[str], Repository]:
-    """Opens a target's repository by name (created when new), as `amber backup` does."""
+def repository_opener(ctx: typer.Context) -> RepositoryOpener:
+    """Opens a target's repository by name from the targets file, as `amber backup` does."""
     config = targets_config(ctx)
 
-    def open_repository(name: str) -> Repository:
-        found = config.get(name)
+    def open_repository(target: str, *, create: bool = False) -> Repository:
+        found = config.get(target)
         runtime = TargetRuntime.for_commands(os.environ)
-        return open_target_repository(found, create=True, runtime=runtime_for(found, runtime))
+        return open_target_repository(found, create=create, runtime=runtime_for(found, runtime))
 
     return open_repository
 
@@ -214,7 +215,7 @@ def run_now(
     session = Session(ctx, st)
     try:
         done = session.scheduler([spec], progress).run_job(
-            spec, datetime.now(UTC).replace(microsecond=0), force=force
+            spec, datetime.now(UTC).replace(microsecond=0), force=force, now=True
         )
     finally:
         session.close()

@@ -35,11 +35,11 @@ from amber.pool import Pool, PoolSettings
 if TYPE_CHECKING:
     from amber.backup.repository import Repository
     from amber.jobs.executor import Outcome
-    from amber.jobs.local import RepositoryOpener
     from amber.jobs.runner import Clock
     from amber.jobs.spec import JobSpec
     from amber.kube.api import KubeApi
     from amber.kube.operator import NodeOperator
+    from amber.ops.backups import RepositoryOpener
 
 _log = logging.getLogger(__name__)
 TIME_SCALE_ENV = "AMBER_JOBS_TIME_SCALE"
@@ -319,12 +319,12 @@ def controller(
 
 
 def _repository_opener(targets_config: Path) -> RepositoryOpener:
-    """Opens a target of the targets file by name (its password from the file, as the nodes)."""
-    from amber.backup.targets import TargetConfig, TargetRuntime, open_target_repository
+    """Opens a target of the targets file by name, as the nodes do (`amber.ops.targets`)."""
+    from amber.ops.targets import TargetResolver
 
-    config = TargetConfig(targets_config)
+    resolver = TargetResolver(targets_config)
 
-    def open_repository(name: str) -> Repository:
-        return open_target_repository(config.get(name), runtime=TargetRuntime.for_commands({}))
+    def open_repository(target: str, *, create: bool = False) -> Repository:
+        return resolver.resolve(target).open(create=create)
 
     return open_repository

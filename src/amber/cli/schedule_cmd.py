@@ -1,12 +1,14 @@
 """`amber schedule`: run recurring jobs from a YAML file against this node's pool.
 
 `amber schedule run FILE` stays in the foreground (a systemd service, see docs/jobs.md): it logs
-one line per run on stdout, and SIGTERM or Ctrl-C lets the running tasks finish, starts no
-new one and exits 0. `amber schedule check FILE` validates the file and prints the next runs.
+one line per run on stdout (with `-o json`, one JSON object per line), and SIGTERM or Ctrl-C
+lets the running tasks finish, starts no new one and exits 0. `amber schedule check FILE`
+validates the file and prints the next runs.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from datetime import UTC, datetime
@@ -17,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from amber.cli import output
-from amber.cli.job_cmd import Session, run_line
+from amber.cli.job_cmd import Session, record_json, run_line
 from amber.cli.state import state
 from amber.cli.target_cmd import ConfigOption, remember_config
 from amber.domain.errors import InvalidArgument
@@ -88,7 +90,8 @@ def run(
     jobs = load_jobs_file(file)
 
     def log(record: RunRecord) -> None:
-        print(run_line(record), flush=True)
+        line = json.dumps(record_json(record), sort_keys=True) if st.json else run_line(record)
+        print(line, flush=True)
 
     session = Session(ctx, st)
     try:

@@ -1,7 +1,8 @@
 """The local-pool executor: recurring jobs on this node's pool, without Kubernetes.
 
-Every call into the engines (pool snapshots, the backup engine, prune, check, fstrim) is in
-this file, so moving them to another layer (`amber.ops`) repoints one module.
+Every call into the engines is in this file: pool snapshots and fstrim directly, backups,
+deletions, prune and check through `amber.ops.backups` (the locking and refusal rules every edge
+follows: a backup being restored is not deleted, check and prune take their locks).
 
 - A job's snapshot of a volume is named `<job>-<volume>-<UTC time of the slot>` (snapshot names
   are unique in a pool; a name too long gets a short hash instead of the volume's tail). What a
@@ -9,7 +10,7 @@ this file, so moving them to another layer (`amber.ops`) repoints one module.
   ever lists and deletes what its job recorded: never a hand-made snapshot or backup, nor
   another job's. A recorded item that is gone (deleted by hand) drops out of the records.
 - A backup job snapshots the volume and backs that snapshot up through the same engine call as
-  `amber backup create` (`amber.backup.backuper.backup_snapshot`), with the job's labels on the
+  `amber backup create` (`amber.ops.backups.Operations.create_backup`), with the job's labels on the
   backup; if the backup fails, the snapshot it took is deleted again.
 - **Skip unchanged** compares extent maps (FIEMAP), as change tracking does
   (`amber.pool.changes`): the volume's image against the job's newest snapshot of it, or for a
@@ -27,16 +28,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from amber.backup.backuper import BackupOptions, backup_snapshot
-from amber.backup.check import check
-from amber.backup.gc import prune
-from amber.backup.keeper import held
-from amber.backup.locks import LockKind
-from amber.backup.repository import Repository
 from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
 from amber.domain.errors import Corrupt, FailedPrecondition, NotFound
@@ -48,6 +43,7 @@ from amber.jobs.executor import Candidate, ItemKind, Outcome
 from amber.jobs.records import OwnedItem, Records
 from amber.jobs.retention import Item
 from amber.jobs.spec import JobSpec, Task
+from amber.ops.backups import Operations, RepositoryOpener
 from amber.pool import Pool
 from amber.pool.changes import changed_ranges
 from amber.system import fs
@@ -57,8 +53,6 @@ __all__ = ["LocalExecutor", "snapshot_name"]
 
 log = logging.getLogger(__name__)
 
-RepositoryOpener = Callable[[str], Repository]
-"""Opens a named target's repository (created if new); the CLI edge supplies it."""
 KEEP_ALL = RetentionPolicy(keep_last=2**31)
 """Prune's retention for a prune job: every backup stays; only data no backup uses goes (what a
 job's own backups are, its backup retention decides)."""
@@ -85,10 +79,12 @@ class LocalExecutor:
         self.records = records
         self._open_repository = open_repository
 
-    def _repo(self, job: JobSpec) -> Repository:
+    def _ops(self, job: JobSpec) -> tuple[Operations, str]:
+        """The backup operations (`amber.ops.backups`: the rules every edge follows) for one
+        call, and the job's target. One per call: the repository is not shared by threads."""
         if self._open_repository is None or job.target is None:
             raise FailedPrecondition(f"job {job.name!r} needs a backup target, and none is open")
-        return self._open_repository(job.target)
+        return Operations(self.pool, self._open_repository), job.target
 
     # -- selection and change -----------------------------------------------------------------
 
@@ -135,7 +131,7 @@ class LocalExecutor:
 
     def snapshot(self, job: JobSpec, volume: str, when: datetime) -> Outcome:
         snap = self._take(job, volume, when)
-        return Outcome(created=(snap.name,), detail=f"snapshot {snap.name}")
+        return Outcome(created=(snap.name,))
 
     def _take(self, job: JobSpec, volume: str, when: datetime) -> Snapshot:
         snap = self.pool.snapshots.create(volume, snapshot_name(job.name, volume, when))
@@ -145,17 +141,11 @@ class LocalExecutor:
         return snap
 
     def backup(self, job: JobSpec, volume: str, when: datetime) -> Outcome:
-        repo = self._repo(job)
-        assert job.target is not None
+        ops, target = self._ops(job)
+        ops.repository(target, create=True)  # a target that cannot be opened: no snapshot
         snap = self._take(job, volume, when)
         try:
-            report = backup_snapshot(
-                self.pool,
-                repo,
-                job.target,
-                snap.name,
-                options=BackupOptions(labels=dict(job.labels)),
-            )
+            report = ops.create_backup(snap.name, target, labels=dict(job.labels))
         except BaseException:
             self._drop_snapshot(snap.name)
             raise
@@ -166,13 +156,13 @@ class LocalExecutor:
                 ItemKind.REMOTE.value,
                 report.backup_id,
                 when.timestamp(),
-                job.target,
+                target,
             )
         )
         return Outcome(
             created=(snap.name, report.backup_id),
             bytes=report.bytes_stored,
-            detail=f"backup {report.backup_id} of {snap.name} to {job.target}: "
+            detail=f"backup {report.backup_id} of {snap.name} to {target}: "
             f"{format_size(report.bytes_read)} read, {format_size(report.bytes_new)} new",
         )
 
@@ -199,7 +189,8 @@ class LocalExecutor:
         owned = self.records.items(job.name, volume, ItemKind.REMOTE.value, job.target)
         if not owned:
             return []
-        present = set(self._repo(job).list_backups())
+        ops, target = self._ops(job)
+        present = set(ops.repository(target).list_backups())
         for item in owned:
             if item.item_id not in present:
                 self.records.remove_item(item.kind, item.item_id, item.target)
@@ -213,17 +204,17 @@ class LocalExecutor:
         if kind is ItemKind.LOCAL:
             self._drop_snapshot(item.item_id)
         else:
-            assert job.target is not None
-            self._repo(job).delete_backup(item.item_id)
-            self.records.remove_item(kind.value, item.item_id, job.target)
+            ops, target = self._ops(job)
+            with contextlib.suppress(NotFound):  # already gone
+                ops.delete_backup(target, item.item_id)  # refused while a restore reads it
+            self.records.remove_item(kind.value, item.item_id, target)
         return Outcome(deleted=(item.item_id,))
 
     # -- targets ----------------------------------------------------------------------------------
 
     def prune(self, job: JobSpec) -> Outcome:
-        repo = self._repo(job)
-        with held(repo, f"prune job {job.name}", LockKind.EXCLUSIVE) as keeper:
-            result = prune(repo, KEEP_ALL, lock=keeper.lock, holder=f"prune job {job.name}")
+        ops, target = self._ops(job)
+        result = ops.prune(target, KEEP_ALL)
         return Outcome(
             bytes=result.freed_bytes,
             detail=f"{len(result.deleted_packs)} pack(s) deleted, "
@@ -231,16 +222,15 @@ class LocalExecutor:
         )
 
     def check(self, job: JobSpec) -> Outcome:
-        repo = self._repo(job)
-        with held(repo, f"check job {job.name}", reader=True):
-            result = check(repo, read_data=job.read_data)
+        ops, target = self._ops(job)
+        result = ops.check(target, job.read_data)
         summary = (
             f"{result.backups_checked} backup(s), {result.packs_checked} pack(s) checked, "
             f"{len(result.errors)} error(s), {len(result.warnings)} warning(s)"
         )
         if not result.ok:
             first = result.errors[0].message if result.errors else "errors found"
-            raise Corrupt(f"check of target {job.target!r} failed: {summary}; first: {first}")
+            raise Corrupt(f"check of target {target!r} failed: {summary}; first: {first}")
         return Outcome(detail=summary)
 
     def trim(self, job: JobSpec, volume: str) -> Outcome:

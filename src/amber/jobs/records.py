@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from amber.system import sqlite
 from amber.system.sqlite import Schema
 
-__all__ = ["DB_NAME", "SCHEMA", "OwnedItem", "Records", "RunOutcome", "RunRecord"]
+__all__ = ["DB_NAME", "SCHEMA", "OwnedItem", "Records", "RunLog", "RunOutcome", "RunRecord"]
 
 DB_NAME = "jobs.db"
 
@@ -89,8 +90,23 @@ class OwnedItem:
     target: str = ""
 
 
+class RunLog(Protocol):
+    """What the scheduler needs of a run store: `Records` in a pool, or the Kubernetes
+    operator's own (status on the RecurringJob resource). Methods are called from threads."""
+
+    def add(self, run: RunRecord) -> int:
+        """Record one run; its id."""
+        ...
+
+    def last_slot(self, job: str) -> float | None:
+        """The slot the job last ran for (seconds since the epoch), None if it never ran."""
+        ...
+
+    def set_last_slot(self, job: str, slot: float) -> None: ...
+
+
 class Records:
-    """The job database of one pool; thread-safe, each method one transaction."""
+    """The job database of one pool (a `RunLog`); thread-safe, each method one transaction."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

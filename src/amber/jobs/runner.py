@@ -30,7 +30,7 @@ from typing import Protocol
 
 from amber.domain.errors import AmberError, InvalidArgument
 from amber.jobs.executor import Candidate, Executor, ItemKind, Outcome
-from amber.jobs.records import Records, RunOutcome, RunRecord
+from amber.jobs.records import RunLog, RunOutcome, RunRecord
 from amber.jobs.retention import select
 from amber.jobs.schedule import due, jitter_offset, next_run
 from amber.jobs.spec import JobSpec, Retention, Task
@@ -39,6 +39,8 @@ __all__ = ["Clock", "Scheduler", "SystemClock", "select_volumes"]
 
 log = logging.getLogger(__name__)
 
+RETRY_AFTER = timedelta(minutes=1)
+"""How long a job that failed without recording a run (its database failing) waits to retry."""
 IDLE_WAKE = timedelta(hours=1)
 """How long `serve` sleeps when no job has a next slot (all running, or none defined)."""
 MAX_SLEEP = 60.0
@@ -84,6 +86,9 @@ class _Run:
     spec: JobSpec
     slot: datetime
     force: bool
+    immediate: bool = False
+    interrupted: bool = False
+    """A stop came before every subject was done."""
     records: list[RunRecord] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,7 +100,7 @@ class Scheduler:
         self,
         clock: Clock,
         executor: Executor,
-        records: Records,
+        records: RunLog,
         *,
         node_limit: int = 2,
         jobs: Sequence[JobSpec] = (),
@@ -205,13 +210,15 @@ class Scheduler:
 
     def _run_scheduled(self, spec: JobSpec, slot: datetime) -> None:
         try:
-            records = self.run_job(spec, slot)
-            if not self.stop.is_set():
+            run = self._run(spec, slot)
+            if not run.interrupted:  # else the slot runs again at start-up, once
                 self.records.set_last_slot(spec.name, slot.timestamp())
             with self._running_lock:
-                self._done[spec.name] = records
+                self._done[spec.name] = run.records
         except Exception:
             log.exception("job %s failed before it could record a run", spec.name)
+            # Still "running" while it waits: serve does not start it again at once.
+            self.clock.sleep_until(self.clock.now() + RETRY_AFTER, self.stop)
         finally:
             with self._running_lock:
                 self._running.discard(spec.name)
@@ -219,30 +226,41 @@ class Scheduler:
 
     # -- one run ----------------------------------------------------------------------------
 
-    def run_job(self, spec: JobSpec, slot: datetime, *, force: bool = False) -> list[RunRecord]:
-        """Run `spec` for `slot` on every subject now; the records (also stored).
+    def run_job(
+        self, spec: JobSpec, slot: datetime, *, force: bool = False, now: bool = False
+    ) -> list[RunRecord]:
+        """Run `spec` for `slot` on every subject; the records (also stored).
 
-        `force` runs even on unchanged volumes and without jitter (`amber job run-now --force`
-        for the first, any run-now for the second).
+        `force` runs on unchanged volumes too (`amber job run-now --force`); `now` starts every
+        volume at once, without the job's jitter (`amber job run-now`).
         """
-        run = _Run(spec, slot, force)
+        return self._run(spec, slot, force=force, now=now).records
+
+    def _run(
+        self, spec: JobSpec, slot: datetime, *, force: bool = False, now: bool = False
+    ) -> _Run:
+        run = _Run(spec, slot, force, immediate=now)
         if not spec.task.per_volume:
             self._one(run, f"target:{spec.target}", None)
-            return run.records
+            return run
         volumes = select_volumes(spec, self.executor.candidates())
         order = sorted(volumes, key=lambda v: (jitter_offset(spec, v), v))
         with ThreadPoolExecutor(spec.concurrency, thread_name_prefix=f"job-{spec.name}") as pool:
-            for volume in order:
-                pool.submit(self._one, run, volume, volume)
-        return sorted(run.records, key=lambda r: r.subject)
+            futures = [pool.submit(self._one, run, volume, volume) for volume in order]
+        for future in futures:
+            future.result()  # what could not even be recorded (the job database failing)
+        run.records.sort(key=lambda r: r.subject)
+        return run
 
     def _one(self, run: _Run, subject: str, volume: str | None) -> None:
         spec = run.spec
-        if not run.force and spec.jitter > 0:
+        if not run.immediate and spec.jitter > 0:
             start_at = run.slot + timedelta(seconds=jitter_offset(spec, subject))
             if not self.clock.sleep_until(start_at, self.stop):
+                run.interrupted = True
                 return
         if self.stop.is_set():
+            run.interrupted = True
             return
         with self._node:
             start = self.clock.now()

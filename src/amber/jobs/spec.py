@@ -26,6 +26,7 @@ Every mistake is refused with one line naming the job and the field (InvalidArgu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,6 +55,7 @@ __all__ = [
     "check_cron",
     "check_timezone",
     "load_jobs_file",
+    "openapi_schema",
     "parse_job",
     "parse_jobs",
 ]
@@ -489,3 +491,57 @@ def load_jobs_file(path: Path) -> list[JobSpec]:
         return parse_jobs(document)
     except InvalidArgument as e:
         raise InvalidArgument(f"{path}: {e.message}") from None
+
+
+# -- the schema, for the Kubernetes CRD ------------------------------------------------------
+
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_COUNT}
+_NAMES: dict[str, Any] = {"type": "array", "items": {"type": "string", "minLength": 1}}
+_KEEP: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": dict.fromkeys(_KEEP_FIELDS, _COUNT),
+}
+_STRING_MAP: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The OpenAPI v3 schema of one job's fields: the `spec` of the RecurringJob CRD.
+
+    It catches what a schema can (types, the task names, unknown fields); `parse_job` checks
+    the rest (cron syntax, time zones, which fields go with which task) with one-line messages.
+    A fresh copy each call (no shared parts: YAML dumps it without anchors).
+    """
+    fresh: dict[str, Any] = json.loads(json.dumps(_schema()))  # deepcopy would keep the sharing
+    return fresh
+
+
+def _schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["task", "cron"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "maxLength": JOB_NAME_MAX},
+            "task": {"type": "string", "enum": [t.value for t in Task]},
+            "cron": {"type": "string", "minLength": 9},
+            "timezone": {"type": "string", "default": "UTC"},
+            "retain": _COUNT,
+            "keep": _KEEP,
+            "retainLocal": _COUNT,
+            "keepLocal": _KEEP,
+            "target": {"type": "string", "minLength": 1},
+            "concurrency": {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY},
+            "jitter": {"type": "string"},
+            "skipUnchanged": {"type": "boolean", "default": True},
+            "volumes": _NAMES,
+            "selector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"matchLabels": _STRING_MAP},
+            },
+            "groups": _NAMES,
+            "labels": _STRING_MAP,
+            "readData": {"type": "boolean", "default": False},
+        },
+    }

@@ -3,7 +3,7 @@
 A prune or check job works on a backup target, not on volumes, so it runs once per cluster, in
 `amber controller`, which reads the same targets file as the nodes. The work is
 `amber.jobs.local.LocalExecutor`'s own `prune` and `check` (one rule for `amber schedule` and
-the operator): they need only the target's repository, never a pool.
+the operator), which go through `amber.ops.backups` without a pool.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from typing import cast
 
 from amber.domain.errors import FailedPrecondition
 from amber.jobs.executor import Candidate, ItemKind, Outcome
-from amber.jobs.local import LocalExecutor, RepositoryOpener
+from amber.jobs.local import LocalExecutor
 from amber.jobs.records import Records
 from amber.jobs.retention import Item
 from amber.jobs.spec import JobSpec
 from amber.kube.executor import JobClasses
 from amber.kube.resources import Claim, JobObject
+from amber.ops.backups import RepositoryOpener
 from amber.pool import Pool
 
 __all__ = ["RepositoryOpener", "TargetExecutor"]
@@ -30,7 +31,8 @@ class TargetExecutor:
     """`amber.jobs.executor.Executor` for prune and check jobs (no volumes)."""
 
     def __init__(self, open_repository: RepositoryOpener) -> None:
-        # LocalExecutor's prune and check read neither the pool nor the records.
+        # LocalExecutor's prune and check read neither the pool (amber.ops takes None for
+        # target operations) nor the records.
         self.local = LocalExecutor(cast(Pool, None), cast(Records, None), open_repository)
         self.jobs: dict[str, tuple[JobObject, JobClasses]] = {}
         self.claims: dict[str, Claim] = {}
