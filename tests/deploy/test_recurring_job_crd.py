@@ -12,7 +12,7 @@ import yaml
 
 from amber.domain.errors import InvalidArgument
 from amber.jobs.spec import parse_job
-from amber.kube.resources import KUBE_FIELDS, JobObject, job_definition
+from amber.kube.resources import KUBE_FIELDS, JobObject, crd_spec_schema, job_definition
 from tests.deploy.conftest import DEPLOY
 from tests.deploy.test_manifests import Rendered, find, strict
 
@@ -40,6 +40,20 @@ def jobs_fields() -> set[str]:
     known = re.search(r"\(known: ([^)]*)\)", refused.value.message)
     assert known is not None, refused.value.message
     return {f.strip() for f in known.group(1).split(",")}
+
+
+def without_descriptions(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [without_descriptions(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {k: without_descriptions(v) for k, v in schema.items() if k != "description"}
+
+
+def test_the_spec_schema_is_amber_jobs_schema() -> None:
+    """One field list: the CRD's spec is amber.jobs' schema made structural, plus the classes
+    (descriptions aside). On a difference, put crd_spec_schema()'s constraints in the YAML."""
+    assert without_descriptions(spec_schema()) == crd_spec_schema()
 
 
 def test_the_spec_fields_are_amber_jobs_fields_plus_the_classes() -> None:

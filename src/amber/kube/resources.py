@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from amber.jobs.spec import openapi_schema
 from amber.kube.api import GROUP, VERSION, Obj
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Claim",
     "JobObject",
     "claim_groups",
+    "crd_spec_schema",
     "job_definition",
     "parse_time",
     "pv_node",
@@ -47,6 +49,30 @@ ENABLED: Final = "enabled"
 KUBE_FIELDS: Final = ("snapshotClassName", "localSnapshotClassName")
 DEFAULT_LOCAL_CLASS: Final = "amber-local"
 NAME_MAX: Final = 253
+
+
+def crd_spec_schema() -> Obj:
+    """The `spec` schema of the RecurringJob CRD: `amber.jobs.spec.openapi_schema()` (one field
+    list for the YAML file and the resource) as a structural schema -- no `name` (it is
+    `metadata.name`), no `additionalProperties: false` beside `properties` (the API server
+    drops or refuses unknown fields itself), no defaults (the parser's defaults apply, and a
+    defaulted `skipUnchanged` would make a prune job invalid) -- plus the classes."""
+    schema: Obj = _structural(openapi_schema())
+    del schema["properties"]["name"]
+    for field in KUBE_FIELDS:
+        schema["properties"][field] = {"type": "string", "maxLength": NAME_MAX}
+    return schema
+
+
+def _structural(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_structural(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _structural(v) for k, v in node.items() if k != "default"}
+    if "properties" in out and out.get("additionalProperties") is False:
+        del out["additionalProperties"]
+    return out
 
 
 @dataclass(frozen=True)
