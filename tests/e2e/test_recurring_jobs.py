@@ -257,14 +257,16 @@ def test_amber_reports_what_the_schema_cannot_say(cluster: Cluster) -> None:
     ns = namespace(kube, "e2e-rj-invalid")
     kube.apply(
         [
-            recurring_job(ns, "bad-cron", task="snapshot", retain=1, groups=["x"], cron="61 * * *"),
+            recurring_job(
+                ns, "bad-cron", task="snapshot", retain=1, groups=["x"], cron="61 * * * *"
+            ),
             recurring_job(
                 ns, "bad-zone", task="snapshot", retain=1, groups=["x"], timezone="Mars/Olympus"
             ),
         ]
     )
     for job, message in (
-        ("bad-cron", "cron '61 * * *' must have 5 fields"),
+        ("bad-cron", "cron '61 * * * *' is not a valid cron expression"),
         ("bad-zone", "unknown time zone 'Mars/Olympus'"),
     ):
         for node in cluster.nodes:
