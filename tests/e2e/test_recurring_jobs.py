@@ -238,6 +238,7 @@ def test_check_and_prune_jobs_run_in_the_controller(cluster: Cluster) -> None:
     [
         ("retain", -1, "spec.retain"),
         ("task", "explode", "spec.task"),
+        ("cron", "* *", "spec.cron"),
     ],
 )
 def test_the_schema_refuses_what_it_can_say(
