@@ -74,7 +74,7 @@ def test_defaults() -> None:
         ({"retain": 0}, "keeps no snapshots"),
         ({"retain": None}, "keeps no snapshots"),
         ({"keep": {"daily": -2}, "retain": None}, "keep.daily must be 0 or more"),
-        ({"keep": {"fortnightly": 2}}, "unknown field keep.'fortnightly'"),
+        ({"keep": {"fortnightly": 2}}, "unknown field 'keep.fortnightly'"),
         ({"jitter": "5 minutes"}, "invalid duration"),
         ({"groups": None}, "selects no volume"),
         ({"task": "backup"}, "needs target"),
@@ -84,10 +84,11 @@ def test_defaults() -> None:
         ({"task": "prune", "target": "nas", "retain": None}, "volumes, selector, groups"),
         ({"task": "trim", "retain": 3}, "retain applies to snapshot, backup"),
         ({"volumes": ["../etc"]}, "invalid volume name"),
-        ({"selector": {"matchExpressions": []}}, "unknown field selector.'matchExpressions'"),
+        ({"selector": {"matchExpressions": []}}, "unknown field 'selector.matchExpressions'"),
         ({"skipUnchanged": "yes"}, "skipUnchanged must be true or false"),
         ({"name": "bad name"}, "invalid job name"),
         ({"name": None}, "name is required"),
+        ({"cron": None}, "cron is required"),
     ],
 )
 def test_mistakes_are_one_line(fields: dict[str, Any], message: str) -> None:

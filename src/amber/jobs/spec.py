@@ -285,7 +285,7 @@ def _job_name(raw: Mapping[str, Any], index: int) -> str:
 def _unknown_keys(f: _Fields, keys: Sequence[str], known: Sequence[str], where: str) -> None:
     unknown = [k for k in keys if k not in known]
     if unknown:
-        raise f.fail(f"unknown field {where}{unknown[0]!r} (known: {', '.join(known)})")
+        raise f.fail(f"unknown field {where + unknown[0]!r} (known: {', '.join(known)})")
 
 
 def _task(f: _Fields) -> Task:
@@ -411,7 +411,10 @@ def parse_job(raw: object, index: int = 0) -> JobSpec:
     f = _Fields(raw, name)
     _unknown_keys(f, [str(k) for k in raw], _FIELDS, "")
     task = _task(f)
-    cron = f.checked(check_cron, f.text("cron") or "")
+    cron_text = f.text("cron")
+    if cron_text is None:
+        raise f.fail("cron is required: 5 fields, e.g. '0 2 * * *' for 02:00 every day")
+    cron = f.checked(check_cron, cron_text)
     timezone = f.checked(check_timezone, f.text("timezone", "UTC") or "UTC")
     spec = JobSpec(
         name=name,
