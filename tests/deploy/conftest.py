@@ -2,7 +2,7 @@
 
 kubectl comes from $AMBER_K8S_BIN (CI unpacks ../shared/k8s there); without it these tests
 skip with the reason, except in CI (CI=true), where they fail. The snapshot CRDs are read from
-<repo>/../shared/k8s/crd, under the same rule.
+<repo>/../shared/k8s/crd, under the same rule; Amber's own CRDs from deploy/base/crd-*.yaml.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 CRD_DIR = REPO.parent / "shared" / "k8s" / "crd"
+AMBER_CRDS = sorted((DEPLOY / "base").glob("crd-*.yaml"))
+"""Amber's own CRDs (RecurringJob)."""
 KUSTOMIZATIONS = sorted(p.parent for p in DEPLOY.rglob("kustomization.yaml"))
 
 
@@ -63,7 +65,7 @@ def crd_schemas() -> dict[tuple[str, str, str], dict[str, Any]]:
     if not CRD_DIR.is_dir():
         missing(f"no snapshot CRDs at {CRD_DIR}")
     schemas = {}
-    for path in sorted(CRD_DIR.glob("*.yaml")):
+    for path in [*sorted(CRD_DIR.glob("*.yaml")), *AMBER_CRDS]:
         crd = yaml.safe_load(path.read_text())
         spec = crd["spec"]
         for version in spec["versions"]:

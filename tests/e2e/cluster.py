@@ -37,6 +37,8 @@ CRDS = REPO.parent / "shared" / "k8s" / "crd"
 DRIVER = "amber.csi.dev"
 TOPOLOGY_KEY = "topology.amber.csi.dev/node"
 NAMESPACE = "amber-system"
+TIME_SCALE = 60
+"""The recurring-job clock of the nodes: one real second is one scheduler minute."""
 CONTROLLERS = ",".join(
     f"{name}-controller"
     for name in (
@@ -224,6 +226,13 @@ class ControlPlane:
             return False
         return True
 
+    def recurring_jobs_served(self) -> bool:
+        try:
+            self.kube.request("GET", "/apis/amber.csi.dev/v1alpha1/recurringjobs")
+        except (OSError, ApiError):
+            return False
+        return True
+
     def token_kubeconfig(self, service_account: str, namespace: str = NAMESPACE) -> Path:
         """A kubeconfig with a TokenRequest token of the ServiceAccount (valid for 2 hours)."""
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token"
@@ -340,22 +349,24 @@ class Cluster:
 
 
 def start_amber_node(plane: ControlPlane, node: str, pool: Path, targets: Path) -> AmberNode:
-    """`amber node` on the pool, then its csi-provisioner and csi-snapshotter (node mode) as
-    ServiceAccount amber-node."""
+    """`amber node --recurring-jobs` on the pool (its operator as ServiceAccount amber-node,
+    its scheduler's clock 60 times faster: a second is a minute), then its csi-provisioner and
+    csi-snapshotter (node mode) as ServiceAccount amber-node."""
     rundir = plane.work / "csi" / node
     rundir.mkdir(parents=True)
     sock = rundir / "csi.sock"
+    config = plane.token_kubeconfig("amber-node")
     plane.procs.start(
         f"amber-node-{node}",
         [
             sys.executable, "-m", "amber", "--pool", str(pool), "node",
             f"--endpoint=unix://{sock}", f"--node-id={node}", f"--targets-config={targets}",
-            "--grace=10", "--upload-retry=0.5",
+            "--grace=10", "--upload-retry=0.5", "--recurring-jobs", f"--kubeconfig={config}",
         ],
+        env={"AMBER_JOBS_TIME_SCALE": str(TIME_SCALE)},
     )  # fmt: skip
     wait_socket(plane.procs, sock)
     plane.kube.apply(node_objects(node))
-    config = plane.token_kubeconfig("amber-node")
     env = {"NODE_NAME": node, "NAMESPACE": NAMESPACE, "POD_NAME": f"amber-node-{node}"}
     for sidecar in ("csi-provisioner", "csi-snapshotter"):
         args = sidecar_args("node.yaml", sidecar, sock, env)
@@ -367,19 +378,22 @@ def start_amber_node(plane: ControlPlane, node: str, pool: Path, targets: Path) 
     return AmberNode(node, pool, sock)
 
 
-def start_amber_controller(plane: ControlPlane) -> None:
-    """`amber controller` and csi-resizer (leader election on) as ServiceAccount
-    amber-controller."""
+def start_amber_controller(plane: ControlPlane, targets: Path) -> None:
+    """`amber controller --recurring-jobs` (its operator as ServiceAccount amber-controller,
+    on the nodes' targets file, the fast clock) and csi-resizer (leader election on) as
+    ServiceAccount amber-controller."""
     rundir = plane.work / "csi" / "controller"
     rundir.mkdir(parents=True)
     sock = rundir / "csi.sock"
+    config = plane.token_kubeconfig("amber-controller")
     plane.procs.start(
         "amber-controller",
         [sys.executable, "-m", "amber", "controller",
-         f"--endpoint=unix://{sock}", "--grace=10"],
+         f"--endpoint=unix://{sock}", "--grace=10", "--recurring-jobs", f"--kubeconfig={config}",
+         f"--targets-config={targets}", f"--state-dir={rundir / 'state'}"],
+        env={"AMBER_JOBS_TIME_SCALE": str(TIME_SCALE)},
     )  # fmt: skip
     wait_socket(plane.procs, sock)
-    config = plane.token_kubeconfig("amber-controller")
     env = {"NAMESPACE": NAMESPACE}
     args = sidecar_args("controller.yaml", "csi-resizer", sock, env)
     plane.procs.start(
@@ -393,6 +407,8 @@ def deploy_amber(plane: ControlPlane, pools: dict[str, Path], targets: Path) -> 
     """deploy/base's cluster-wide objects, then Amber's processes beside the sidecars."""
     kube = plane.kube
     kube.apply([*deploy_documents("namespace.yaml"), *rbac_documents()])
+    kube.apply(deploy_documents("crd-recurringjob.yaml"))
+    until("the RecurringJob CRD", plane.recurring_jobs_served, timeout=60)
     kube.apply(
         [
             *deploy_documents("csidriver.yaml"),
@@ -402,5 +418,5 @@ def deploy_amber(plane: ControlPlane, pools: dict[str, Path], targets: Path) -> 
         ]
     )
     nodes = {name: start_amber_node(plane, name, pool, targets) for name, pool in pools.items()}
-    start_amber_controller(plane)
+    start_amber_controller(plane, targets)
     return Cluster(plane, nodes, targets)

@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ GROUP_PATHS = {
     "storage.k8s.io/v1": "/apis/storage.k8s.io/v1",
     "snapshot.storage.k8s.io/v1": "/apis/snapshot.storage.k8s.io/v1",
     "groupsnapshot.storage.k8s.io/v1beta2": "/apis/groupsnapshot.storage.k8s.io/v1beta2",
+    "amber.csi.dev/v1alpha1": "/apis/amber.csi.dev/v1alpha1",
 }
 PLURALS = {
     "persistentvolumeclaims": "v1",
@@ -40,6 +42,7 @@ PLURALS = {
     "volumegroupsnapshots": "groupsnapshot.storage.k8s.io/v1beta2",
     "volumegroupsnapshotcontents": "groupsnapshot.storage.k8s.io/v1beta2",
     "volumegroupsnapshotclasses": "groupsnapshot.storage.k8s.io/v1beta2",
+    "recurringjobs": "amber.csi.dev/v1alpha1",
 }
 
 
@@ -112,10 +115,14 @@ class Kube:
                 return None
             raise
 
-    def list(self, plural: str, namespace: str = "", selector: str = "") -> list[Obj]:
+    def list(
+        self, plural: str, namespace: str = "", selector: str = "", labels: str = ""
+    ) -> list[Obj]:
         path = self.path(plural, namespace=namespace)
-        if selector:
-            path += f"?fieldSelector={selector}"
+        query = [f"fieldSelector={selector}"] if selector else []
+        query += [f"labelSelector={urllib.parse.quote(labels)}"] if labels else []
+        if query:
+            path += "?" + "&".join(query)
         items: list[Obj] = self.request("GET", path)["items"]
         return items
 

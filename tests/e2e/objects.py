@@ -4,10 +4,12 @@ them."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.cluster import TOPOLOGY_KEY, Cluster
 from tests.e2e.kube import Kube, Obj, until
 
 SNAPSHOT_API = "snapshot.storage.k8s.io"
@@ -117,3 +119,36 @@ def pool_rows(pool: Path, table: str) -> dict[str, dict[str, Any]]:
 def pool_name(handle: str) -> str:
     """The object's name in its pool, from an `amber:v1:vol|snap:<node>:<name>` ID."""
     return handle.rsplit(":", 1)[1]
+
+
+PATTERN_AT = 5 * Mi + 12345
+
+
+def node_of(pv: Obj) -> str:
+    terms = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+    [expression] = terms[0]["matchExpressions"]
+    assert expression["key"] == TOPOLOGY_KEY
+    [node] = expression["values"]
+    return str(node)
+
+
+def image_of(cluster: Cluster, pv: Obj) -> Any:
+    handle = pv["spec"]["csi"]["volumeHandle"]
+    rows = pool_rows(cluster.nodes[node_of(pv)].pool, "volumes")
+    return rows[pool_name(handle)]["image"]
+
+
+def write_pattern(cluster: Cluster, pv: Obj, data: bytes) -> None:
+    """Write bytes into a Block volume's image (what a pod would write to the device)."""
+    fd = os.open(image_of(cluster, pv), os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, PATTERN_AT)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_pattern(cluster: Cluster, pv: Obj, size: int) -> bytes:
+    with open(image_of(cluster, pv), "rb") as f:
+        f.seek(PATTERN_AT)
+        return f.read(size)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Any
 
 import boto3
 import pytest
@@ -27,44 +26,15 @@ from tests.e2e.objects import (
     claim,
     gone,
     namespace,
+    node_of,
     pool_name,
     pool_rows,
     quantity_bytes,
+    read_pattern,
     ready,
     snapshot,
+    write_pattern,
 )
-
-PATTERN_AT = 5 * Mi + 12345
-
-
-def _node_of(pv: Obj) -> str:
-    terms = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
-    [expression] = terms[0]["matchExpressions"]
-    assert expression["key"] == TOPOLOGY_KEY
-    [node] = expression["values"]
-    return str(node)
-
-
-def _image(cluster: Cluster, pv: Obj) -> Any:
-    handle = pv["spec"]["csi"]["volumeHandle"]
-    rows = pool_rows(cluster.nodes[_node_of(pv)].pool, "volumes")
-    return rows[pool_name(handle)]["image"]
-
-
-def _write_pattern(cluster: Cluster, pv: Obj, data: bytes) -> None:
-    """Write bytes into a Block volume's image (what a pod would write to the device)."""
-    fd = os.open(_image(cluster, pv), os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, PATTERN_AT)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_pattern(cluster: Cluster, pv: Obj, size: int) -> bytes:
-    with open(_image(cluster, pv), "rb") as f:
-        f.seek(PATTERN_AT)
-        return f.read(size)
 
 
 def _manifests(s3: S3Server, prefix: str) -> set[str]:
@@ -110,7 +80,7 @@ def test_filesystem_and_block_claims_bind_on_their_selected_nodes(cluster: Clust
         assert csi["volumeHandle"].startswith(f"amber:v1:vol:{node}:pvc-")
         assert csi.get("fsType") == fs
         assert pv["spec"]["volumeMode"] == mode
-        assert _node_of(pv) == node
+        assert node_of(pv) == node
         assert pv["spec"]["capacity"]["storage"] == pvc["spec"]["resources"]["requests"]["storage"]
         row = pool_rows(cluster.nodes[node].pool, "volumes")[pool_name(csi["volumeHandle"])]
         assert row["size"] == quantity_bytes(pv["spec"]["capacity"]["storage"])
@@ -160,7 +130,7 @@ def test_local_snapshot_restores_and_clones_on_its_node(cluster: Cluster) -> Non
     ):
         _, pv = bound(kube, ns, name)
         assert quantity_bytes(pv["spec"]["capacity"]["storage"]) == size
-        assert _node_of(pv) == "node-a"
+        assert node_of(pv) == "node-a"
         volumes = pool_rows(cluster.nodes["node-a"].pool, "volumes")
         row = volumes[pool_name(pv["spec"]["csi"]["volumeHandle"])]
         assert (row["size"], row["source_kind"], row["source_name"]) == (size, kind, source)
@@ -172,10 +142,10 @@ def test_local_snapshot_keeps_the_moment_it_was_taken(cluster: Cluster) -> None:
     kube.apply([claim(ns, "dev", "64Mi", node="node-b", storage_class="amber-block", block=True)])
     _, pv = bound(kube, ns, "dev")
     before, after = os.urandom(Mi), os.urandom(Mi)
-    _write_pattern(cluster, pv, before)
+    write_pattern(cluster, pv, before)
     kube.apply([snapshot(ns, "moment", "dev", "amber-local")])
     ready(kube, ns, "moment")
-    _write_pattern(cluster, pv, after)
+    write_pattern(cluster, pv, after)
     kube.apply(
         [
             claim(
@@ -185,8 +155,8 @@ def test_local_snapshot_keeps_the_moment_it_was_taken(cluster: Cluster) -> None:
         ]
     )  # fmt: skip
     _, then = bound(kube, ns, "then")
-    assert _read_pattern(cluster, then, Mi) == before
-    assert _read_pattern(cluster, pv, Mi) == after
+    assert read_pattern(cluster, then, Mi) == before
+    assert read_pattern(cluster, pv, Mi) == after
 
 
 def test_expansion_reaches_the_node_expansion_stage(cluster: Cluster) -> None:
@@ -230,7 +200,7 @@ def test_backup_snapshot_restores_on_the_other_node_and_delete_removes_it(
     kube.apply([claim(ns, "data", "64Mi", node="node-a", storage_class="amber-block", block=True)])
     _, pv = bound(kube, ns, "data")
     data = os.urandom(3 * Mi)
-    _write_pattern(cluster, pv, data)
+    write_pattern(cluster, pv, data)
 
     kube.apply([snapshot(ns, "nightly", "data", "amber-backup")])
     vs, content = ready(kube, ns, "nightly")
@@ -247,8 +217,8 @@ def test_backup_snapshot_restores_on_the_other_node_and_delete_removes_it(
         ]
     )  # fmt: skip
     _, restored = bound(kube, ns, "restored", timeout=120)
-    assert _node_of(restored) == "node-b"
-    assert _read_pattern(cluster, restored, len(data)) == data
+    assert node_of(restored) == "node-b"
+    assert read_pattern(cluster, restored, len(data)) == data
 
     kube.delete("volumesnapshots", "nightly", ns)
     gone(kube, "volumesnapshotcontents", content["metadata"]["name"])
@@ -299,7 +269,7 @@ def test_retained_backup_stays_and_imports_and_restores(
     )
     _, pv = bound(kube, ns, "data")
     data = os.urandom(2 * Mi)
-    _write_pattern(cluster, pv, data)
+    write_pattern(cluster, pv, data)
     kube.apply([snapshot(ns, "kept", "data", "amber-backup-retain")])
     _, content = ready(kube, ns, "kept")
     backup_id = _backup_id(content)
@@ -332,7 +302,7 @@ def test_retained_backup_stays_and_imports_and_restores(
         ]
     )  # fmt: skip
     _, restored = bound(kube, ns, "from-import", timeout=120)
-    assert _read_pattern(cluster, restored, len(data)) == data
+    assert read_pattern(cluster, restored, len(data)) == data
 
 
 def _pending_with(kube: Kube, ns: str, name: str, message: str) -> list[str]:

@@ -9,8 +9,19 @@ import os
 
 from tests.e2e.cluster import DRIVER, Cluster
 from tests.e2e.kube import Kube, Obj, until
-from tests.e2e.objects import MANAGED_BY, Mi, bound, claim, gone, namespace, pool_name, pool_rows
-from tests.e2e.test_flows import SIDECARS, _read_pattern, _write_pattern
+from tests.e2e.objects import (
+    MANAGED_BY,
+    Mi,
+    bound,
+    claim,
+    gone,
+    namespace,
+    pool_name,
+    pool_rows,
+    read_pattern,
+    write_pattern,
+)
+from tests.e2e.test_flows import SIDECARS
 
 GROUP_API = "groupsnapshot.storage.k8s.io/v1beta2"
 NODE = "node-a"
@@ -95,13 +106,13 @@ def test_group_snapshot_of_two_claims_restores_both_members(cluster: Cluster) ->
     pvs = {name: bound(kube, ns, name)[1] for name in ("data", "log", "other")}
     before = {name: os.urandom(Mi) for name in ("data", "log")}
     for name, data in before.items():
-        _write_pattern(cluster, pvs[name], data)
+        write_pattern(cluster, pvs[name], data)
 
     kube.apply([_group_snapshot(ns, "nightly", label)])
     _label_content_with_its_node(kube, ns, "nightly")
     group = _group_ready(kube, ns, "nightly")
     for name in before:
-        _write_pattern(cluster, pvs[name], os.urandom(Mi))
+        write_pattern(cluster, pvs[name], os.urandom(Mi))
 
     content = kube.get(
         "volumegroupsnapshotcontents", group["status"]["boundVolumeGroupSnapshotContentName"]
@@ -138,7 +149,7 @@ def test_group_snapshot_of_two_claims_restores_both_members(cluster: Cluster) ->
     kube.apply(restores)
     for name, data in before.items():
         _, restored = bound(kube, ns, f"{name}-then")
-        assert _read_pattern(cluster, restored, Mi) == data, f"{name} lost the group's moment"
+        assert read_pattern(cluster, restored, Mi) == data, f"{name} lost the group's moment"
 
     kube.delete("volumegroupsnapshots", "nightly", ns)
     gone(kube, "volumegroupsnapshots", "nightly", ns, timeout=120)

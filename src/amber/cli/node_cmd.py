@@ -3,12 +3,18 @@
 `amber node` is the per-node plugin (DaemonSet): Identity, Controller and Node on one socket,
 over this node's pool. `amber controller` is the endpoint of `csi-resizer` (Deployment): it
 announces that volumes grow on their nodes, and holds no pool. See docs/csi.md.
+
+`amber node --recurring-jobs` also runs the RecurringJob operator (`amber.kube`) for the
+volumes of this node, beside the driver, with its own handle on the pool; see docs/jobs.md.
+The Kubernetes client is imported only then.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,12 +23,27 @@ from amber.cli.durations import Duration
 from amber.cli.state import state
 from amber.csi.capabilities import DriverMode
 from amber.csi.driver import DriverConfig, serve
-from amber.csi.ids import validate_node_id
+from amber.csi.ids import IdKind, parse_id, validate_node_id
 from amber.csi.metadata import MetadataType
+from amber.domain.errors import NotFound
 from amber.logs import LogStyle, setup_server_logging
+from amber.ops.handles import parse_backup_id
 from amber.ops.snapshots import BackupSettings
 from amber.ops.uploads import UploadSettings
 from amber.pool import Pool, PoolSettings
+
+if TYPE_CHECKING:
+    from amber.backup.repository import Repository
+    from amber.jobs.executor import Outcome
+    from amber.jobs.runner import Clock
+    from amber.jobs.spec import JobSpec
+    from amber.kube.api import KubeApi
+    from amber.kube.operator import NodeOperator
+    from amber.ops.backups import RepositoryOpener
+
+_log = logging.getLogger(__name__)
+TIME_SCALE_ENV = "AMBER_JOBS_TIME_SCALE"
+DEFAULT_STATE_DIR = Path("/var/lib/amber-controller")
 
 DEFAULT_ENDPOINT = "unix:///run/amber/csi.sock"
 MAX_VOLUMES_LIMIT = 2**31 - 1
@@ -49,6 +70,28 @@ LogRequestsOption = Annotated[
     typer.Option("--log-requests", help="Log every request (secrets redacted) with its RPC."),
 ]
 
+
+RecurringJobsOption = Annotated[
+    bool,
+    typer.Option(
+        "--recurring-jobs",
+        help="Also run the RecurringJob operator (amber.csi.dev) for this node's volumes.",
+    ),
+]
+JobNamespacesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--recurring-jobs-namespace",
+        help="Watch RecurringJobs in this namespace only (repeat for more; default: all).",
+    ),
+]
+KubeconfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--kubeconfig",
+        help="Kubeconfig of the RecurringJob operator (default: the pod's service account).",
+    ),
+]
 
 LogFormatOption = Annotated[
     LogStyle,
@@ -113,11 +156,16 @@ def node(
             help="How SnapshotMetadata reports ranges: variable (extents) or fixed (4 KiB blocks).",
         ),
     ] = MetadataType.VARIABLE,
+    recurring_jobs: RecurringJobsOption = False,
+    job_namespaces: JobNamespacesOption = None,
+    kubeconfig: KubeconfigOption = None,
 ) -> None:
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
     validate_node_id(node_id)
     setup_server_logging(verbose=st.verbose, style=log_format)
+    api = _kube_api(kubeconfig) if recurring_jobs else None
+    clock = _clock() if recurring_jobs else None  # a bad test knob fails here, in one line
     config = DriverConfig(
         mode=DriverMode.NODE,
         endpoint=endpoint,
@@ -136,7 +184,84 @@ def node(
     def open_pool(root: Path) -> Pool:
         return Pool.open(root, settings=PoolSettings(), failpoint=st.failpoint())
 
-    serve(config, open_pool=open_pool)
+    operators: list[tuple[NodeOperator, Pool]] = []
+
+    def open_pool_and_jobs(root: Path) -> Pool:
+        pool = open_pool(root)
+        if api is not None and clock is not None:  # after the driver's open: pool recovered
+            own = open_pool(root)  # closed after the operator stopped, not with the driver's
+            operators.append((_start_operator(api, clock, node_id, own, job_namespaces), own))
+        return pool
+
+    try:
+        serve(config, open_pool=open_pool_and_jobs)
+    finally:
+        for operator, own in operators:
+            operator.stop()
+            own.close()
+
+
+def _kube_api(kubeconfig: Path | None) -> KubeApi:
+    from amber.kube.api import connect  # the Kubernetes client: only with --recurring-jobs
+
+    return connect(kubeconfig)
+
+
+def _clock() -> Clock:
+    from amber.jobs.runner import SystemClock
+    from amber.kube.clock import ScaledClock, parse_scale
+
+    scale = os.environ.get(TIME_SCALE_ENV)
+    if scale is None:
+        return SystemClock()
+    clock = ScaledClock(parse_scale(scale))
+    _log.warning("%s=%s: the recurring-job clock runs faster (a test knob)", TIME_SCALE_ENV, scale)
+    return clock
+
+
+def _start_operator(
+    api: KubeApi, clock: Clock, node_id: str, pool: Pool, namespaces: list[str] | None
+) -> NodeOperator:
+    from amber.kube.operator import NodeOperator, OperatorSettings
+
+    operator = NodeOperator(
+        api,
+        node_id,
+        PoolWork(pool),
+        pool.root,
+        clock=clock,
+        settings=OperatorSettings(namespaces=tuple(namespaces or ())),
+    )
+    operator.start()
+    return operator
+
+
+class PoolWork:
+    """What the operator asks of this node's pool, by CSI handles: they are parsed here, at
+    the edge that knows the CSI IDs, and answered by `amber.kube.pool.PoolChanges`."""
+
+    def __init__(self, pool: Pool) -> None:
+        from amber.kube.pool import PoolChanges
+
+        self.pool = pool
+        self.changes = PoolChanges(pool)
+
+    def changed(self, job: JobSpec, volume_handle: str, snapshot_handle: str) -> bool | None:
+        volume = parse_id(volume_handle, IdKind.VOLUME)
+        if volume is None:
+            return None
+        snapshot = parse_id(snapshot_handle, IdKind.SNAPSHOT)
+        if snapshot is not None:
+            return self.changes.changed(job, volume.name, snapshot.name)
+        if parse_backup_id(snapshot_handle) is not None:  # compared with the target's base
+            return self.changes.changed(job, volume.name, None)
+        return None
+
+    def trim(self, job: JobSpec, volume_handle: str) -> Outcome:
+        volume = parse_id(volume_handle, IdKind.VOLUME)
+        if volume is None:
+            raise NotFound(f"volume {volume_handle} is not one of this node's")
+        return self.changes.trim(job, volume.name)
 
 
 def controller(
@@ -145,11 +270,61 @@ def controller(
     grace: GraceOption = 30.0,
     log_requests: LogRequestsOption = False,
     log_format: LogFormatOption = LogStyle.AUTO,
+    recurring_jobs: RecurringJobsOption = False,
+    job_namespaces: JobNamespacesOption = None,
+    kubeconfig: KubeconfigOption = None,
+    targets_config: Annotated[
+        Path,
+        typer.Option(
+            "--targets-config",
+            help="Targets file of the prune and check RecurringJobs (mount it from a Secret).",
+        ),
+    ] = DEFAULT_CONFIG,
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="Where the prune and check RecurringJobs keep their run records.",
+        ),
+    ] = DEFAULT_STATE_DIR,
 ) -> None:
     """Run the controller endpoint for csi-resizer (volumes grow on their nodes)."""
     setup_server_logging(verbose=state(ctx).verbose, style=log_format)
-    serve(
-        DriverConfig(
-            mode=DriverMode.CONTROLLER, endpoint=endpoint, grace=grace, log_requests=log_requests
+    operator = None
+    if recurring_jobs:
+        from amber.kube.operator import ControllerOperator, OperatorSettings
+
+        api, clock = _kube_api(kubeconfig), _clock()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        operator = ControllerOperator(
+            api,
+            _repository_opener(targets_config),
+            state_dir,
+            clock=clock,
+            settings=OperatorSettings(namespaces=tuple(job_namespaces or ())),
         )
-    )
+        operator.start()
+    try:
+        serve(
+            DriverConfig(
+                mode=DriverMode.CONTROLLER,
+                endpoint=endpoint,
+                grace=grace,
+                log_requests=log_requests,
+            )
+        )
+    finally:
+        if operator is not None:
+            operator.stop()
+
+
+def _repository_opener(targets_config: Path) -> RepositoryOpener:
+    """Opens a target of the targets file by name, as the nodes do (`amber.ops.targets`)."""
+    from amber.ops.targets import TargetResolver
+
+    resolver = TargetResolver(targets_config)
+
+    def open_repository(target: str, *, create: bool = False) -> Repository:
+        return resolver.resolve(target).open(create=create)
+
+    return open_repository
