@@ -21,6 +21,7 @@ from amber.csi.driver import DriverConfig, serve
 from amber.csi.ids import validate_node_id
 from amber.csi.metadata import MetadataType
 from amber.logs import LogStyle, setup_server_logging
+from amber.metrics import MetricsAddress, parse_address
 from amber.pool import Pool, PoolSettings
 
 DEFAULT_ENDPOINT = "unix:///run/amber/csi.sock"
@@ -47,6 +48,19 @@ LogRequestsOption = Annotated[
     bool,
     typer.Option("--log-requests", help="Log every request (secrets redacted) with its RPC."),
 ]
+
+MetricsAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-address",
+        help="Serve Prometheus metrics over HTTP at HOST:PORT (e.g. 127.0.0.1:9809; default: "
+        "not served). See docs/metrics.md.",
+    ),
+]
+
+
+def _metrics_address(text: str | None) -> MetricsAddress | None:
+    return None if text is None else parse_address(text)
 
 
 LogFormatOption = Annotated[
@@ -112,10 +126,12 @@ def node(
             help="How SnapshotMetadata reports ranges: variable (extents) or fixed (4 KiB blocks).",
         ),
     ] = MetadataType.VARIABLE,
+    metrics_address: MetricsAddressOption = None,
 ) -> None:
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
     validate_node_id(node_id)
+    exposed = _metrics_address(metrics_address)
     setup_server_logging(verbose=st.verbose, style=log_format)
     config = DriverConfig(
         mode=DriverMode.NODE,
@@ -130,6 +146,7 @@ def node(
             uploads=UploadSettings(retry_base=upload_retry, max_attempts=upload_attempts),
         ),
         metadata_type=metadata_type,
+        metrics_address=exposed,
     )
 
     def open_pool(root: Path) -> Pool:
@@ -144,11 +161,17 @@ def controller(
     grace: GraceOption = 30.0,
     log_requests: LogRequestsOption = False,
     log_format: LogFormatOption = LogStyle.AUTO,
+    metrics_address: MetricsAddressOption = None,
 ) -> None:
     """Run the controller endpoint for csi-resizer (volumes grow on their nodes)."""
+    exposed = _metrics_address(metrics_address)
     setup_server_logging(verbose=state(ctx).verbose, style=log_format)
     serve(
         DriverConfig(
-            mode=DriverMode.CONTROLLER, endpoint=endpoint, grace=grace, log_requests=log_requests
+            mode=DriverMode.CONTROLLER,
+            endpoint=endpoint,
+            grace=grace,
+            log_requests=log_requests,
+            metrics_address=exposed,
         )
     )
