@@ -53,7 +53,11 @@ FORBIDDEN_LABELS = {
     "url",
     "endpoint",
 }
-ALLOWED_LABELS = {"volume", "mode", "target", "job", "method", "code", "outcome", "kind"} | {
+RESERVED_LABELS = {"job", "instance", "node", "namespace", "pod", "container", "service"}
+"""Labels Prometheus (`job`, `instance`) and the Kubernetes service discovery relabelings of
+deploy/monitoring (`node`, ...) put on every series: a metric's own would be renamed."""
+ALLOWED_LABELS = {"volume", "mode", "target", "recurring_job", "method", "code", "outcome"} | {
+    "kind",
     "collector",
     "version",
     "le",
@@ -137,6 +141,7 @@ def test_labels_are_bounded(family: Metric) -> None:
         for label in sample.labels:
             assert LABEL.fullmatch(label), label
             assert label not in FORBIDDEN_LABELS, f"{family.name} has the label {label}"
+            assert label not in RESERVED_LABELS, f"{family.name} has the label {label}"
             assert label in ALLOWED_LABELS, f"{family.name}: new label {label}? add it here"
 
 

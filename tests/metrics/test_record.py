@@ -91,15 +91,20 @@ def test_job_runs_failures_and_last_success() -> None:
     metrics.record_job_run("nightly", Outcome.SKIPPED, 1500.0)
     metrics.record_job_run("hourly", "failure", 10.0)
     text = scrape(metrics)
-    assert value(text, "amber_job_runs_total", job="nightly") == 3
-    assert value(text, "amber_job_failures_total", job="nightly") == 1
-    assert value(text, "amber_job_last_success_timestamp_seconds", job="nightly") == 1500.0
-    assert value(text, "amber_job_failures_total", job="hourly") == 1
+    assert value(text, "amber_job_runs_total", recurring_job="nightly") == 3
+    assert value(text, "amber_job_failures_total", recurring_job="nightly") == 1
+    assert (
+        value(text, "amber_job_last_success_timestamp_seconds", recurring_job="nightly") == 1500.0
+    )
+    assert value(text, "amber_job_failures_total", recurring_job="hourly") == 1
     # Never succeeded: no timestamp (an alert on its age must not see "1970").
-    assert value(text, "amber_job_last_success_timestamp_seconds", job="hourly") is None
+    assert value(text, "amber_job_last_success_timestamp_seconds", recurring_job="hourly") is None
     # A run that ended earlier but is recorded later never moves the time back.
     metrics.record_job_run("nightly", "success", 1200.0)
-    assert value(scrape(metrics), "amber_job_last_success_timestamp_seconds", job="nightly") == 1500
+    assert (
+        value(scrape(metrics), "amber_job_last_success_timestamp_seconds", recurring_job="nightly")
+        == 1500
+    )
     with pytest.raises(ValueError, match="outcome"):
         metrics.record_job_run("nightly", "cancelled", 1.0)
 

@@ -149,17 +149,24 @@ class _Csi:
 
 class _Jobs:
     def __init__(self, registry: CollectorRegistry) -> None:
+        # Not `job`: Prometheus gives every series the scrape job's name under that label.
         self.runs = Counter(
-            "amber_job_runs", "Runs of recurring jobs that ended.", ["job"], registry=registry
+            "amber_job_runs",
+            "Runs of recurring jobs that ended.",
+            ["recurring_job"],
+            registry=registry,
         )
         self.failures = Counter(
-            "amber_job_failures", "Runs of recurring jobs that failed.", ["job"], registry=registry
+            "amber_job_failures",
+            "Runs of recurring jobs that failed.",
+            ["recurring_job"],
+            registry=registry,
         )
         self.last_success = Gauge(
             "amber_job_last_success_timestamp_seconds",
             "When a recurring job last ended well (a run that skipped an unchanged volume "
             "counts), seconds since the epoch.",
-            ["job"],
+            ["recurring_job"],
             registry=registry,
         )
 
