@@ -256,7 +256,6 @@ def restore(csi: Csi, name: str, snapshot_id: str) -> Any:
     return until(attempt, lambda v: v is not None)
 
 
-@pytest.mark.xfail(strict=True, reason="backups and restores are recorded after the ops move")
 def test_backups_and_restores_by_outcome(node: Node) -> None:
     before = node.scrape()
     volume = node.csi.create("pvc-backed-up", 64 * MiB)
