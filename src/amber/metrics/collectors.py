@@ -190,20 +190,11 @@ class SourceCollector(Collector):
             self._runs = {}
 
     def describe(self) -> Iterable[Metric]:
-        return list(_families({}))
+        return [*_families({}), _success({})]
 
     def collect(self) -> Iterable[Metric]:
         results, success = self._read_all()
-        families = list(_families(results))
-        ok = GaugeMetricFamily(
-            SUCCESS,
-            "1 when the source of a group of metrics answered this scrape in time, else 0.",
-            labels=["collector"],
-        )
-        for name, answered in sorted(success.items()):
-            ok.add_metric([name], float(answered))
-        families.append(ok)
-        return families
+        return [*_families(results), _success(success)]
 
     def _read_all(self) -> tuple[dict[str, Any], dict[str, bool]]:
         with self._lock:
@@ -227,6 +218,17 @@ class SourceCollector(Collector):
         if run is None or run.done.is_set():
             run = self._runs[name] = _Run(name, read)
         return run
+
+
+def _success(answered: dict[str, bool]) -> Metric:
+    family = GaugeMetricFamily(
+        SUCCESS,
+        "1 when the source of a group of metrics answered this scrape in time, else 0.",
+        labels=["collector"],
+    )
+    for name, ok in sorted(answered.items()):
+        family.add_metric([name], float(ok))
+    return family
 
 
 def _families(results: dict[str, Any]) -> Iterator[Metric]:
