@@ -11,6 +11,7 @@ a Kubernetes secret are not probed: their credentials live only in the calls tha
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -178,16 +179,9 @@ def _with_usage(stats: VolumeStats, path: Path) -> VolumeStats:
     except OSError:
         return stats
     unit = csi_pb2.VolumeUsage
-    byte_usage, inode_usage = usage[unit.BYTES], usage[unit.INODES]
-    return VolumeStats(
-        name=stats.name,
-        mode=stats.mode,
-        capacity_bytes=stats.capacity_bytes,
-        allocated_bytes=stats.allocated_bytes,
-        abnormal=stats.abnormal,
-        used_bytes=byte_usage.used,
-        inodes=inode_usage.total,
-        inodes_used=inode_usage.used,
+    space, inodes = usage[unit.BYTES], usage[unit.INODES]
+    return dataclasses.replace(
+        stats, used_bytes=space.used, inodes=inodes.total, inodes_used=inodes.used
     )
 
 
