@@ -28,7 +28,7 @@ from amber.csi.objects import LocalObjects
 from amber.csi.server import CSIServer, Registration, registration_for
 from amber.domain.errors import Unavailable
 from amber.metrics import MetricsAddress
-from amber.ops import BackupSettings, BackupSnapshots
+from amber.ops.snapshots import BackupSettings, BackupSnapshots
 from amber.pool import Pool
 
 __all__ = ["DriverConfig", "build_servicers", "pool_health", "serve"]
