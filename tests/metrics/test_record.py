@@ -131,3 +131,48 @@ def test_the_process_registry_is_made_once() -> None:
     assert metrics.default() is metrics.default()
     body, _ = metrics.exposition()
     assert b"amber_build_info" in body
+
+
+class Stop(Exception):
+    """An exception the caller says means "cancelled"."""
+
+
+def test_a_backup_run_block_records_how_it_ended() -> None:
+    metrics = Metrics()
+    with metrics.backup_run() as run:
+        assert value(scrape(metrics), "amber_operations_in_flight", kind="backup") == 1
+        run.ended(30.0, read=1000, new=400, stored=300)
+    with pytest.raises(OSError), metrics.backup_run():
+        raise OSError("the target went away")
+    with pytest.raises(Stop), metrics.backup_run(cancelled=(Stop,)):
+        raise Stop
+    with pytest.raises(KeyboardInterrupt), metrics.backup_run():
+        raise KeyboardInterrupt
+    with metrics.backup_run():  # ended well without numbers: the block's own duration
+        pass
+    text = scrape(metrics)
+    assert value(text, "amber_backups_total", outcome="success") == 2
+    assert value(text, "amber_backups_total", outcome="failure") == 1
+    assert value(text, "amber_backups_total", outcome="cancelled") == 2
+    assert value(text, "amber_backup_read_bytes_total") == 1000
+    assert value(text, "amber_backup_new_bytes_total") == 400
+    assert value(text, "amber_backup_stored_bytes_total") == 300
+    assert value(text, "amber_backup_duration_seconds_bucket", outcome="success", le="15.0") == 1
+    assert value(text, "amber_operations_in_flight", kind="backup") == 0
+
+
+def test_a_restore_run_block_records_how_it_ended() -> None:
+    metrics = Metrics()
+    with metrics.restore_run() as run:
+        assert value(scrape(metrics), "amber_operations_in_flight", kind="restore") == 1
+        run.ended(2.0, downloaded=4096)
+    with pytest.raises(Stop), metrics.restore_run(cancelled=(Stop,)):
+        raise Stop
+    with pytest.raises(ValueError, match="damaged"), metrics.restore_run():
+        raise ValueError("damaged chunk")
+    text = scrape(metrics)
+    assert value(text, "amber_restores_total", outcome="success") == 1
+    assert value(text, "amber_restores_total", outcome="cancelled") == 1
+    assert value(text, "amber_restores_total", outcome="failure") == 1
+    assert value(text, "amber_restore_downloaded_bytes_total") == 4096
+    assert value(text, "amber_operations_in_flight", kind="restore") == 0

@@ -3,8 +3,9 @@
 Two kinds of metrics live in one registry per process (never prometheus_client's global one):
 
 - events, recorded where they happen: a backup or restore ended (`record_backup`,
-  `record_restore`), an operation runs (`inflight`), a CSI call was answered
-  (`record_csi_call`, from one gRPC interceptor), a recurring job ran (`record_job_run`);
+  `record_restore`, or around a block `backup_run`, `restore_run`), an operation runs
+  (`inflight`), a CSI call was answered (`record_csi_call`, from one gRPC interceptor), a
+  recurring job ran (`record_job_run`);
 - state, read at scrape time from callables the serving edge gives to `watch`: the pool, its
   volumes, the targets' last probe (a background `TargetProber`, never a probe per scrape).
   The callables return the plain records of `amber.metrics.stats`, so this package imports no
@@ -27,21 +28,24 @@ from contextlib import AbstractContextManager
 
 from amber import __version__
 from amber.metrics.prober import TargetProber
-from amber.metrics.registry import KINDS, Metrics, Outcome
+from amber.metrics.registry import KINDS, BackupRun, Metrics, Outcome, RestoreRun
 from amber.metrics.server import MetricsAddress, MetricsServer, parse_address
 from amber.metrics.stats import PoolStats, ProbeOutcome, TargetStats, VolumeStats
 
 __all__ = [
     "KINDS",
+    "BackupRun",
     "Metrics",
     "MetricsAddress",
     "MetricsServer",
     "Outcome",
     "PoolStats",
     "ProbeOutcome",
+    "RestoreRun",
     "TargetProber",
     "TargetStats",
     "VolumeStats",
+    "backup_run",
     "default",
     "exposition",
     "inflight",
@@ -50,6 +54,7 @@ __all__ = [
     "record_csi_call",
     "record_job_run",
     "record_restore",
+    "restore_run",
     "serve",
     "watch",
 ]
@@ -82,6 +87,20 @@ def record_restore(outcome: Outcome | str, seconds: float, downloaded: int = 0) 
 def inflight(kind: str) -> AbstractContextManager[None]:
     """Count an operation of `kind` ("backup", "restore", "job") as running in the block."""
     return default().inflight(kind)
+
+
+def backup_run(
+    cancelled: tuple[type[BaseException], ...] = (),
+) -> AbstractContextManager[BackupRun]:
+    """One backup, from the block (see `Metrics.backup_run`)."""
+    return default().backup_run(cancelled)
+
+
+def restore_run(
+    cancelled: tuple[type[BaseException], ...] = (),
+) -> AbstractContextManager[RestoreRun]:
+    """One restore, from the block (see `Metrics.restore_run`)."""
+    return default().restore_run(cancelled)
 
 
 def record_csi_call(method: str, code: str, seconds: float) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
@@ -36,8 +38,10 @@ __all__ = [
     "CSI_BUCKETS",
     "KINDS",
     "OPERATION_BUCKETS",
+    "BackupRun",
     "Metrics",
     "Outcome",
+    "RestoreRun",
 ]
 
 
@@ -61,6 +65,39 @@ OPERATION_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 180
 """Seconds: a backup or restore takes from a second (nothing changed) to hours."""
 CSI_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 """Seconds: most calls answer in milliseconds; mkfs, mounts and freezes take seconds."""
+
+
+@dataclass
+class BackupRun:
+    """What a backup reports before its block ends well (`Metrics.backup_run`)."""
+
+    seconds: float | None = None
+    """How long it took (None: the block's own duration)."""
+    read: int = 0
+    new: int = 0
+    stored: int = 0
+
+    def ended(self, seconds: float, read: int, new: int, stored: int) -> None:
+        """The engine's own numbers of the backup."""
+        self.seconds, self.read, self.new, self.stored = seconds, read, new, stored
+
+
+@dataclass
+class RestoreRun:
+    """What a restore reports before its block ends well (`Metrics.restore_run`)."""
+
+    seconds: float | None = None
+    downloaded: int = 0
+
+    def ended(self, seconds: float, downloaded: int) -> None:
+        self.seconds, self.downloaded = seconds, downloaded
+
+
+_STOPS: Final = (KeyboardInterrupt, SystemExit)
+
+
+def _stopped(error: BaseException, cancelled: tuple[type[BaseException], ...]) -> Outcome:
+    return Outcome.CANCELLED if isinstance(error, _STOPS + cancelled) else Outcome.FAILURE
 
 
 def _outcome(value: Outcome | str, allowed: Sequence[Outcome]) -> str:
@@ -249,6 +286,36 @@ class Metrics:
             yield
         finally:
             gauge.dec()
+
+    @contextlib.contextmanager
+    def backup_run(self, cancelled: tuple[type[BaseException], ...] = ()) -> Iterator[BackupRun]:
+        """One backup, from the block: in flight while it runs; a success when it ends well
+        (with what it reported through `BackupRun.ended`), else a failure -- or cancelled for
+        Ctrl-C, a stop, or an exception of the `cancelled` types."""
+        run = BackupRun()
+        started = time.monotonic()
+        with self.inflight("backup"):
+            try:
+                yield run
+            except BaseException as e:
+                self.record_backup(_stopped(e, cancelled), time.monotonic() - started)
+                raise
+        seconds = time.monotonic() - started if run.seconds is None else run.seconds
+        self.record_backup(Outcome.SUCCESS, seconds, run.read, run.new, run.stored)
+
+    @contextlib.contextmanager
+    def restore_run(self, cancelled: tuple[type[BaseException], ...] = ()) -> Iterator[RestoreRun]:
+        """One restore, from the block (see `backup_run`)."""
+        run = RestoreRun()
+        started = time.monotonic()
+        with self.inflight("restore"):
+            try:
+                yield run
+            except BaseException as e:
+                self.record_restore(_stopped(e, cancelled), time.monotonic() - started)
+                raise
+        seconds = time.monotonic() - started if run.seconds is None else run.seconds
+        self.record_restore(Outcome.SUCCESS, seconds, run.downloaded)
 
     def record_csi_call(self, method: str, code: str, seconds: float) -> None:
         """A CSI call was answered: its method's short name (`CreateVolume`), the gRPC status

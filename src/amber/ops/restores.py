@@ -40,7 +40,7 @@ from amber.domain.errors import (
 )
 from amber.domain.models import Volume, VolumeMode
 from amber.logs import scrub
-from amber.metrics import Outcome, inflight, record_restore
+from amber.metrics import restore_run
 from amber.ops import sizes
 from amber.ops.handles import BackupRef
 from amber.ops.jobs import JobStore
@@ -159,12 +159,12 @@ class Restores:
 
     def _run(self, job: _Job, repo: Repository, access: TargetAccess) -> None:
         volume = job.wanted.volume
-        started = time.monotonic()
         try:
-            with inflight("restore"):
+            with restore_run(cancelled=(Cancelled,)) as run:  # the metrics
                 report = restore_backup(
                     self._pool, repo, job.backup_id, volume, size=job.size, progress=job.watch
                 )
+                run.ended(report.duration_seconds, report.bytes_downloaded)
         except AmberError as e:
             e.message = scrub(e.message, access.secrets)
             e.args = (e.message,)
@@ -173,7 +173,6 @@ class Restores:
             _log.exception("restore of volume %s failed", volume)
             job.error = SystemFailure(f"restoring volume {volume!r} failed; see the node log")
         else:
-            record_restore(Outcome.SUCCESS, report.duration_seconds, report.bytes_downloaded)
             _log.info(
                 "volume %s restored from backup %s: %d bytes downloaded in %.1fs",
                 volume,
@@ -189,10 +188,7 @@ class Restores:
             restore_holder(job.backup_id, volume), job.backup_id, repo, access.secrets
         )
         self._store.forget_restore(volume)
-        cancelled = isinstance(job.error, Cancelled)
-        outcome = Outcome.CANCELLED if cancelled else Outcome.FAILURE
-        record_restore(outcome, time.monotonic() - started)
-        if not cancelled:
+        if not isinstance(job.error, Cancelled):
             _log.warning("restore of volume %s failed: %s", volume, job.error.message)
 
     def _poll(self, job: _Job) -> Volume:
