@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from amber.metrics import KINDS, Metrics, Outcome
@@ -176,3 +179,24 @@ def test_a_restore_run_block_records_how_it_ended() -> None:
     assert value(text, "amber_restores_total", outcome="failure") == 1
     assert value(text, "amber_restore_downloaded_bytes_total") == 4096
     assert value(text, "amber_operations_in_flight", kind="restore") == 0
+
+
+def test_recording_does_not_import_prometheus_client() -> None:
+    """A one-shot command records its backup without paying for the client's import (its HTTP
+    and e-mail modules); reading the metrics imports it."""
+    program = """
+import sys
+from amber import metrics
+from amber.ops import backups  # what `amber backup create` loads
+with metrics.backup_run() as run:
+    run.ended(1.0, 10, 5, 3)
+metrics.record_csi_call("Probe", "OK", 0.01)
+print(sorted(m for m in sys.modules if m.startswith("prometheus_client")))
+metrics.exposition()
+print("prometheus_client" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "True"]

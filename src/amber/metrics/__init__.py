@@ -1,6 +1,8 @@
 """Prometheus metrics: what one Amber process did and what its pool and targets look like.
 
-Two kinds of metrics live in one registry per process (never prometheus_client's global one):
+Two kinds of metrics live in one registry per process (never prometheus_client's global one;
+prometheus_client itself is imported only when the metrics are read or served, so that a
+one-shot command pays nothing for recording):
 
 - events, recorded where they happen: a backup or restore ended (`record_backup`,
   `record_restore`, or around a block `backup_run`, `restore_run`), an operation runs

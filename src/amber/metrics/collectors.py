@@ -1,32 +1,39 @@
-"""Pool, volume and target metrics, read at scrape time from the sources an edge gave.
+"""The metrics as prometheus_client sees them: imported only when something reads them.
 
-A scrape must answer even when a source hangs (a stuck mount, a pool whose metadata is locked):
-each source runs on a thread of its own, all of them at once, and the scrape waits for them
-until one shared deadline. A source that has not answered by then, or failed, contributes no
-samples this time and `amber_scrape_collector_success{collector}` says 0; a source still
-running from an earlier scrape is waited for again, never started twice.
-
-Target health is not probed here: the sources read the last result of a background prober
-(`amber.metrics.prober`), so an unreachable target never slows a scrape.
+`EventCollector` turns the plain counters, gauges and histograms of `amber.metrics.events`
+into metric families; `SourceCollector` reads the pool, volume and target sources
+(`amber.metrics.sources`, bounded in time) and turns their records into gauges, with
+`amber_scrape_collector_success{collector}` saying which answered. Target health is not probed
+here: the target source is the last result of a background prober (`amber.metrics.prober`), so
+an unreachable target never slows a scrape.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
 
+from amber.metrics.events import Counter, Family, Gauge, Histogram
+from amber.metrics.sources import Sources
 from amber.metrics.stats import PoolStats, TargetStats, VolumeStats
 
-__all__ = ["POOL_GAUGES", "TARGET_GAUGES", "VOLUME_GAUGES", "SourceCollector"]
-
-_log = logging.getLogger(__name__)
+__all__ = [
+    "POOL_GAUGES",
+    "TARGET_GAUGES",
+    "VOLUME_GAUGES",
+    "EventCollector",
+    "SourceCollector",
+    "new_registry",
+]
 
 
 @dataclass(frozen=True)
@@ -139,85 +146,64 @@ TARGET_GAUGES: Final = (
 
 SUCCESS: Final = "amber_scrape_collector_success"
 
-_Source = Callable[[], Any]
-
-
-class _Run:
-    """One call of a source on a daemon thread (a hung source must not block the exit)."""
-
-    def __init__(self, name: str, read: _Source) -> None:
-        self.done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self._read = read
-        threading.Thread(target=self._run, name=f"metrics-{name}", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            self.value = self._read()
-        except BaseException as e:  # reported by the scrape, never raised on this thread
-            self.error = e
-        finally:
-            self.done.set()
-
 
 class SourceCollector(Collector):
-    """Collects the pool, volume and target families from the sources `set` gave."""
+    """The pool, volume and target families, from the sources at each scrape."""
 
-    def __init__(self, timeout: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._timeout = timeout
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._sources: dict[str, _Source] = {}
-        self._runs: dict[str, _Run] = {}
-
-    def set(
-        self,
-        *,
-        pool: Callable[[], PoolStats] | None,
-        volumes: Callable[[], Iterable[VolumeStats]] | None,
-        targets: Callable[[], Iterable[TargetStats]] | None,
-    ) -> None:
-        sources: dict[str, _Source] = {}
-        if pool is not None:
-            sources["pool"] = pool
-        if volumes is not None:
-            sources["volumes"] = lambda: list(volumes())
-        if targets is not None:
-            sources["targets"] = lambda: list(targets())
-        with self._lock:
-            self._sources = sources
-            self._runs = {}
+    def __init__(self, sources: Sources) -> None:
+        self._sources = sources
 
     def describe(self) -> Iterable[Metric]:
         return [*_families({}), _success({})]
 
     def collect(self) -> Iterable[Metric]:
-        results, success = self._read_all()
+        results, success = self._sources.read_all()
         return [*_families(results), _success(success)]
 
-    def _read_all(self) -> tuple[dict[str, Any], dict[str, bool]]:
-        with self._lock:
-            runs = {name: self._start(name, read) for name, read in self._sources.items()}
-        deadline = self._clock() + self._timeout
-        results: dict[str, Any] = {}
-        success: dict[str, bool] = {}
-        for name, run in runs.items():
-            finished = run.done.wait(max(deadline - self._clock(), 0.0))
-            success[name] = finished and run.error is None
-            if success[name]:
-                results[name] = run.value
-            elif finished:
-                _log.warning("metrics: reading the %s failed: %s", name, run.error)
-            else:
-                _log.warning("metrics: the %s did not answer within %gs", name, self._timeout)
-        return results, success
 
-    def _start(self, name: str, read: _Source) -> _Run:
-        run = self._runs.get(name)
-        if run is None or run.done.is_set():
-            run = self._runs[name] = _Run(name, read)
-        return run
+class EventCollector(Collector):
+    """The families of the recorded events."""
+
+    def __init__(self, families: Sequence[Family]) -> None:
+        self._families = families
+
+    def describe(self) -> Iterable[Metric]:
+        return [_event_family(family, with_samples=False) for family in self._families]
+
+    def collect(self) -> Iterable[Metric]:
+        return [_event_family(family, with_samples=True) for family in self._families]
+
+
+def new_registry(events: Sequence[Family], sources: Sources) -> CollectorRegistry:
+    """A registry of its own (not prometheus_client's global one) with both collectors."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(EventCollector(events))
+    registry.register(SourceCollector(sources))
+    return registry
+
+
+def _event_family(family: Family, *, with_samples: bool) -> Metric:
+    labels = list(family.labels)
+    if isinstance(family, Counter):
+        counter = CounterMetricFamily(family.name, family.help, labels=labels)
+        for values, value in family.series() if with_samples else []:
+            counter.add_metric(list(values), value)
+        return counter
+    if isinstance(family, Histogram):
+        histogram = HistogramMetricFamily(family.name, family.help, labels=labels)
+        for series in family.series() if with_samples else []:
+            buckets = [(_bound(bound), float(count)) for bound, count in series.buckets]
+            histogram.add_metric(list(series.labels), buckets, series.total)
+        return histogram
+    assert isinstance(family, Gauge), family
+    gauge = GaugeMetricFamily(family.name, family.help, labels=labels)
+    for values, value in family.series() if with_samples else []:
+        gauge.add_metric(list(values), value)
+    return gauge
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
 def _success(answered: dict[str, bool]) -> Metric:

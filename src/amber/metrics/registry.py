@@ -1,4 +1,4 @@
-"""The metrics of one Amber process, in a registry of their own, and the helpers that record.
+"""The metrics of one Amber process and the helpers that record.
 
 Events (a backup ended, a CSI call answered, a recurring job ran) are recorded where they
 happen, through `Metrics.record_*` and `Metrics.inflight`. State (the pool, its volumes, the
@@ -18,21 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
-from prometheus_client.exposition import choose_encoder
-
-from amber.metrics.collectors import SourceCollector
+from amber.metrics.events import Counter, Family, Gauge, Histogram
+from amber.metrics.sources import Sources
 from amber.metrics.stats import PoolStats, TargetStats, VolumeStats
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
 __all__ = [
     "CSI_BUCKETS",
@@ -113,126 +106,114 @@ def _outcome(value: Outcome | str, allowed: Sequence[Outcome]) -> str:
 class _Operations:
     """Backups, restores and what runs now."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.backups = Counter(
-            "amber_backups", "Backups that ended, by outcome.", ["outcome"], registry=registry
-        )
+    def __init__(self) -> None:
+        self.backups = Counter("amber_backups", "Backups that ended, by outcome.", ("outcome",))
         self.backup_seconds = Histogram(
             "amber_backup_duration_seconds",
             "How long backups took, by outcome.",
-            ["outcome"],
-            buckets=OPERATION_BUCKETS,
-            registry=registry,
+            ("outcome",),
+            bounds=OPERATION_BUCKETS,
         )
         self.read = Counter(
             "amber_backup_read_bytes",
             "Bytes backups read from snapshots (unchanged chunks are not read).",
-            registry=registry,
         )
         self.new = Counter(
             "amber_backup_new_bytes",
             "Bytes of chunks backups found new to their target (before compression).",
-            registry=registry,
         )
         self.stored = Counter(
             "amber_backup_stored_bytes",
             "Bytes backups uploaded to their targets (compressed, encrypted).",
-            registry=registry,
         )
-        self.restores = Counter(
-            "amber_restores", "Restores that ended, by outcome.", ["outcome"], registry=registry
-        )
+        self.restores = Counter("amber_restores", "Restores that ended, by outcome.", ("outcome",))
         self.restore_seconds = Histogram(
             "amber_restore_duration_seconds",
             "How long restores took, by outcome.",
-            ["outcome"],
-            buckets=OPERATION_BUCKETS,
-            registry=registry,
+            ("outcome",),
+            bounds=OPERATION_BUCKETS,
         )
         self.downloaded = Counter(
-            "amber_restore_downloaded_bytes",
-            "Bytes restores downloaded from their targets.",
-            registry=registry,
+            "amber_restore_downloaded_bytes", "Bytes restores downloaded from their targets."
         )
         self.in_flight = Gauge(
             "amber_operations_in_flight",
             "Backups, restores and recurring job runs running now, by kind.",
-            ["kind"],
-            registry=registry,
+            ("kind",),
         )
         for outcome in _OPERATION_OUTCOMES:  # the counts exist from the start, at 0
-            self.backups.labels(outcome.value)
-            self.restores.labels(outcome.value)
+            self.backups.touch((outcome.value,))
+            self.restores.touch((outcome.value,))
+        for counter in (self.read, self.new, self.stored, self.downloaded):
+            counter.touch()
         for kind in KINDS:
-            self.in_flight.labels(kind)
+            self.in_flight.set((kind,), 0.0)
 
 
 class _Csi:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self) -> None:
         self.calls = Counter(
             "amber_csi_calls",
             "CSI calls answered, by method and gRPC status code.",
-            ["method", "code"],
-            registry=registry,
+            ("method", "code"),
         )
         self.seconds = Histogram(
             "amber_csi_call_duration_seconds",
             "How long CSI calls took to answer, by method.",
-            ["method"],
-            buckets=CSI_BUCKETS,
-            registry=registry,
+            ("method",),
+            bounds=CSI_BUCKETS,
         )
 
 
 class _Jobs:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self) -> None:
         # Not `job`: Prometheus gives every series the scrape job's name under that label.
         self.runs = Counter(
-            "amber_job_runs",
-            "Runs of recurring jobs that ended.",
-            ["recurring_job"],
-            registry=registry,
+            "amber_job_runs", "Runs of recurring jobs that ended.", ("recurring_job",)
         )
         self.failures = Counter(
-            "amber_job_failures",
-            "Runs of recurring jobs that failed.",
-            ["recurring_job"],
-            registry=registry,
+            "amber_job_failures", "Runs of recurring jobs that failed.", ("recurring_job",)
         )
         self.last_success = Gauge(
             "amber_job_last_success_timestamp_seconds",
             "When a recurring job last ended well (a run that skipped an unchanged volume "
             "counts), seconds since the epoch.",
-            ["recurring_job"],
-            registry=registry,
+            ("recurring_job",),
         )
 
 
 class Metrics:
-    """Every metric of one process, in its own registry (not prometheus_client's global one).
+    """Every metric of one process.
 
-    The process has one (`amber.metrics.METRICS`); tests make their own.
+    The process has one (`amber.metrics.default()`); tests make their own. Recording is plain
+    Python; prometheus_client is imported when the metrics are first read (`registry`).
     """
 
     def __init__(self, *, version: str = "unknown", source_timeout: float = 5.0) -> None:
-        # `*_created` series double every counter's output and nothing here reads them; the
-        # switch is process-wide, and Amber is the only user of prometheus_client in it.
-        disable_created_metrics()  # type: ignore[no-untyped-call]
-        self.registry = CollectorRegistry(auto_describe=True)
-        self._operations = _Operations(self.registry)
-        self._csi = _Csi(self.registry)
-        self._jobs = _Jobs(self.registry)
-        info = Gauge(
-            "amber_build_info",
-            "Always 1; the version of Amber.",
-            ["version"],
-            registry=self.registry,
+        self._operations = _Operations()
+        self._csi = _Csi()
+        self._jobs = _Jobs()
+        info = Gauge("amber_build_info", "Always 1; the version of Amber.", ("version",))
+        info.set((version,), 1.0)
+        self._events: tuple[Family, ...] = (
+            *vars(self._operations).values(),
+            *vars(self._csi).values(),
+            *vars(self._jobs).values(),
+            info,
         )
-        info.labels(version).set(1)
-        self._sources = SourceCollector(timeout=source_timeout)
-        self.registry.register(self._sources)
+        self._sources = Sources(timeout=source_timeout)
+        self._registry: CollectorRegistry | None = None
         self._lock = threading.Lock()
-        self._last_success: dict[str, float] = {}
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The prometheus_client registry of these metrics (its own, not the global one)."""
+        with self._lock:
+            if self._registry is None:
+                from amber.metrics.collectors import new_registry
+
+                self._registry = new_registry(self._events, self._sources)
+            return self._registry
 
     # -- state read at scrape time ---------------------------------------------------------
 
@@ -260,32 +241,32 @@ class Metrics:
         """A backup ended: its outcome, its duration and the bytes it read, found new and
         uploaded (a failed one counts the bytes it moved before it failed, when known)."""
         ops = self._operations
-        label = _outcome(outcome, _OPERATION_OUTCOMES)
-        ops.backups.labels(label).inc()
-        ops.backup_seconds.labels(label).observe(max(seconds, 0.0))
-        ops.read.inc(max(read, 0))
-        ops.new.inc(max(new, 0))
-        ops.stored.inc(max(stored, 0))
+        label = (_outcome(outcome, _OPERATION_OUTCOMES),)
+        ops.backups.inc(label)
+        ops.backup_seconds.observe(label, max(seconds, 0.0))
+        ops.read.inc(amount=max(read, 0))
+        ops.new.inc(amount=max(new, 0))
+        ops.stored.inc(amount=max(stored, 0))
 
     def record_restore(self, outcome: Outcome | str, seconds: float, downloaded: int = 0) -> None:
         """A restore ended: its outcome, its duration and the bytes it downloaded."""
         ops = self._operations
-        label = _outcome(outcome, _OPERATION_OUTCOMES)
-        ops.restores.labels(label).inc()
-        ops.restore_seconds.labels(label).observe(max(seconds, 0.0))
-        ops.downloaded.inc(max(downloaded, 0))
+        label = (_outcome(outcome, _OPERATION_OUTCOMES),)
+        ops.restores.inc(label)
+        ops.restore_seconds.observe(label, max(seconds, 0.0))
+        ops.downloaded.inc(amount=max(downloaded, 0))
 
     @contextlib.contextmanager
     def inflight(self, kind: str) -> Iterator[None]:
         """Count an operation of `kind` (one of `KINDS`) as running while the block runs."""
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-        gauge = self._operations.in_flight.labels(kind)
-        gauge.inc()
+        gauge = self._operations.in_flight
+        gauge.add((kind,), 1.0)
         try:
             yield
         finally:
-            gauge.dec()
+            gauge.add((kind,), -1.0)
 
     @contextlib.contextmanager
     def backup_run(self, cancelled: tuple[type[BaseException], ...] = ()) -> Iterator[BackupRun]:
@@ -320,33 +301,32 @@ class Metrics:
     def record_csi_call(self, method: str, code: str, seconds: float) -> None:
         """A CSI call was answered: its method's short name (`CreateVolume`), the gRPC status
         code's name (`OK`, `INVALID_ARGUMENT`) and how long it took."""
-        self._csi.calls.labels(method, code).inc()
-        self._csi.seconds.labels(method).observe(max(seconds, 0.0))
+        self._csi.calls.inc((method, code))
+        self._csi.seconds.observe((method,), max(seconds, 0.0))
 
     def record_job_run(self, job: str, outcome: Outcome | str, when: float) -> None:
         """A run of the recurring job `job` ended at `when` (seconds since the epoch)."""
         label = _outcome(outcome, _JOB_OUTCOMES)
         jobs = self._jobs
-        jobs.runs.labels(job).inc()
+        jobs.runs.inc((job,))
         if label == Outcome.FAILURE:
-            jobs.failures.labels(job).inc()
+            jobs.failures.inc((job,))
             return
-        jobs.failures.labels(job)  # the series exists (at 0) once the job has run
+        jobs.failures.touch((job,))  # the series exists (at 0) once the job has run
         with self._lock:  # never move the timestamp back when two runs end out of order
-            latest = max(self._last_success.get(job, when), when)
-            self._last_success[job] = latest
-            jobs.last_success.labels(job).set(latest)
+            latest = max(jobs.last_success.get((job,)) or when, when)
+            jobs.last_success.set((job,), latest)
 
     # -- exposition ------------------------------------------------------------------------
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The metrics in the text format Prometheus scrapes, and its content type (the
         OpenMetrics format when `accept`, an HTTP Accept header, asks for it)."""
-        if accept is None:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
-        encoder, content_type = choose_encoder(accept)
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
 
     def names(self) -> set[str]:
-        """The name of every metric family in the registry (counters without `_total`)."""
+        """The name of every metric family (counters without `_total`)."""
         return {family.name for family in self.registry.collect()}

@@ -11,12 +11,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any, Final
-
-from prometheus_client import start_http_server
-from prometheus_client.registry import CollectorRegistry
+from typing import TYPE_CHECKING, Any, Final
 
 from amber.domain.errors import InvalidArgument, Unavailable
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
 __all__ = ["MetricsAddress", "MetricsServer", "parse_address"]
 
@@ -79,6 +79,8 @@ class MetricsServer:
 
     def start(self) -> None:
         """Bind and serve on a daemon thread; Unavailable when the address cannot be bound."""
+        from prometheus_client import start_http_server
+
         try:
             self._server, _thread = start_http_server(
                 self.address.port, addr=self.address.host, registry=self._registry
