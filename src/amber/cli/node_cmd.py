@@ -28,6 +28,7 @@ from amber.csi.metadata import MetadataType
 from amber.domain.errors import NotFound
 from amber.logs import LogStyle, setup_server_logging
 from amber.ops.handles import parse_backup_id
+from amber.metrics import MetricsAddress, parse_address
 from amber.ops.snapshots import BackupSettings
 from amber.ops.uploads import UploadSettings
 from amber.pool import Pool, PoolSettings
@@ -69,6 +70,19 @@ LogRequestsOption = Annotated[
     bool,
     typer.Option("--log-requests", help="Log every request (secrets redacted) with its RPC."),
 ]
+
+MetricsAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-address",
+        help="Serve Prometheus metrics over HTTP at HOST:PORT (e.g. 127.0.0.1:9809; default: "
+        "not served). See docs/metrics.md.",
+    ),
+]
+
+
+def _metrics_address(text: str | None) -> MetricsAddress | None:
+    return None if text is None else parse_address(text)
 
 
 RecurringJobsOption = Annotated[
@@ -159,10 +173,12 @@ def node(
     recurring_jobs: RecurringJobsOption = False,
     job_namespaces: JobNamespacesOption = None,
     kubeconfig: KubeconfigOption = None,
+    metrics_address: MetricsAddressOption = None,
 ) -> None:
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
     validate_node_id(node_id)
+    exposed = _metrics_address(metrics_address)
     setup_server_logging(verbose=st.verbose, style=log_format)
     api = _kube_api(kubeconfig) if recurring_jobs else None
     clock = _clock() if recurring_jobs else None  # a bad test knob fails here, in one line
@@ -179,6 +195,7 @@ def node(
             uploads=UploadSettings(retry_base=upload_retry, max_attempts=upload_attempts),
         ),
         metadata_type=metadata_type,
+        metrics_address=exposed,
     )
 
     def open_pool(root: Path) -> Pool:
@@ -287,8 +304,10 @@ def controller(
             help="Where the prune and check RecurringJobs keep their run records.",
         ),
     ] = DEFAULT_STATE_DIR,
+    metrics_address: MetricsAddressOption = None,
 ) -> None:
     """Run the controller endpoint for csi-resizer (volumes grow on their nodes)."""
+    exposed = _metrics_address(metrics_address)
     setup_server_logging(verbose=state(ctx).verbose, style=log_format)
     operator = None
     if recurring_jobs:
@@ -311,6 +330,7 @@ def controller(
                 endpoint=endpoint,
                 grace=grace,
                 log_requests=log_requests,
+                metrics_address=exposed,
             )
         )
     finally:

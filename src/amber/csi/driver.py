@@ -22,10 +22,12 @@ from amber.csi.identity import IdentityServicer
 from amber.csi.ids import validate_node_id
 from amber.csi.logging import RpcLogInterceptor
 from amber.csi.metadata import MetadataType, SnapshotMetadataServicer
+from amber.csi.metrics import NodeMetrics
 from amber.csi.node import NodeServicer, ResizerNodeServicer
 from amber.csi.objects import LocalObjects
 from amber.csi.server import CSIServer, Registration, registration_for
 from amber.domain.errors import Unavailable
+from amber.metrics import MetricsAddress
 from amber.ops.snapshots import BackupSettings, BackupSnapshots
 from amber.pool import Pool
 
@@ -59,6 +61,8 @@ class DriverConfig:
     """Backup snapshots: the targets file and retry settings; node mode only."""
     metadata_type: MetadataType = MetadataType.VARIABLE
     """How SnapshotMetadata reports ranges (extents or fixed blocks); node mode only."""
+    metrics_address: MetricsAddress | None = None
+    """Where to serve Prometheus metrics over HTTP (None: not served)."""
 
 
 def pool_health(pool: Pool) -> Callable[[], bool | None]:
@@ -119,7 +123,9 @@ def serve(config: DriverConfig, *, open_pool: Callable[[Path], Pool] = Pool.open
             pool.close()  # an open pool keeps its filesystem busy: never leave it behind
             raise
         backups.start()
+    exposed = None
     try:
+        exposed = _start_metrics(config, pool)
         server = CSIServer(
             config.endpoint,
             build_servicers(config, pool, backups),
@@ -137,7 +143,22 @@ def serve(config: DriverConfig, *, open_pool: Callable[[Path], Pool] = Pool.open
         )
         server.wait()
     finally:
+        if exposed is not None:
+            exposed.stop()
         if backups is not None:
             backups.close()
         if pool is not None:
             pool.close()
+
+
+def _start_metrics(config: DriverConfig, pool: Pool | None) -> NodeMetrics | None:
+    """Serve the metrics when asked (node mode: with the pool's and the targets' sources)."""
+    if config.metrics_address is None:
+        return None
+    exposed = NodeMetrics(
+        config.metrics_address,
+        pool,
+        config.backups.targets_config if pool is not None else None,
+    )
+    exposed.start()
+    return exposed

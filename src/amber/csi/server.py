@@ -1,7 +1,8 @@
 """The gRPC server that carries the CSI services: endpoint, thread pool, logging, shutdown.
 
 `CSIServer` serves the servicers it is given on a unix socket (or, for debugging only, a TCP
-port), logs one line per RPC through `RpcLogInterceptor`, and shuts down gracefully: on stop
+port), logs one line per RPC through `RpcLogInterceptor`, counts every RPC in the metrics
+(`MetricsInterceptor`), and shuts down gracefully: on stop
 (or SIGTERM/SIGINT after `install_signal_handlers()`) it refuses new calls at once, lets the
 calls in flight finish within the grace period, cancels what is left, and removes its socket.
 
@@ -32,6 +33,7 @@ import grpc
 
 from amber.csi._proto import csi_pb2_grpc
 from amber.csi.logging import RpcLogInterceptor
+from amber.csi.metrics import MetricsInterceptor
 from amber.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -150,12 +152,14 @@ class CSIServer:
         max_workers: int = 16,
         grace: float = 30.0,
         interceptor: RpcLogInterceptor | None = None,
+        metrics: MetricsInterceptor | None = None,
     ) -> None:
         self.endpoint = parse_endpoint(endpoint)
         self.grace = grace
         self._servicers = list(servicers)
         self._max_workers = max_workers
         self._interceptor = interceptor or RpcLogInterceptor()
+        self._metrics = metrics or MetricsInterceptor()
         self._lock = threading.Lock()
         self._server: Any = None
         self._executor: futures.ThreadPoolExecutor | None = None
@@ -181,7 +185,8 @@ class CSIServer:
             )
             server = grpc.server(
                 self._executor,
-                interceptors=[self._interceptor],
+                # Metrics outermost: they count the code the log interceptor gives a crash.
+                interceptors=[self._metrics, self._interceptor],
                 # Never share a TCP port silently with another server (gRPC's default on Linux).
                 options=[("grpc.so_reuseport", 0)],
             )

@@ -43,6 +43,8 @@ from amber.backup.state import BackupState
 from amber.backup.targets import DEFAULT_CONFIG, Target, TargetRuntime
 from amber.domain.errors import Busy, FailedPrecondition, InvalidArgument, NotFound
 from amber.ops.targets import open_target
+from amber.metrics import backup_run, restore_run
+from amber.ops.watch import Cancelled
 from amber.pool import Pool
 
 if TYPE_CHECKING:  # imported by the operations that run them (the CLI pays per import)
@@ -211,22 +213,27 @@ class Operations:
     ) -> BackupReport:
         """Back up the pool snapshot `source` (with `take_snapshot`: a new snapshot of the volume
         `source`, kept in the pool). Locking: the engine's shared lock, kept fresh."""
-        pool = self._pool()
-        snapshot = snapshot_to_back_up(pool, source, take=take_snapshot)
-        repo = self.repository(target, create=True)
-        options = BackupOptions(
-            labels=dict(labels or {}), tags=tuple(tags), use_extent_map=not full
-        )
-        return backup_snapshot(
-            pool,
-            repo,
-            target,
-            snapshot,
-            options=options,
-            progress=progress,
-            clock=self.clock,
-            failpoint=self.failpoint,
-        )
+        with backup_run(cancelled=(Cancelled,)) as run:  # the metrics
+            pool = self._pool()
+            snapshot = snapshot_to_back_up(pool, source, take=take_snapshot)
+            repo = self.repository(target, create=True)
+            options = BackupOptions(
+                labels=dict(labels or {}), tags=tuple(tags), use_extent_map=not full
+            )
+            report = backup_snapshot(
+                pool,
+                repo,
+                target,
+                snapshot,
+                options=options,
+                progress=progress,
+                clock=self.clock,
+                failpoint=self.failpoint,
+            )
+            run.ended(
+                report.duration_seconds, report.bytes_read, report.bytes_new, report.bytes_stored
+            )
+        return report
 
     def restore_backup(
         self,
@@ -242,16 +249,19 @@ class Operations:
         backup, so that no node deletes the backup meanwhile."""
         from amber.backup.restorer import RestoreOptions, restore_backup
 
-        return restore_backup(
-            self._pool(),
-            self.repository(target),
-            backup_id,
-            new_volume,
-            size=size,
-            options=RestoreOptions(allow_partial=allow_partial),
-            progress=progress,
-            clock=self.clock,
-        )
+        with restore_run(cancelled=(Cancelled,)) as run:  # the metrics
+            report = restore_backup(
+                self._pool(),
+                self.repository(target),
+                backup_id,
+                new_volume,
+                size=size,
+                options=RestoreOptions(allow_partial=allow_partial),
+                progress=progress,
+                clock=self.clock,
+            )
+            run.ended(report.duration_seconds, report.bytes_downloaded)
+        return report
 
     def delete_backup(self, target: str, backup_id: str) -> Manifest:
         """Delete one backup; FailedPrecondition while a restore of it runs anywhere (a live

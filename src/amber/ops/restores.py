@@ -40,6 +40,7 @@ from amber.domain.errors import (
 )
 from amber.domain.models import Volume, VolumeMode
 from amber.logs import scrub
+from amber.metrics import restore_run
 from amber.ops import sizes
 from amber.ops.handles import BackupRef
 from amber.ops.jobs import JobStore
@@ -159,9 +160,11 @@ class Restores:
     def _run(self, job: _Job, repo: Repository, access: TargetAccess) -> None:
         volume = job.wanted.volume
         try:
-            report = restore_backup(
-                self._pool, repo, job.backup_id, volume, size=job.size, progress=job.watch
-            )
+            with restore_run(cancelled=(Cancelled,)) as run:  # the metrics
+                report = restore_backup(
+                    self._pool, repo, job.backup_id, volume, size=job.size, progress=job.watch
+                )
+                run.ended(report.duration_seconds, report.bytes_downloaded)
         except AmberError as e:
             e.message = scrub(e.message, access.secrets)
             e.args = (e.message,)

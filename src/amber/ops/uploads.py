@@ -35,6 +35,7 @@ from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
 from amber.domain.errors import AlreadyExists, AmberError, Busy, NotFound, Unavailable
 from amber.logs import scrub
+from amber.metrics import Outcome, inflight, record_backup
 from amber.ops.backups import remove_backup
 from amber.ops.handles import LABEL_KEY, LABEL_NAME, LABEL_NODE, BackupRef, key_backup_id
 from amber.ops.jobs import JobStore, UploadJob, UploadState
@@ -165,12 +166,15 @@ class Uploads:
         watch = Watch()
         with self._mutex:
             self._current = (job.name, watch)
+        started = time.monotonic()
         try:
-            backup_id = self._backup(job, access, watch)
+            with inflight("backup"):
+                backup_id = self._backup(job, access, watch)
         except Cancelled:
+            record_backup(Outcome.CANCELLED, time.monotonic() - started)
             return  # deleted (or stopping): the job's new state says what comes next
         except AmberError as e:
-            self._failed_attempt(job, access, e)
+            self._failed_attempt(job, access, e, time.monotonic() - started)
             return
         finally:
             with self._mutex:
@@ -180,6 +184,7 @@ class Uploads:
     def _backup(self, job: UploadJob, access: TargetAccess, watch: Watch) -> str:
         repo = access.open(create=True)
         if job.started and _committed_for(repo, job) is not None:
+            record_backup(Outcome.SUCCESS, 0.0)
             return key_backup_id(job.key)  # an earlier attempt committed it
         job = self._store.update(job, started=True)
         labels = {
@@ -202,6 +207,13 @@ class Uploads:
             )
         except AlreadyExists:
             return self._adopt(repo, job)
+        record_backup(
+            Outcome.SUCCESS,
+            report.duration_seconds,
+            report.bytes_read,
+            report.bytes_new,
+            report.bytes_stored,
+        )
         _log.info(
             "backup snapshot %s committed to target %s as backup %s (%s, %d bytes read, "
             "%d bytes new)",
@@ -223,6 +235,7 @@ class Uploads:
                 f"target {job.target!r} already holds backup {backup_id} under this snapshot's "
                 f"id, made for another snapshot or volume (snapshot key {job.key!r})"
             )
+        record_backup(Outcome.SUCCESS, 0.0)
         _log.info(
             "backup snapshot %s: an earlier attempt already committed backup %s to target %s",
             job.name,
@@ -250,7 +263,9 @@ class Uploads:
         elif self.on_ready is not None:
             self.on_ready(done)
 
-    def _failed_attempt(self, job: UploadJob, access: TargetAccess, error: AmberError) -> None:
+    def _failed_attempt(
+        self, job: UploadJob, access: TargetAccess, error: AmberError, seconds: float
+    ) -> None:
         message = scrub(error.message, access.secrets)
         attempts = job.attempts + 1
         current = self._store.get(job.name) or job
@@ -269,9 +284,18 @@ class Uploads:
                 current, attempts=attempts, next_try=self._clock() + delay, error=message
             )
             return
-        self._fail(current, message, type(error).__name__, attempts)
+        self._fail(current, message, type(error).__name__, attempts, seconds)
 
-    def _fail(self, job: UploadJob, message: str, kind: str | None, attempts: int = 0) -> None:
+    def _fail(
+        self,
+        job: UploadJob,
+        message: str,
+        kind: str | None,
+        attempts: int = 0,
+        seconds: float = 0.0,
+    ) -> None:
+        """The job fails for good (`seconds`: how long its last attempt ran)."""
+        record_backup(Outcome.FAILURE, seconds)
         _log.error("backup snapshot %s failed: %s", job.name, message)
         self._store.update(
             job,
