@@ -27,12 +27,24 @@ from amber.cli.lazy import LazyCommand
 from amber.cli.main import AmberGroup, app
 from tests.cli.runner import amber_json
 
-COMMANDS = ("demo", "node", "controller", "pool", "volume", "snapshot", "target", "backup", "csi")
+COMMANDS = (
+    "demo",
+    "node",
+    "controller",
+    "pool",
+    "volume",
+    "snapshot",
+    "target",
+    "backup",
+    "dashboard",
+    "csi",
+)
 COMMAND_MODULES = frozenset(
     f"amber.cli.{name}"
     for name in (
         "backup_cmd",
         "csi_cmd",
+        "dashboard_cmd",
         "demo",
         "demo_backup",
         "import_cmd",
@@ -45,6 +57,7 @@ COMMAND_MODULES = frozenset(
 )
 RPC = frozenset({"grpc", "google.protobuf", "amber.csi"})
 S3 = frozenset({"boto3", "botocore", "s3transfer"})
+WEB = frozenset({"fastapi", "starlette", "uvicorn", "jinja2", "pydantic", "amber.web"})
 
 _PROBE = """
 import json, sys
@@ -187,7 +200,7 @@ def test_backup_and_restore_to_a_file_target_import_no_rpc_s3_or_rich(
     assert restored.code == 0, restored.stderr
     assert json.loads(restored.stdout)["complete"] is True
     for run in (created, restored):
-        assert run.loaded(RPC | S3 | {"rich"}) == set()  # JSON for a script: no rich either
+        assert run.loaded(RPC | S3 | WEB | {"rich"}) == set()  # JSON for a script: no rich either
     # A backup loads neither the restorer nor the checker; a restore does load the restorer.
     assert created.loaded({"amber.backup.restorer", "amber.backup.check"}) == set()
     assert restored.loaded({"amber.backup.restorer"}) == {"amber.backup.restorer"}

@@ -1,0 +1,63 @@
+"""`amber dashboard`: the web dashboard of one pool and its targets, in the foreground.
+
+It binds 127.0.0.1:8080 by default; another address reachable from other machines needs
+`--token-file` (the rule lives in `amber.web.config`). FastAPI and uvicorn are imported only
+when the command runs. See docs/dashboard.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from amber.backup.targets import DEFAULT_CONFIG, TargetRuntime
+from amber.cli.state import state
+from amber.logs import LogStyle, setup_server_logging
+from amber.pool import Pool, PoolSettings
+from amber.web.config import DEFAULT_ADDRESS, Address, build_config
+
+AddressOption = Annotated[
+    str,
+    typer.Option(
+        "--address",
+        help="HOST:PORT to listen on. Anything but loopback needs --token-file.",
+    ),
+]
+TokenOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        help="File with the token (16+ characters) that browsers and API clients must give.",
+    ),
+]
+
+
+def dashboard(
+    ctx: typer.Context,
+    pool: Annotated[
+        Path | None,
+        typer.Option("--pool", help="Pool directory (overrides the global --pool)."),
+    ] = None,
+    targets: Annotated[
+        Path, typer.Option("--targets", help="Targets file (as `amber target --config`).")
+    ] = DEFAULT_CONFIG,
+    address: AddressOption = DEFAULT_ADDRESS,
+    token_file: TokenOption = None,
+) -> None:
+    """Serve the web dashboard of the pool and its backup targets (Ctrl-C stops it)."""
+    st = state(ctx)
+    config = build_config(pool or st.pool, targets, address, token_file)
+    setup_server_logging(verbose=st.verbose, style=LogStyle.AUTO)
+    opened = Pool.open(config.pool, settings=PoolSettings(), failpoint=st.failpoint())
+    from amber.web.server import serve
+
+    def ready(bound: Address) -> None:
+        typer.echo(f"Amber dashboard on {bound.url()} (pool {opened.root}; Ctrl-C stops it)")
+
+    try:
+        serve(config, opened, TargetRuntime.for_commands(os.environ), ready)
+    finally:
+        opened.close()
