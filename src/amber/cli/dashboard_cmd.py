@@ -8,13 +8,14 @@ when the command runs. See docs/dashboard.md.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from amber.backup.targets import DEFAULT_CONFIG, TargetRuntime
-from amber.cli.state import state
+from amber.cli.state import CliState, state
 from amber.logs import LogStyle, setup_server_logging
 from amber.pool import Pool, PoolSettings
 from amber.web.config import DEFAULT_ADDRESS, Address, build_config
@@ -58,6 +59,26 @@ def dashboard(
         typer.echo(f"Amber dashboard on {bound.url()} (pool {opened.root}; Ctrl-C stops it)")
 
     try:
-        serve(config, opened, TargetRuntime.for_commands(os.environ), ready)
+        serve(config, opened, TargetRuntime.for_commands(os.environ), ready, _failpoint(st))
     finally:
         opened.close()
+
+
+PAUSE_ENV = "AMBER_TEST_PAUSE_AT"
+"""Tests only: `NAME:FIFO` makes the failpoint NAME, the first time it is reached, wait until a
+writer opens the FIFO (an event, not a sleep): a test watches the operation's progress meanwhile."""
+
+
+def _failpoint(st: CliState) -> Callable[[str], None]:
+    crash = st.failpoint()
+    name, _, fifo = os.environ.get(PAUSE_ENV, "").partition(":")
+    waiting = [bool(name)]
+
+    def hit(point: str) -> None:
+        crash(point)
+        if waiting[0] and point == name:
+            waiting[0] = False  # the first time only
+            with open(fifo, "rb") as released:  # blocks until the test opens it for writing
+                released.read()
+
+    return hit

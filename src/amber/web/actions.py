@@ -84,7 +84,9 @@ def backup_now(
 
     def work(progress: Progress) -> str:
         repo = ctx.repository(target, create=True)
-        report = backup_snapshot(ctx.pool, repo, target, chosen, progress=progress)
+        report = backup_snapshot(
+            ctx.pool, repo, target, chosen, progress=progress, failpoint=ctx.failpoint
+        )
         return (
             f"backup {report.backup_id} of {chosen}: {format_size(report.bytes_read)} read, "
             f"{format_size(report.bytes_stored)} stored"

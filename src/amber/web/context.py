@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from amber.backup.repository import Repository
 from amber.backup.targets import Target, TargetConfig, TargetRuntime, open_target_repository
 from amber.pool import Pool
+from amber.pool.context import no_failpoint
 from amber.web.operations import Operations
 
 
@@ -18,6 +20,8 @@ class WebContext:
     targets: TargetConfig
     runtime: TargetRuntime = field(default_factory=TargetRuntime)
     operations: Operations = field(default_factory=Operations)
+    failpoint: Callable[[str], None] = no_failpoint
+    """Named points of long operations (tests pause or crash there)."""
 
     def target(self, name: str) -> Target:
         """One target (NotFound names the targets file and the known ones)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from amber.backup.targets import TargetConfig, TargetRuntime
 from amber.domain.errors import Unavailable
 from amber.pool import Pool
+from amber.pool.context import no_failpoint
 from amber.web.config import Address, DashboardConfig
 from amber.web.context import WebContext
 
@@ -52,12 +53,17 @@ class Running:
     thread: threading.Thread | None = None
 
 
-def _server(config: DashboardConfig, pool: Pool, runtime: TargetRuntime) -> object:
+def _server(
+    config: DashboardConfig,
+    pool: Pool,
+    runtime: TargetRuntime,
+    failpoint: Callable[[str], None] = no_failpoint,
+) -> object:
     import uvicorn
 
     from amber.web.app import create_app
 
-    ctx = WebContext(pool, TargetConfig(config.targets_config), runtime)
+    ctx = WebContext(pool, TargetConfig(config.targets_config), runtime, failpoint=failpoint)
     app = create_app(config, ctx)
     return uvicorn.Server(
         uvicorn.Config(
@@ -76,12 +82,13 @@ def serve(
     pool: Pool,
     runtime: TargetRuntime,
     on_ready: Callable[[Address], None],
+    failpoint: Callable[[str], None] = no_failpoint,
 ) -> None:
     """Serve in the foreground until interrupted; `on_ready` hears the bound address."""
     import uvicorn
 
     sock = bind(config.address)
-    server = _server(config, pool, runtime)
+    server = _server(config, pool, runtime, failpoint)
     assert isinstance(server, uvicorn.Server)
     on_ready(bound_address(sock, config.address))
     server.run(sockets=[sock])

@@ -21,6 +21,7 @@ from amber.backup.state import BackupState, BaseRecord
 from amber.backup.targets import backup_handle, target_status
 from amber.domain.errors import AmberError
 from amber.domain.models import PoolStatus, Snapshot, Volume
+from amber.domain.units import format_size
 from amber.web.context import WebContext
 from amber.web.operations import Operation, State
 
@@ -285,7 +286,9 @@ def volume(ctx: WebContext, name: str) -> VolumeDetail:
 
 
 def _snapshot_entry(s: Snapshot) -> TimelineEntry:
-    return TimelineEntry("snapshot", s.name, s.created, s.size, f"{s.allocated} bytes allocated")
+    return TimelineEntry(
+        "snapshot", s.name, s.created, s.size, f"{format_size(s.allocated)} allocated"
+    )
 
 
 def _backup_entry(target: str, b: BackupRow) -> TimelineEntry:
@@ -294,7 +297,8 @@ def _backup_entry(target: str, b: BackupRow) -> TimelineEntry:
         b.backup_id,
         b.created,
         b.size,
-        f"of {b.snapshot or '?'}; {b.bytes_new} bytes new, {b.bytes_stored} stored",
+        f"of {b.snapshot or '?'}: {format_size(b.bytes_new)} new, "
+        f"{format_size(b.bytes_stored)} stored",
         target=target,
         handle=b.handle,
     )

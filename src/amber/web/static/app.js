@@ -46,13 +46,16 @@ async function submitAction(form) {
     flash(answer.error, false);
     return;
   }
+  if (answer.location) {
+    // The page that shows the result says what happened (after it loads).
+    sessionStorage.setItem("amber-flash", answer.message);
+    window.location.assign(answer.location);
+    return;
+  }
   flash(answer.message, true);
   if (answer.operation) {
     watched.add(answer.operation.id);
     poll();
-  } else if (answer.location) {
-    sessionStorage.setItem("amber-flash", answer.message);
-    window.location.assign(answer.location);
   }
 }
 
@@ -111,7 +114,8 @@ function renderTable(ops) {
     row.querySelector(".title").textContent = op.title;
     row.querySelector(".state").textContent = op.state;
     row.querySelector(".progress").textContent = progressText(op);
-    row.querySelector(".started").textContent = new Date(op.started * 1000).toISOString();
+    row.querySelector(".started").textContent =
+      new Date(op.started * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
     row.querySelector(".result").textContent = op.result || op.error;
   }
 }
