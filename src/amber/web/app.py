@@ -125,7 +125,9 @@ class Dashboard:
         if self.guard.bearer(request.headers.get("authorization")):
             return form
         headers = request.headers
-        if not origin_matches(headers.get("origin"), headers.get("referer"), headers.get("host")):
+        if not origin_matches(
+            headers.get("origin"), headers.get("referer"), headers.get("host"), request.url.scheme
+        ):
             raise Forbidden("cross-origin request refused")
         cookie = request.cookies.get(CSRF_COOKIE)
         given = headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)

@@ -91,11 +91,13 @@ def host_name(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-def origin_matches(origin: str | None, referer: str | None, host: str | None) -> bool:
+def origin_matches(
+    origin: str | None, referer: str | None, host: str | None, scheme: str = "http"
+) -> bool:
     """Whether a POST comes from a page of this server: its Origin (or, without one, its
-    Referer) names the Host it was sent to. A request with neither is refused."""
+    Referer) names the scheme and Host it was sent to. A request with neither is refused."""
     source = origin if origin and origin != "null" else referer
     if not source or not host:
         return False
     parts = urlsplit(source)
-    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+    return parts.scheme == scheme and parts.netloc.lower() == host.lower()
