@@ -19,8 +19,8 @@ from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
 from amber.backup.restorer import restores_backup
 from amber.backup.state import BackupState
-from amber.csi.backups.handles import LABEL_KEY, BackupRef, key_backup_id
 from amber.domain.errors import Busy, FailedPrecondition, NotFound
+from amber.ops.handles import LABEL_KEY, BackupRef, key_backup_id
 from amber.pool import Pool
 
 __all__ = ["find_backup", "find_by_key", "remove_backup"]
