@@ -7,6 +7,7 @@ when the command runs. See docs/dashboard.md.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +17,12 @@ import typer
 
 from amber.backup.targets import DEFAULT_CONFIG, TargetRuntime
 from amber.cli.state import CliState, state
+from amber.domain.errors import InvalidArgument
 from amber.logs import LogStyle, setup_server_logging
 from amber.pool import Pool, PoolSettings
-from amber.web.config import DEFAULT_ADDRESS, Address, build_config
+from amber.web.config import DEFAULT_ADDRESS, Address, DashboardConfig, build_config
 
+log = logging.getLogger(__name__)
 AddressOption = Annotated[
     str,
     typer.Option(
@@ -27,13 +30,12 @@ AddressOption = Annotated[
         help="HOST:PORT to listen on. Anything but loopback needs --token-file.",
     ),
 ]
-TokenOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--token-file",
-        help="File with the token (16+ characters) that browsers and API clients must give.",
-    ),
-]
+TOKEN_HELP = (
+    "File with the dashboard's token (16+ characters) that browsers and API clients must give; "
+    "required for an address other machines can reach."
+)
+TokenOption = Annotated[Path | None, typer.Option("--token-file", help=TOKEN_HELP)]
+NodeTokenOption = Annotated[Path | None, typer.Option("--dashboard-token-file", help=TOKEN_HELP)]
 
 
 def dashboard(
@@ -62,6 +64,25 @@ def dashboard(
         serve(config, opened, TargetRuntime.for_commands(os.environ), ready, _failpoint(st))
     finally:
         opened.close()
+
+
+def dashboard_config(
+    pool: Path, targets: Path, address: str | None, token_file: Path | None
+) -> DashboardConfig | None:
+    """`amber node`'s dashboard, checked before anything starts (None: not asked for)."""
+    if address is None:
+        if token_file is not None:
+            raise InvalidArgument("--dashboard-token-file goes with --dashboard-address")
+        return None
+    return build_config(pool, targets, address, token_file, "--dashboard-token-file")
+
+
+def start_dashboard(config: DashboardConfig, pool: Pool) -> None:
+    """Serve the dashboard in a thread of `amber node` (beside the CSI server) and log where."""
+    from amber.web.server import start_in_thread
+
+    running = start_in_thread(config, pool, TargetRuntime.for_commands(os.environ))
+    log.info("dashboard on %s", running.address.url())
 
 
 PAUSE_ENV = "AMBER_TEST_PAUSE_AT"

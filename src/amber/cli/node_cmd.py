@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from amber.backup.targets import DEFAULT_CONFIG
+from amber.cli.dashboard_cmd import NodeTokenOption, dashboard_config, start_dashboard
 from amber.cli.durations import Duration
 from amber.cli.state import state
 from amber.csi.capabilities import DriverMode
@@ -112,10 +113,22 @@ def node(
             help="How SnapshotMetadata reports ranges: variable (extents) or fixed (4 KiB blocks).",
         ),
     ] = MetadataType.VARIABLE,
+    dashboard_address: Annotated[
+        str | None,
+        typer.Option(
+            "--dashboard-address",
+            help="Also serve the web dashboard at HOST:PORT (e.g. 127.0.0.1:8080; reach it "
+            "with kubectl port-forward). Off by default.",
+        ),
+    ] = None,
+    dashboard_token: NodeTokenOption = None,
 ) -> None:
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
     validate_node_id(node_id)
+    dashboard = dashboard_config(
+        pool or st.pool, targets_config, dashboard_address, dashboard_token
+    )
     setup_server_logging(verbose=st.verbose, style=log_format)
     config = DriverConfig(
         mode=DriverMode.NODE,
@@ -135,6 +148,8 @@ def node(
     def open_pool(root: Path) -> Pool:
         return Pool.open(root, settings=PoolSettings(), failpoint=st.failpoint())
 
+    if dashboard is not None:
+        start_dashboard(dashboard, open_pool(dashboard.pool))
     serve(config, open_pool=open_pool)
 
 

@@ -257,7 +257,12 @@ def _pages(app: FastAPI, dash: Dashboard) -> None:
 
     @app.get("/operations", response_class=HTMLResponse)
     def operations(request: Request) -> Response:
-        return dash.page(request, "operations.html", operations=views.operations(ctx))
+        return dash.page(
+            request,
+            "operations.html",
+            operations=views.operations(ctx),
+            uploads=views.driver_uploads(ctx),
+        )
 
     _public_pages(app, dash)
 
@@ -298,6 +303,7 @@ def _api(app: FastAPI, dash: Dashboard) -> None:
     app.get("/api/targets")(lambda: answer(views.targets(ctx)))
     app.get("/api/jobs")(lambda: answer(views.jobs(ctx)))
     app.get("/api/operations")(lambda: answer(views.operations(ctx)))
+    app.get("/api/uploads")(lambda: answer(views.driver_uploads(ctx)))
 
     @app.get("/api/volumes/{name}")
     def volume(name: str) -> JSONResponse:

@@ -90,18 +90,23 @@ class DashboardConfig:
     poll_seconds: float = 1.0
     """How often pages ask for the running operations."""
 
-    def check(self) -> None:
-        """Refuse a bind other machines can reach without a token."""
+    def check(self, token_flag: str = "--token-file") -> None:
+        """Refuse a bind other machines can reach without a token (`token_flag` is the edge's
+        name for the token option)."""
         if not self.address.loopback and self.token is None:
             raise InvalidArgument(
                 f"the dashboard address {self.address.host}:{self.address.port} is reachable "
-                "from other machines: give --token-file (or bind 127.0.0.1 and use an SSH "
+                f"from other machines: give {token_flag} (or bind 127.0.0.1 and use an SSH "
                 "tunnel or kubectl port-forward)"
             )
 
 
 def build_config(
-    pool: Path, targets_config: Path, address: str, token_file: Path | None
+    pool: Path,
+    targets_config: Path,
+    address: str,
+    token_file: Path | None,
+    token_flag: str = "--token-file",
 ) -> DashboardConfig:
     """The checked configuration of a dashboard from what the edge was given."""
     config = DashboardConfig(
@@ -110,5 +115,5 @@ def build_config(
         address=parse_address(address),
         token=read_token(token_file) if token_file is not None else None,
     )
-    config.check()
+    config.check(token_flag)
     return config

@@ -22,6 +22,7 @@ from amber.backup.targets import backup_handle, target_status
 from amber.domain.errors import AmberError
 from amber.domain.models import PoolStatus, Snapshot, Volume
 from amber.domain.units import format_size
+from amber.ops.jobs import JOBS_DB, JobStore, UploadState
 from amber.web.context import WebContext
 from amber.web.operations import Operation, State
 
@@ -47,6 +48,7 @@ class Overview:
     targets: int
     running: int
     failures: list[Operation]
+    failed_uploads: list[UploadRow]
 
 
 @dataclass(frozen=True)
@@ -190,14 +192,17 @@ def overview(ctx: WebContext) -> Overview:
         health.append(Health("ok", "pool is healthy"))
     ops = ctx.operations.list()
     failures = [o for o in ops if o.state is State.FAILED][:RECENT_FAILURES]
+    uploads = driver_uploads(ctx)
     return Overview(
         pool=status,
         used_percent=_percent(status.used, status.size),
         provisioned_percent=_percent(status.provisioned, status.capacity),
         health=health,
         targets=len(_targets_or_empty(ctx)),
-        running=sum(o.state is State.RUNNING for o in ops),
+        running=sum(o.state is State.RUNNING for o in ops)
+        + sum(u.state == UploadState.UPLOADING for u in uploads),
         failures=failures,
+        failed_uploads=[u for u in uploads if u.state == UploadState.FAILED][:RECENT_FAILURES],
     )
 
 
@@ -377,6 +382,40 @@ def jobs(_ctx: WebContext) -> list[JobRow]:
 def operations(ctx: WebContext) -> list[Operation]:
     """The dashboard's background operations, newest first."""
     return ctx.operations.list()
+
+
+@dataclass(frozen=True)
+class UploadRow:
+    """A backup snapshot the CSI driver of this node uploads (or failed to)."""
+
+    name: str
+    volume: str
+    target: str
+    state: str
+    created: float
+    attempts: int
+    backup_id: str | None
+    error: str | None
+
+
+def driver_uploads(ctx: WebContext) -> list[UploadRow]:
+    """The CSI driver's backup snapshots that are uploading or failed, newest first (none
+    when the driver never made one in this pool)."""
+    if not (ctx.pool.root / JOBS_DB).exists():
+        return []
+    store = JobStore(ctx.pool.root)
+    try:
+        jobs = store.jobs()
+    finally:
+        store.close()
+    shown = [j for j in jobs if j.state in (UploadState.UPLOADING, UploadState.FAILED)]
+    shown.sort(key=lambda j: j.created, reverse=True)
+    return [
+        UploadRow(
+            j.name, j.volume, j.target, j.state.value, j.created, j.attempts, j.backup_id, j.error
+        )
+        for j in shown
+    ]
 
 
 def jsonable(value: Any) -> Any:
