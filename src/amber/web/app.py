@@ -248,8 +248,8 @@ def _pages(app: FastAPI, dash: Dashboard) -> None:
         return dash.page(request, "backups.html", targets=found)
 
     @app.get("/targets", response_class=HTMLResponse)
-    def targets(request: Request) -> Response:
-        return dash.page(request, "targets.html", targets=views.targets(ctx))
+    def targets(request: Request, refresh: bool = False) -> Response:
+        return dash.page(request, "targets.html", targets=views.targets(ctx, refresh=refresh))
 
     @app.get("/jobs", response_class=HTMLResponse)
     def jobs(request: Request) -> Response:
@@ -300,10 +300,13 @@ def _api(app: FastAPI, dash: Dashboard) -> None:
 
     app.get("/api/overview")(lambda: answer(views.overview(ctx)))
     app.get("/api/volumes")(lambda: answer(views.volumes(ctx)))
-    app.get("/api/targets")(lambda: answer(views.targets(ctx)))
     app.get("/api/jobs")(lambda: answer(views.jobs(ctx)))
     app.get("/api/operations")(lambda: answer(views.operations(ctx)))
     app.get("/api/uploads")(lambda: answer(views.driver_uploads(ctx)))
+
+    @app.get("/api/targets")
+    def targets(refresh: bool = False) -> JSONResponse:
+        return answer(views.targets(ctx, refresh=refresh))
 
     @app.get("/api/volumes/{name}")
     def volume(name: str) -> JSONResponse:

@@ -18,7 +18,7 @@ from typing import Any
 
 from amber.backup.manifest import HOLE, ZERO, Manifest
 from amber.backup.state import BackupState, BaseRecord
-from amber.backup.targets import backup_handle, target_status
+from amber.backup.targets import backup_handle
 from amber.domain.errors import AmberError
 from amber.domain.models import PoolStatus, Snapshot, Volume
 from amber.domain.units import format_size
@@ -159,6 +159,7 @@ class TargetRow:
     size_bytes: int | None
     unlocked: bool | None
     error: str | None
+    checked: float
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ def _mounts(ctx: WebContext) -> dict[str, list[str]]:
 def volumes(ctx: WebContext) -> list[VolumeRow]:
     """Every volume with its size, used bytes, snapshots, last backup and schedule."""
     store = ctx.pool.ctx.store
-    counts = Counter(s.volume_name for s in store.snapshots())
+    counts = Counter(store.snapshot_counts())
     mounts, last, schedules = _mounts(ctx), _last_backups(ctx), _schedules()
     return [_row(v, mounts, counts, last, schedules) for v in store.volumes()]
 
@@ -348,27 +349,28 @@ def target_backups(ctx: WebContext, target: str, *, volume: str | None = None) -
     )
 
 
-def targets(ctx: WebContext, *, probe: bool = True) -> list[TargetRow]:
-    """Every target with its health (reachable, writable, latency, repository)."""
+def targets(ctx: WebContext, *, refresh: bool = False) -> list[TargetRow]:
+    """Every target with its health (reachable, writable, latency, repository), as checked
+    at most `health_ttl` seconds ago (or now, with `refresh`)."""
     rows = []
     for name, target in sorted(ctx.targets.load().items()):
         public = target.public()
-        resolved = ctx.targets.resolved(target)
-        status = target_status(resolved, ctx.runtime) if probe else None
+        checked, status = ctx.target_health(target, refresh=refresh)
         rows.append(
             TargetRow(
                 name=name,
                 url=public["url"],
                 encryption=public["encryption"],
                 credential=public["credential"],
-                reachable=status.reachable if status else None,
-                writable=status.writable if status else None,
-                latency_ms=status.latency_ms if status else None,
-                initialized=status.initialized if status else False,
-                backups=status.backups if status else None,
-                size_bytes=status.size_bytes if status else None,
-                unlocked=status.unlocked if status else None,
-                error=status.error if status else None,
+                reachable=status.reachable,
+                writable=status.writable,
+                latency_ms=status.latency_ms,
+                initialized=status.initialized,
+                backups=status.backups,
+                size_bytes=status.size_bytes,
+                unlocked=status.unlocked,
+                error=status.error,
+                checked=checked,
             )
         )
     return rows
