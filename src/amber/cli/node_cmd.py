@@ -21,7 +21,8 @@ from amber.csi.driver import DriverConfig, serve
 from amber.csi.ids import validate_node_id
 from amber.csi.metadata import MetadataType
 from amber.logs import LogStyle, setup_server_logging
-from amber.ops import BackupSettings, UploadSettings
+from amber.ops.snapshots import BackupSettings
+from amber.ops.uploads import UploadSettings
 from amber.pool import Pool, PoolSettings
 
 DEFAULT_ENDPOINT = "unix:///run/amber/csi.sock"

@@ -42,14 +42,11 @@ from amber.domain.errors import (
 )
 from amber.domain.models import Snapshot, SourceKind, Volume, VolumeMode
 from amber.domain.units import format_size
-from amber.ops import (
-    BackupSnapshots,
-    RestoreWanted,
-    SnapshotInfo,
-    TargetUnknown,
-    parse_backup_id,
-    sizes,
-)
+from amber.ops import sizes
+from amber.ops.handles import parse_backup_id
+from amber.ops.restores import RestoreWanted
+from amber.ops.snapshots import BackupSnapshots, SnapshotInfo
+from amber.ops.targets import TargetUnknown
 from amber.pool import VolumeRequest
 
 __all__ = ["ControllerServicer", "ResizerControllerServicer"]

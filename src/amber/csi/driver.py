@@ -26,7 +26,7 @@ from amber.csi.node import NodeServicer, ResizerNodeServicer
 from amber.csi.objects import LocalObjects
 from amber.csi.server import CSIServer, Registration, registration_for
 from amber.domain.errors import Unavailable
-from amber.ops import BackupSettings, BackupSnapshots
+from amber.ops.snapshots import BackupSettings, BackupSnapshots
 from amber.pool import Pool
 
 __all__ = ["DriverConfig", "build_servicers", "pool_health", "serve"]

@@ -41,7 +41,8 @@ from amber.domain.errors import (
     InvalidArgument,
     NotFound,
 )
-from amber.ops import BackupSnapshots, GroupInfo, TargetUnknown
+from amber.ops.snapshots import BackupSnapshots, GroupInfo
+from amber.ops.targets import TargetUnknown
 from amber.pool.groups import Group
 
 __all__ = ["GroupControllerServicer"]

@@ -32,11 +32,12 @@ from amber.domain.errors import (
     Unavailable,
 )
 from amber.domain.models import Volume
+from amber.ops.backups import remove_backup
 from amber.ops.groups import GroupUploads, group_of_job, is_member_job
 from amber.ops.handles import BackupRef, format_bak_id, parse_backup_id, snapshot_key
 from amber.ops.jobs import JobStore, UploadJob, UploadState
 from amber.ops.locks import KeyedLocks
-from amber.ops.lookup import find_backup, remove_backup
+from amber.ops.lookup import find_backup
 from amber.ops.restores import Restores, RestoreWanted
 from amber.ops.targets import TargetAccess, TargetResolver, TargetUnknown
 from amber.ops.uploads import LABEL_SOURCE_VOLUME, Uploads, UploadSettings

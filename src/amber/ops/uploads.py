@@ -35,9 +35,10 @@ from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
 from amber.domain.errors import AlreadyExists, AmberError, Busy, NotFound, Unavailable
 from amber.logs import scrub
+from amber.ops.backups import remove_backup
 from amber.ops.handles import LABEL_KEY, LABEL_NAME, LABEL_NODE, BackupRef, key_backup_id
 from amber.ops.jobs import JobStore, UploadJob, UploadState
-from amber.ops.lookup import find_backup, find_by_key, remove_backup
+from amber.ops.lookup import find_backup, find_by_key
 from amber.ops.targets import TargetAccess, TargetUnknown
 from amber.ops.watch import Cancelled, Watch
 from amber.pool import Pool
