@@ -198,3 +198,30 @@ def test_backup_shows_live_progress_then_restores(
     finally:
         stop(dashboard)
     assert amber(pool_dir, "volume", "show", "from-backup").returncode == 0
+
+
+def test_delete_a_backup_follows_the_operations_rule(page: Browser, dashboard: Dashboard) -> None:
+    """The page's delete goes through amber.ops: refused while a restore of the backup runs
+    elsewhere (a live restore lock of another node), done once that restore has finished."""
+    from amber.backup.locks import LockKind, LockPurpose
+    from amber.backup.targets import TargetConfig, open_target_repository
+
+    _volume_with_data(dashboard)
+    dashboard.amber_json("snapshot", "create", "db", "s1")
+    backup_id = dashboard.amber_json("backup", "create", "s1", "--target", "t")["backup_id"]
+    repo = open_target_repository(TargetConfig(dashboard.config).get("t"))
+    restore = repo.locks.acquire(
+        "node-b pid 4242: restore into pvc-9",
+        LockKind.SHARED,
+        reader=True,
+        purpose=LockPurpose.restore(backup_id),
+    )
+    row = f'section[data-target="t"] tr[data-backup="{backup_id}"]'
+    page.open("/backups")
+    message = page.act(row, "delete-backup")
+    assert page.flash_is_error()
+    assert "being restored (node-b pid 4242" in message, message
+    assert [b["backup_id"] for b in backup_list(dashboard)] == [backup_id]
+    restore.release()
+    assert page.act(row, "delete-backup").startswith(f"backup {backup_id} deleted from t")
+    assert backup_list(dashboard) == []

@@ -3,8 +3,9 @@
 Form fields arrive as strings and are checked with the CLI's rules (`amber.domain` names and
 sizes) before anything is made; errors are `AmberError`s with one human line. Quick actions
 return that line; backups and restores start a background operation (`amber.web.operations`)
-and return its record. These call what the CLI calls; when the operations layer lands, this
-is the one module to repoint at it.
+and return its record. Backup operations go through the operations layer (`amber.ops.backups`)
+with the same rules as the CLI and the CSI driver (e.g. a backup being restored anywhere is
+not deleted); pool operations call the pool as the CLI does.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from amber.backup.backuper import backup_snapshot
 from amber.backup.handles import resolve_backup_id
 from amber.backup.progress import Progress
+from amber.backup.repository import Repository
 from amber.backup.state import forget_volume_bases
 from amber.domain.errors import FailedPrecondition, InvalidArgument
 from amber.domain.models import SourceKind
 from amber.domain.names import validate_name
 from amber.domain.units import format_size, parse_size
+from amber.ops.backups import Operations, snapshot_to_back_up
 from amber.pool import VolumeRequest
 from amber.web.context import WebContext
 from amber.web.operations import Operation
@@ -64,6 +66,16 @@ def snapshot_now(ctx: WebContext, volume: str, name: str | None = None) -> Done:
     return Done(f"snapshot {snap} of {volume} taken", f"/volumes/{volume}")
 
 
+def _ops(ctx: WebContext) -> Operations:
+    """The operations layer over the dashboard's pool and targets (one per action: its
+    repositories live as long as the action)."""
+
+    def open_repository(target: str, *, create: bool = False) -> Repository:
+        return ctx.repository(target, create=create)
+
+    return Operations(ctx.pool, open_repository, failpoint=ctx.failpoint)
+
+
 def backup_now(
     ctx: WebContext, target: str, *, volume: str | None = None, snapshot: str | None = None
 ) -> Operation:
@@ -72,21 +84,15 @@ def backup_now(
     ctx.target(target)  # NotFound names the known targets, before anything is made
     if (volume is None) == (snapshot is None):
         raise InvalidArgument("back up either a volume or a snapshot")
-    if volume is not None:
-        validate_name("volume", volume)
-        ctx.pool.volumes.get(volume)
-        snapshot = f"{volume[:76]}-backup-{_stamp()}"
-        ctx.pool.snapshots.create(volume, snapshot)
+    if volume is not None:  # the snapshot is taken now: the backup is of this moment
+        snapshot = snapshot_to_back_up(ctx.pool, validate_name("volume", volume), take=True)
     assert snapshot is not None
     validate_name("snapshot", snapshot)
     source = ctx.pool.snapshots.get(snapshot)
     chosen = snapshot
 
     def work(progress: Progress) -> str:
-        repo = ctx.repository(target, create=True)
-        report = backup_snapshot(
-            ctx.pool, repo, target, chosen, progress=progress, failpoint=ctx.failpoint
-        )
+        report = _ops(ctx).create_backup(chosen, target, progress=progress)
         return (
             f"backup {report.backup_id} of {chosen}: {format_size(report.bytes_read)} read, "
             f"{format_size(report.bytes_stored)} stored"
@@ -119,27 +125,19 @@ def restore_backup(
     ctx: WebContext, target: str, backup: str, volume: str, size: str | None
 ) -> Operation:
     """Restore a backup (id, unique prefix or `latest`) into a new volume, in the background."""
-    from amber.backup.restorer import RestoreOptions, describe_damage
-    from amber.backup.restorer import restore_backup as restore
+    from amber.backup.restorer import describe_damage
 
     target = _required(target, "target")
     validate_name("volume", _required(volume, "new volume name"))
     nbytes = _size(size, "size")
     if ctx.pool.volumes.find(volume) is not None:
         raise FailedPrecondition(f"volume {volume} already exists: choose another name")
-    repo = ctx.repository(target)
+    ops = _ops(ctx)
+    repo = ops.repository(target)
     backup_id = resolve_backup_id(repo, _required(backup, "backup"), where=f"target {target!r}")
 
     def work(progress: Progress) -> str:
-        report = restore(
-            ctx.pool,
-            repo,
-            backup_id,
-            volume,
-            size=nbytes,
-            options=RestoreOptions(),
-            progress=progress,
-        )
+        report = ops.restore_backup(target, backup_id, volume, size=nbytes, progress=progress)
         if report.damaged:
             return f"volume {volume} restored INCOMPLETE: {describe_damage(report.damaged)}"
         return f"volume {volume} restored from backup {backup_id} (every chunk verified)"
@@ -187,6 +185,20 @@ def delete_snapshot(ctx: WebContext, snapshot: str) -> Done:
     ctx.pool.snapshots.delete(snapshot)
     location = f"/volumes/{volume}" if ctx.pool.volumes.find(volume) else "/volumes"
     return Done(f"snapshot {snapshot} deleted", location)
+
+
+def delete_backup(ctx: WebContext, target: str, backup: str) -> Done:
+    """Delete one backup from a target (refused while it is being restored anywhere); its data
+    goes at the target's next prune."""
+    target = _required(target, "target")
+    ops = _ops(ctx)
+    repo = ops.repository(target)
+    backup_id = resolve_backup_id(repo, _required(backup, "backup"), where=f"target {target!r}")
+    manifest = ops.delete_backup(target, backup_id)
+    location = f"/volumes/{manifest.volume_name}"
+    if ctx.pool.volumes.find(manifest.volume_name) is None:
+        location = "/backups"
+    return Done(f"backup {backup_id} deleted from {target}; prune frees its data", location)
 
 
 def run_job(_ctx: WebContext, name: str) -> Operation:

@@ -171,6 +171,10 @@ ACTIONS: dict[str, tuple[Callable[[WebContext, Form], Any], bool]] = {
     "expand": (lambda c, f: actions.expand(c, f.get("volume", ""), f.get("size", "")), False),
     "delete-volume": (lambda c, f: actions.delete_volume(c, f.get("volume", "")), True),
     "delete-snapshot": (lambda c, f: actions.delete_snapshot(c, f.get("snapshot", "")), True),
+    "delete-backup": (
+        lambda c, f: actions.delete_backup(c, f.get("target", ""), f.get("backup", "")),
+        True,
+    ),
     "run-job": (lambda c, f: actions.run_job(c, f.get("job", "")), False),
 }
 """Action name -> (the call, whether it destroys something and needs `confirm=yes`)."""
