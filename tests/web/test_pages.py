@@ -225,3 +225,34 @@ def test_delete_a_backup_follows_the_operations_rule(page: Browser, dashboard: D
     restore.release()
     assert page.act(row, "delete-backup").startswith(f"backup {backup_id} deleted from t")
     assert backup_list(dashboard) == []
+
+
+def test_with_a_token_the_browser_logs_in_first(
+    browser: Any, pool_dir: Path, targets: Path, tmp_path: Path
+) -> None:
+    token = "a-dashboard-token-for-the-browser-42"
+    (tmp_path / "token").write_text(token + "\n")
+    dashboard = start_dashboard(pool_dir, targets, "--token-file", str(tmp_path / "token"))
+    try:
+        page = Browser(browser, dashboard)
+        dashboard.amber_json("volume", "create", "db", "--size", "16Mi", "--block")
+        page.open("/volumes")
+        assert page.driver.current_url.endswith("/login?next=/volumes")
+        field = page.driver.find_element(By.NAME, "token")
+        field.send_keys("not-the-token-at-all-0000")
+        field.submit()
+        page.wait().until(lambda d: "Wrong token." in d.find_element(By.TAG_NAME, "main").text)
+        page.driver.get_log("browser")  # the 401 of the failed login is logged as an error
+        page.driver.find_element(By.NAME, "token").send_keys(token)
+        page.driver.find_element(By.NAME, "token").submit()
+        page.wait().until(lambda d: d.current_url.endswith("/volumes"))
+        assert page.driver.find_elements(By.CSS_SELECTOR, '#volumes tr[data-volume="db"]')
+        cookies = {c["name"]: c for c in page.driver.get_cookies()}
+        assert cookies["amber_session"]["httpOnly"] is True
+        assert cookies["amber_session"]["sameSite"] == "Strict"
+        assert token not in cookies["amber_session"]["value"]
+        assert page.act('#volumes tr[data-volume="db"]', "snapshot").startswith("snapshot db-")
+        assert page.console_errors() == []
+    finally:
+        page.driver.delete_all_cookies()
+        stop(dashboard)
