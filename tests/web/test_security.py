@@ -201,12 +201,14 @@ def test_no_page_shows_a_secret(pool_dir: Path, targets: Path, tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     amber(pool_dir, "volume", "create", "db", "--size", "16Mi", "--block")
-    running = start_dashboard(pool_dir, targets, env={"AMBER_RETRY_BUDGET": "1s"})
+    running = start_dashboard(pool_dir, targets)  # pages wait 5 s at most for a target
     try:
-        answers = [running.request("GET", path) for path in (*PAGES, *API)]
+        answers = [running.request("GET", path) for path in ("/targets", *PAGES, *API)]
     finally:
         stop(running)
     assert [status for status, _, _ in answers] == [200] * len(answers)
+    volume_page = answers[1 + PAGES.index("/volumes/db")][2]
+    assert "target s3: target s3 is unreachable" in volume_page  # known down: not waited for
     everything = "\n".join(text for _, _, text in answers)
     assert "s3://bucket/prefix" in everything  # the S3 target is shown...
     for secret in (secret_key, access_key, PASSWORD):

@@ -329,7 +329,7 @@ def _backup_row(target: str, m: Manifest) -> BackupRow:
 def target_backups(ctx: WebContext, target: str, *, volume: str | None = None) -> TargetBackups:
     """The backups in a target (newest first) with logical, unique and stored bytes."""
     try:
-        manifests = ctx.repository(target).load_manifests()
+        manifests = ctx.read_repository(target).load_manifests()
     except AmberError as e:
         return TargetBackups(target, [], 0, 0, 0, error=e.message)
     manifests = [m for m in manifests if volume in (None, m.volume_name)]
