@@ -227,3 +227,15 @@ def test_dashboard_help_imports_no_web_stack() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip().endswith("[]"), done.stdout
+
+
+def test_an_address_in_use_is_one_line(pool_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = amber(pool_dir, "dashboard", "--address", f"127.0.0.1:{port}", timeout=60)
+    assert done.returncode != 0
+    assert done.stderr == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
