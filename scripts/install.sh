@@ -28,6 +28,9 @@ fi
 packages=(python3 python3-venv python3-dev xfsprogs e2fsprogs util-linux mount btrfs-progs procps)
 # The end-to-end tests run a real Kubernetes control plane, whose store is etcd (3.4 in Debian 12).
 [[ ${dev} -eq 1 ]] && packages+=(etcd-server)
+# The dashboard tests drive Debian's headless Chromium through its chromedriver (never a
+# downloaded browser).
+[[ ${dev} -eq 1 ]] && packages+=(chromium chromium-driver)
 [[ ${bench} -eq 1 ]] && packages+=(restic)
 missing=()
 for pkg in "${packages[@]}"; do

@@ -38,6 +38,7 @@ COMMANDS = (
     "backup",
     "schedule",
     "job",
+    "dashboard",
     "csi",
 )
 COMMAND_MODULES = frozenset(
@@ -45,6 +46,7 @@ COMMAND_MODULES = frozenset(
     for name in (
         "backup_cmd",
         "csi_cmd",
+        "dashboard_cmd",
         "demo",
         "demo_backup",
         "import_cmd",
@@ -59,6 +61,7 @@ COMMAND_MODULES = frozenset(
 )
 RPC = frozenset({"grpc", "google.protobuf", "amber.csi"})
 S3 = frozenset({"boto3", "botocore", "s3transfer"})
+WEB = frozenset({"fastapi", "starlette", "uvicorn", "jinja2", "pydantic", "amber.web"})
 
 _PROBE = """
 import json, sys
@@ -201,7 +204,7 @@ def test_backup_and_restore_to_a_file_target_import_no_rpc_s3_or_rich(
     assert restored.code == 0, restored.stderr
     assert json.loads(restored.stdout)["complete"] is True
     for run in (created, restored):
-        assert run.loaded(RPC | S3 | {"rich"}) == set()  # JSON for a script: no rich either
+        assert run.loaded(RPC | S3 | WEB | {"rich"}) == set()  # JSON for a script: no rich either
     # A backup loads neither the restorer nor the checker; a restore does load the restorer.
     assert created.loaded({"amber.backup.restorer", "amber.backup.check"}) == set()
     assert restored.loaded({"amber.backup.restorer"}) == {"amber.backup.restorer"}

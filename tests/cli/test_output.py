@@ -62,7 +62,7 @@ def _leaves(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[st
     return [path]
 
 
-DAEMONS = {("node",), ("controller",)}
+DAEMONS = {("node",), ("controller",), ("dashboard",)}
 
 
 def test_every_command_that_prints_takes_output_after_the_verb() -> None:

@@ -131,6 +131,9 @@ def test_the_script_makes_a_working_non_editable_install(tmp_path: Path) -> None
     )
     module = Path(json.loads(where.stdout))
     assert module.is_relative_to(prefix)  # installed, not a link back to the source tree
+    # The dashboard's templates and static files are package data of the wheel.
+    for data in ("templates/base.html", "templates/volume.html", "static/app.js", "static/app.css"):
+        assert (module.parent / "web" / data).is_file(), data
     assert not (REPO / "build").exists()
 
 

@@ -27,6 +27,9 @@ from amber.domain.units import GiB, MiB, format_size, parse_size
 from amber.pool import Pool, VolumeRequest, default_image
 from amber.pool.context import DB_NAME
 from amber.pool.pool import MARKER
+from amber.web.config import DEFAULT_ADDRESS
+
+DEFAULT_URL = f"http://{DEFAULT_ADDRESS}/"
 
 
 @contextmanager
@@ -123,6 +126,11 @@ def demo(
     console().print(
         f"Pool: {format_size(status.used)} used of {format_size(status.size)}, "
         f"{status.volumes} volume(s), {status.snapshots} snapshot(s)."
+    )
+    console().print(
+        f"See it in a browser: `amber dashboard` serves {DEFAULT_URL} (scripts/run.sh serves "
+        "it with the CSI driver).",
+        soft_wrap=True,
     )
 
 

@@ -96,6 +96,11 @@ class AmberGroup(LazyGroup):
             "Back up snapshots to a target, restore backups into new volumes, list, prune, check.",
             _backup,
         ),
+        LazyCommand(
+            "dashboard",
+            "Serve the web dashboard of the pool and its backup targets (Ctrl-C stops it).",
+            _attr("dashboard_cmd", "dashboard"),
+        ),
         Subcommand(
             "schedule",
             "Run recurring snapshot and backup jobs from a YAML file, in the foreground.",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from amber.backup.targets import DEFAULT_CONFIG
+from amber.cli.dashboard_cmd import NodeTokenOption, dashboard_config, start_dashboard
 from amber.cli.durations import Duration
 from amber.cli.state import state
 from amber.csi.capabilities import DriverMode
@@ -174,11 +175,23 @@ def node(
     job_namespaces: JobNamespacesOption = None,
     kubeconfig: KubeconfigOption = None,
     metrics_address: MetricsAddressOption = None,
+    dashboard_address: Annotated[
+        str | None,
+        typer.Option(
+            "--dashboard-address",
+            help="Also serve the web dashboard at HOST:PORT (e.g. 127.0.0.1:8080; reach it "
+            "with kubectl port-forward). Off by default.",
+        ),
+    ] = None,
+    dashboard_token: NodeTokenOption = None,
 ) -> None:
     """Run the node plugin: Identity, Controller and Node services over this node's pool."""
     st = state(ctx)
     validate_node_id(node_id)
     exposed = _metrics_address(metrics_address)
+    dashboard = dashboard_config(
+        pool or st.pool, targets_config, dashboard_address, dashboard_token
+    )
     setup_server_logging(verbose=st.verbose, style=log_format)
     api = _kube_api(kubeconfig) if recurring_jobs else None
     clock = _clock() if recurring_jobs else None  # a bad test knob fails here, in one line
@@ -210,6 +223,8 @@ def node(
             operators.append((_start_operator(api, clock, node_id, own, job_namespaces), own))
         return pool
 
+    if dashboard is not None:
+        start_dashboard(dashboard, open_pool(dashboard.pool))
     try:
         serve(config, open_pool=open_pool_and_jobs)
     finally:

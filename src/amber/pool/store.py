@@ -479,6 +479,11 @@ class MetadataStore:
         )
         return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
 
+    def snapshot_counts(self) -> dict[str, int]:
+        """Snapshots per volume name (one query: no image is looked at)."""
+        rows = self._query("SELECT volume_name, COUNT(*) FROM snapshots GROUP BY volume_name")
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def provisioned(self) -> int:
         rows = self._query("SELECT COALESCE(SUM(size), 0) FROM volumes")
         return int(rows[0][0])
