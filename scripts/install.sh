@@ -5,7 +5,7 @@
 #
 # Usage: scripts/install.sh [--dev] [--bench]
 #   --dev    adds the test and lint tools
-#   --bench  adds restic, which bench/ compares Amber with
+#   --bench  adds restic and borg (borgbackup), which bench/ compares Amber with
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,7 +28,7 @@ fi
 packages=(python3 python3-venv python3-dev xfsprogs e2fsprogs util-linux mount btrfs-progs procps)
 # The end-to-end tests run a real Kubernetes control plane, whose store is etcd (3.4 in Debian 12).
 [[ ${dev} -eq 1 ]] && packages+=(etcd-server)
-[[ ${bench} -eq 1 ]] && packages+=(restic)
+[[ ${bench} -eq 1 ]] && packages+=(restic borgbackup)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed" || missing+=("${pkg}")
