@@ -347,7 +347,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated tools")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--output", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--save", type=Path, help="append each mix's result to this file (JSON lines) when done"
+    )
+    parser.add_argument(
+        "--report", type=Path, help="print the report of results saved with --save; run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.report is not None:
+        saved = [Result(**json.loads(line)) for line in args.report.read_text().splitlines()]
+        show(saved, [t for t in TOOLS if t in saved[0].seconds], args)
+        return
     if os.geteuid() != 0:
         raise SystemExit("run as root: the benchmark uses loop devices and mounts")
     mixes = [MIXES[name] for name in args.mixes.split(",") if name]
@@ -361,10 +371,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     compileall.compile_dir(Path(amber.__file__).parent, quiet=1)
     try:
         pool, tools = setup(args.workdir, args.scale, args.seed)
-        results = [bench_mix(pool, tools, mix, args.reps, tool_names) for mix in mixes]
+        results = []
+        for mix in mixes:
+            results.append(bench_mix(pool, tools, mix, args.reps, tool_names))
+            if args.save is not None:
+                with open(args.save, "a") as f:
+                    f.write(json.dumps(results[-1].__dict__) + "\n")
         pool.close()
     finally:
         teardown(args.workdir)
+    show(results, tool_names, args)
+
+
+def show(results: Sequence[Result], tool_names: Sequence[str], args: argparse.Namespace) -> None:
     if args.output == "json":
         print(json.dumps(as_json(results, args), indent=1))
     else:
