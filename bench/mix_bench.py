@@ -67,6 +67,9 @@ class Result:
     repo_bytes: dict[str, list[int]] = field(default_factory=dict)
     limit: list[float] = field(default_factory=list)
     amber_rss_mb: float = 0.0
+    engine_incremental: list[float] = field(default_factory=list)
+    """Seconds of the incremental's own work as Amber reports it (`duration_seconds`: from the
+    lock taken to the commit), what a long-lived node process pays without the CLI's start."""
     identical: dict[str, bool] = field(default_factory=dict)
 
     def add(self, tool: str, step: str, seconds: float) -> None:
@@ -210,6 +213,8 @@ def bench_mix(pool: Pool, tools: Tools, mix: Mix, reps: int, tool_names: Sequenc
                 if tool == "amber":
                     result.amber_rss_mb = max(result.amber_rss_mb, run.rss_mb)
                     backup_id = str(run.extra["backup_id"])
+                    if step == "incremental":
+                        result.engine_incremental.append(float(run.extra["duration_seconds"]))
         result.limit.append(measure("limit", [*LIMIT, str(images[0])], tools.env).wall)
         for tool in tool_names:
             result.repo_bytes.setdefault(tool, []).append(repo_size(tools.repo(tool)))
@@ -272,8 +277,9 @@ def ratios(results: Sequence[Result], tool_names: Sequence[str]) -> list[str]:
     peers = [t for t in tool_names if t != "amber"]
     head = " | ".join(f"{step} vs {p}" for step in STEPS for p in peers)
     lines = [
-        f"| mix | full / limit | {head} | size vs smallest peer | Amber peak RSS |",
-        "|---|---|" + "---|" * (len(STEPS) * len(peers)) + "---|---|",
+        f"| mix | full / limit | {head} | size vs smallest peer | Amber peak RSS | "
+        "incremental in-process |",
+        "|---|---|" + "---|" * (len(STEPS) * len(peers)) + "---|---|---|",
     ]
     for r in results:
         amber = r.seconds["amber"]
@@ -281,7 +287,10 @@ def ratios(results: Sequence[Result], tool_names: Sequence[str]) -> list[str]:
         cells += [ratio_span(r.seconds[p][step], amber[step]) for step in STEPS for p in peers]
         smallest = min(min(r.repo_bytes[p]) for p in peers) if peers else 0
         size = f"{max(r.repo_bytes['amber']) / smallest:.2f}x" if smallest else "-"
-        lines.append(f"| {r.mix} | {' | '.join(cells)} | {size} | {r.amber_rss_mb:.0f} MB |")
+        engine = span(r.engine_incremental) if r.engine_incremental else "-"
+        lines.append(
+            f"| {r.mix} | {' | '.join(cells)} | {size} | {r.amber_rss_mb:.0f} MB | {engine} |"
+        )
     return lines
 
 
