@@ -18,10 +18,11 @@ from amber.backup.restorer import restore_holder
 from amber.backup.writer import ManifestDraft
 from amber.blobstore.faulty import Fault, FaultyStore
 from amber.blobstore.filestore import FileStore
-from amber.csi.backups.handles import LABEL_KEY, BackupRef, key_backup_id
-from amber.csi.backups.leftovers import LeftoverLocks
-from amber.csi.backups.lookup import find_backup, restores_from
 from amber.domain.errors import Unavailable
+from amber.ops.backups import restores_from
+from amber.ops.handles import LABEL_KEY, BackupRef, key_backup_id
+from amber.ops.leftovers import LeftoverLocks
+from amber.ops.lookup import find_backup
 from tests.backup.helpers import CHUNK, FAST_SCRYPT, PACK, PASSWORD, random_bytes
 
 

@@ -23,10 +23,10 @@ from typer.testing import CliRunner
 from amber.cli.main import app
 from amber.cli.state import CRASH_ENV
 from amber.csi._proto import csi_pb2
-from amber.csi.backups.handles import LABEL_KEY, key_backup_id
-from amber.csi.backups.jobs import JOBS_DB
 from amber.domain.errors import NotFound
 from amber.domain.units import MiB
+from amber.ops.handles import LABEL_KEY, key_backup_id
+from amber.ops.jobs import JOBS_DB
 from amber.pool.bases import BasesUsage, bases_usage
 from tests.blobstore.conftest import MotoServer, _run_moto
 from tests.csi.backup_env import (

@@ -23,8 +23,8 @@ from amber.backup.repository import Repository, init_repository, open_repository
 from amber.blobstore.target import open_store
 from amber.cli.state import CRASH_ENV
 from amber.csi._proto import csi_pb2, csi_pb2_grpc
-from amber.csi.backups.jobs import JOBS_DB
 from amber.domain.units import MiB
+from amber.ops.jobs import JOBS_DB
 from tests.csi.backup_env import PASSWORD, pool_names, volume_image
 from tests.csi.conftest import make_pool, remove_pool
 from tests.csi.driver import RPC_TIMEOUT, Code, Csi, DriverProcess, block_cap, start_driver

@@ -22,12 +22,11 @@ from amber.csi.ids import (
     name_budget,
     node_segment,
     parse_id,
-    pool_name,
     validate_node_id,
 )
 from amber.csi.paging import BadToken, make_token, page, read_token
 from amber.domain.errors import InvalidArgument
-from amber.domain.names import validate_name
+from amber.domain.names import pool_name, validate_name
 from amber.domain.units import GiB, MiB
 from amber.pool.locks import LockTable
 from tests.csi.driver import (

@@ -12,7 +12,8 @@ import pytest
 from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from amber.csi._proto import csi_pb2
-from amber.csi.logging import REDACTED, RpcLogInterceptor, redact, scrub, secret_values
+from amber.csi.logging import RpcLogInterceptor, redact, secret_values
+from amber.logs import REDACTED, scrub
 from tests.csi.plumbing import RPC_TIMEOUT, ServerProcess, running
 
 Code = grpc.StatusCode

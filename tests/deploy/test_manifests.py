@@ -24,9 +24,9 @@ import yaml
 
 from amber.backup.targets import TargetConfig
 from amber.cli.import_cmd import snapshot_objects, to_yaml
-from amber.csi.backups.targets import target_from_secrets
 from amber.csi.identity import PLUGIN_NAME
 from amber.csi.params import parse_snapshot_parameters, parse_volume_parameters
+from amber.ops.targets import target_from_secrets
 from amber.pool.bootstrap import parse_source
 from tests.deploy.conftest import DEPLOY, KUSTOMIZATIONS, REPO
 

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from amber.csi.backups.handles import key_backup_id
+from amber.ops.handles import key_backup_id
 from amber.system import loopdev
 from tests.blobstore.conftest import S3Server
 from tests.e2e.cluster import DRIVER, TOPOLOGY_KEY, Cluster

@@ -13,9 +13,9 @@ import pytest
 
 from amber.backup import state
 from amber.backup.state import STATE_DB, BackupState
-from amber.csi.backups import jobs
-from amber.csi.backups.jobs import JOBS_DB, JobStore, UploadJob, UploadState
 from amber.domain.errors import FailedPrecondition
+from amber.ops import jobs
+from amber.ops.jobs import JOBS_DB, JobStore, UploadJob, UploadState
 from amber.pool import Pool
 from amber.system.sqlite import open_database, user_version
 from tests.cli.runner import amber

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from amber.backup.layout import LOCKS_PREFIX, lock_key
-from amber.backup.locks import Lock, LockInfo, LockKind
+from amber.backup.locks import Lock, LockInfo, LockKind, LockPurpose
 from amber.backup.repository import Repository
 from amber.domain.errors import AmberError, Busy, FailedPrecondition, NotFound
 
@@ -138,18 +138,20 @@ def acquire(
     wait: float = DEFAULT_LOCK_WAIT,
     on_wait: Callable[[str], None] | None = None,
     reader: bool = False,
+    purpose: LockPurpose | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> Lock:
     """Take a lock, retrying for up to `wait` seconds while it is Busy; `on_wait` hears why.
 
     An unreadable lock object in the way is not waited for (it never expires): Corrupt at once.
-    `reader` takes a shared lock past unreadable lock objects (check, restore)."""
+    `reader` takes a shared lock past unreadable lock objects (check, restore); `purpose` says
+    in the lock what it is for (`amber.backup.locks.LockPurpose`)."""
     deadline = clock() + wait
     delay = 0.5
     while True:
         try:
-            return repo.lock(holder_name, kind, reader=reader)
+            return repo.locks.acquire(holder_name, kind, reader=reader, purpose=purpose)
         except Busy as e:
             if remove_dead_local_locks(repo):
                 continue
@@ -207,11 +209,17 @@ class LockKeeper:
 
 @contextmanager
 def held(
-    repo: Repository, what: str, kind: LockKind = LockKind.SHARED, *, reader: bool = False
+    repo: Repository,
+    what: str,
+    kind: LockKind = LockKind.SHARED,
+    *,
+    reader: bool = False,
+    wait: float = DEFAULT_LOCK_WAIT,
 ) -> Iterator[LockKeeper]:
-    """Hold a lock named for `what` (`holder()`) for the body: taken with `acquire`, kept fresh
-    by a `LockKeeper`, released after (a release that fails raises: a command reports it)."""
-    lock = acquire(repo, holder(what), kind, reader=reader)
+    """Hold a lock for the operation `what` (`check`, `prune`, `repair`: its holder name is
+    `holder(what)`, its purpose says `what`) for the body: taken with `acquire`, kept fresh by
+    a `LockKeeper`, released after (a release that fails raises: a command reports it)."""
+    lock = acquire(repo, holder(what), kind, reader=reader, wait=wait, purpose=LockPurpose(what))
     try:
         with LockKeeper(lock) as keeper:
             yield keeper

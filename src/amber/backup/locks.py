@@ -1,7 +1,9 @@
 """Locks as objects: who is using the repository, how, and until when.
 
-A lock is a sealed object `locks/<random id>` holding `{holder, kind, created, expires}`.
-Backups, restores and checks take *shared* locks; prune takes an *exclusive* one. A lock whose
+A lock is a sealed object `locks/<random id>` holding `{holder, kind, created, expires}` and,
+since locks say what they are for, `operation` (`backup`, `restore`, `check`, `prune`,
+`repair`) and `backup` (the backup a restore reads). Backups, restores and checks take *shared*
+locks; prune and repair take an *exclusive* one. A lock whose
 `expires` has passed (by the reader's clock) is stale: it is ignored, and anyone may delete it.
 
 Taking a lock is write-then-verify: check for conflicts, write our lock, list again; if a
@@ -18,6 +20,12 @@ is pointless: taking a lock that it blocks fails at once with `Corrupt` naming i
 (check, restore) delete nothing and write nothing another process depends on, so they take
 their shared lock *past* unreadable locks (`reader=True`); check reports them.
 
+What a lock is for is read from those two fields (`LockInfo.restores`: "is this backup being
+restored?"), never guessed from the holder name, which is for people. Locks written before the
+fields existed carry the operation only in their holder name (`<host> pid <pid>: restore <id>
+to <volume>`); for them, and only for them, the holder name is read. Older Amber versions ignore
+the fields: the format version stays 1.
+
 All times come from the injected clock; hosts are assumed to agree on
 the time within a small fraction of the lock lifetime.
 """
@@ -31,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 from amber.backup import _codec
 from amber.backup.crypto import ObjectKind, Sealer
@@ -40,6 +49,27 @@ from amber.domain.errors import Busy, Corrupt, FailedPrecondition, InvalidArgume
 
 LOCK_VERSION = 1
 DEFAULT_LOCK_TTL = 30 * 60.0
+
+
+RESTORE = "restore"
+BACKUP = "backup"
+CHECK = "check"
+PRUNE = "prune"
+REPAIR = "repair"
+
+
+@dataclass(frozen=True)
+class LockPurpose:
+    """What a lock is held for: an operation, and the backup it works on (a restore's)."""
+
+    operation: str
+    """`restore`, `backup`, `check`, `prune`, `repair` (a newer Amber may write others)."""
+    backup_id: str | None = None
+
+    @classmethod
+    def restore(cls, backup_id: str) -> LockPurpose:
+        """The purpose of a restore of `backup_id`."""
+        return cls(RESTORE, backup_id)
 
 
 class LockKind(enum.StrEnum):
@@ -59,10 +89,20 @@ class LockInfo:
     created: float  # when the holder first took the lock (kept across refreshes)
     expires: float
     readable: bool = True
+    purpose: LockPurpose | None = None
+    """What the lock is for (None: an unreadable lock, or one written before locks said it)."""
 
     def is_live(self, now: float) -> bool:
         """Whether the lock still holds at `now`."""
         return now < self.expires
+
+    def restores(self, backup_id: str) -> bool:
+        """Whether the lock is held by a restore of `backup_id` (on any host)."""
+        if not self.readable:
+            return False
+        if self.purpose is not None:
+            return self.purpose.operation == RESTORE and self.purpose.backup_id == backup_id
+        return f": restore {backup_id} to " in self.holder  # written before `purpose` existed
 
     def conflicts_with(self, kind: LockKind) -> bool:
         """Whether this lock stops someone from taking a lock of `kind`."""
@@ -94,6 +134,10 @@ def encode_lock(info: LockInfo, sealer: Sealer) -> Payload:
         "created": info.created,
         "expires": info.expires,
     }
+    if info.purpose is not None:
+        document["operation"] = info.purpose.operation
+        if info.purpose.backup_id is not None:
+            document["backup"] = info.purpose.backup_id
     return sealer.seal(ObjectKind.LOCK, _codec.dumps(document), context=info.lock_id.encode())
 
 
@@ -112,7 +156,15 @@ def decode_lock(lock_id: str, sealed: bytes, sealer: Sealer) -> LockInfo:
         kind=LockKind(kind),
         created=_codec.get(document, "created", float, what),
         expires=_codec.get(document, "expires", float, what),
+        purpose=_purpose(document, what),
     )
+
+
+def _purpose(document: dict[str, Any], what: str) -> LockPurpose | None:
+    operation = _codec.get_optional_str(document, "operation", what)
+    if operation is None:
+        return None
+    return LockPurpose(operation, _codec.get_optional_str(document, "backup", what))
 
 
 def _unreadable(lock_id: str) -> LockInfo:
@@ -180,26 +232,40 @@ class LockTable:
             )
 
     def write_new(
-        self, holder: str, kind: LockKind, ttl: float, created: float | None = None
+        self,
+        holder: str,
+        kind: LockKind,
+        ttl: float,
+        created: float | None = None,
+        *,
+        purpose: LockPurpose | None = None,
     ) -> LockInfo:
         """Write a lock object without any conflict check (acquire and refresh use this).
         `created` is kept across refreshes: it is when the holder started."""
         now = self.clock()
-        info = LockInfo(new_id(), holder, kind, now if created is None else created, now + ttl)
+        started = now if created is None else created
+        info = LockInfo(new_id(), holder, kind, started, now + ttl, purpose=purpose)
         self.store.put(lock_key(info.lock_id), encode_lock(info, self.sealer))
         return info
 
     def acquire(
-        self, holder: str, kind: LockKind, ttl: float = DEFAULT_LOCK_TTL, *, reader: bool = False
+        self,
+        holder: str,
+        kind: LockKind,
+        ttl: float = DEFAULT_LOCK_TTL,
+        *,
+        reader: bool = False,
+        purpose: LockPurpose | None = None,
     ) -> Lock:
         """Take a lock or raise Busy naming the conflicting lock (Corrupt for an unreadable
-        one, unless `reader`: a shared lock for an operation that only reads)."""
+        one, unless `reader`: a shared lock for an operation that only reads). `purpose` is
+        written into the lock (what others read to know what it is for)."""
         if ttl <= 0:
             raise InvalidArgument("a lock lifetime must be positive")
         if reader and kind is not LockKind.SHARED:
             raise InvalidArgument("only a shared lock can be taken as a reader")
         self._raise_if_conflict(kind, None, reader=reader)
-        info = self.write_new(holder, kind, ttl)
+        info = self.write_new(holder, kind, ttl, purpose=purpose)
         try:
             self._raise_if_conflict(kind, info.lock_id, reader=reader)
         except (Busy, Corrupt):
@@ -258,7 +324,9 @@ class Lock:
         with self._mutex:
             self._check_held()
             old = self.info
-            self.info = self._table.write_new(old.holder, old.kind, self._ttl, created=old.created)
+            self.info = self._table.write_new(
+                old.holder, old.kind, self._ttl, created=old.created, purpose=old.purpose
+            )
             self._table.store.delete(lock_key(old.lock_id))
 
     def refresh_if_due(self) -> None:

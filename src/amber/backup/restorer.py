@@ -41,6 +41,7 @@ from amber.backup.keeper import (
     release_quietly,
 )
 from amber.backup.layout import Clock, check_backup_id, pack_key
+from amber.backup.locks import LockPurpose
 from amber.backup.manifest import Manifest
 from amber.backup.progress import NullProgress, Progress
 from amber.backup.repository import Repository
@@ -132,7 +133,9 @@ def restore_backup(
     progress = progress or NullProgress()
     started = clock()
     check_backup_id(backup_id)
-    lock = acquire(repo, restore_holder(backup_id, volume), wait=options.lock_wait, reader=True)
+    purpose = LockPurpose.restore(backup_id)
+    holder_name = restore_holder(backup_id, volume)
+    lock = acquire(repo, holder_name, wait=options.lock_wait, reader=True, purpose=purpose)
     try:
         # Every chunk is verified as it is written, so even a lost lock (a prune that ran
         # meanwhile) cannot produce a wrong volume, only reported damage.
@@ -150,11 +153,6 @@ def restore_backup(
 def restore_holder(backup_id: str, volume: str) -> str:
     """The lock holder name under which this process restores `backup_id` into `volume`."""
     return holder(f"restore {backup_id} to {volume}")
-
-
-def restores_backup(holder_name: str, backup_id: str) -> bool:
-    """Whether a lock holder name (of any host) is a restore of `backup_id`."""
-    return f": restore {backup_id} to " in holder_name
 
 
 def _volume_request(manifest: Manifest, volume: str, size: int | None) -> VolumeRequest:

@@ -18,11 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from amber.backup.backuper import SYSTEM_LABEL_PREFIX, BackupOptions, backup_snapshot
-from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult, prune
+from amber.backup.backuper import SYSTEM_LABEL_PREFIX
+from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult
 from amber.backup.handles import LATEST, check_key, parse_backup_name, resolve_backup_id
-from amber.backup.keeper import held
-from amber.backup.locks import LockKind
 from amber.backup.manifest import HOLE, ZERO, Manifest
 from amber.backup.progress import NullProgress, Progress, interrupted_backup
 from amber.backup.repository import Repository
@@ -39,8 +37,9 @@ from amber.cli.durations import Duration
 from amber.cli.numbers import percent
 from amber.cli.state import CliState, key_values, state
 from amber.cli.target_cmd import ConfigOption, remember_config, runtime_for, targets_config
-from amber.domain.errors import Corrupt, InvalidArgument
+from amber.domain.errors import Corrupt, InvalidArgument, NotFound
 from amber.domain.units import format_size, parse_size
+from amber.ops.backups import Operations, check_policy, snapshot_to_back_up
 from amber.pool import Pool
 
 if TYPE_CHECKING:
@@ -99,7 +98,7 @@ VolumeOption = Annotated[
 
 
 def _open_backup(
-    ctx: typer.Context, ref: str, target: str | None, volume: str | None = None
+    ctx: typer.Context, ops: Operations, ref: str, target: str | None, volume: str | None = None
 ) -> tuple[str, str, Repository]:
     """(target, backup id, repository) of a backup named by id, unique id prefix, `latest`,
     handle or CSI snapshot ID; a snapshot ID by key counts only if the manifest under its id
@@ -108,7 +107,7 @@ def _open_backup(
     if volume is not None and name.backup_id != LATEST:
         raise InvalidArgument(f"--volume goes with {LATEST!r}, not with a backup id")
     named = _target_name(ctx, name.target, ref)
-    repo = _open(ctx, named)
+    repo = ops.repository(named)
     if name.key is not None:
         check_key(repo.load_manifest(name.backup_id), name)
         return named, name.backup_id, repo
@@ -134,6 +133,24 @@ def _open(ctx: typer.Context, target: str, *, create: bool = False) -> Repositor
     found = targets_config(ctx).get(target)
     runtime = TargetRuntime.for_commands(os.environ, on_retry=RetryNotices(target))
     return open_target_repository(found, create=create, runtime=runtime_for(found, runtime))
+
+
+def _operations(ctx: typer.Context, pool: Pool | None = None) -> Operations:
+    """The backup operations of this command (`amber.ops.backups`: the rules every edge
+    follows), on the targets of the targets file."""
+
+    def open_repository(target: str, *, create: bool = False) -> Repository:
+        return _open(ctx, target, create=create)
+
+    return Operations(pool, open_repository, failpoint=state(ctx).failpoint())
+
+
+def _pool_if_any(st: CliState) -> Pool | None:
+    """The pool, or None on a machine that has none (deleting a backup needs no pool)."""
+    try:
+        return st.open_pool()
+    except NotFound:
+        return None
 
 
 class RetryNotices:
@@ -182,21 +199,6 @@ def _summary(target: str, m: Manifest) -> dict[str, Any]:
 # -- create and restore -----------------------------------------------------------------------
 
 
-def _snapshot_to_back_up(pool: Pool, name: str, *, take: bool) -> str:
-    """The snapshot `backup create NAME` backs up: NAME, or with `take` a new snapshot of the
-    volume NAME. A volume named without `take` is refused with what to run instead."""
-    if take:
-        pool.volumes.get(name)  # NotFound names the volume
-        taken = f"{name[:76]}-backup-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-        return pool.snapshots.create(name, taken).name
-    if pool.snapshots.find(name) is None and pool.volumes.find(name) is not None:
-        raise InvalidArgument(
-            f"{name!r} is a volume; a backup is made of a snapshot: run `amber snapshot create "
-            f"{name} SNAPSHOT` first and back that up, or add --snapshot to do both"
-        )
-    return name
-
-
 @app.command("create")
 def create(
     ctx: typer.Context,
@@ -224,20 +226,11 @@ def create(
     _one_malloc_arena()
     st = state(ctx)
     pool = st.open_pool()
-    snapshot = _snapshot_to_back_up(pool, snapshot, take=take_snapshot)
-    repo = _open(ctx, target, create=True)
-    options = BackupOptions(
-        labels=key_values(label, "--label"), tags=tuple(tag or []), use_extent_map=not full
-    )
+    labels = key_values(label, "--label")
+    snapshot = snapshot_to_back_up(pool, snapshot, take=take_snapshot)
     try:
-        report = backup_snapshot(
-            pool,
-            repo,
-            target,
-            snapshot,
-            options=options,
-            progress=_progress(st),
-            failpoint=st.failpoint(),
+        report = _operations(ctx, pool).create_backup(
+            snapshot, target, labels=labels, tags=tag or [], full=full, progress=_progress(st)
         )
     except KeyboardInterrupt:
         output.err_console().print(interrupted_backup(snapshot, target), soft_wrap=True)
@@ -284,20 +277,20 @@ def restore(
     ] = False,
 ) -> None:
     """Restore a backup into a new volume (on any machine that has the target)."""
-    from amber.backup.restorer import RestoreOptions, describe_damage, restore_backup
+    from amber.backup.restorer import describe_damage
 
     _one_malloc_arena()
     st = state(ctx)
     wanted = parse_size(size) if size else None
-    _, backup_id, repo = _open_backup(ctx, backup, target, volume_of)
-    pool = st.open_pool()
-    report = restore_backup(
-        pool,
-        repo,
+    ops = _operations(ctx)
+    named, backup_id, _ = _open_backup(ctx, ops, backup, target, volume_of)
+    ops.pool = st.open_pool()
+    report = ops.restore_backup(
+        named,
         backup_id,
         volume,
         size=wanted,
-        options=RestoreOptions(allow_partial=allow_partial),
+        allow_partial=allow_partial,
         progress=_progress(st),
     )
     if st.json:
@@ -362,7 +355,7 @@ def show(
 ) -> None:
     """One backup in detail."""
     st = state(ctx)
-    name, backup_id, repo = _open_backup(ctx, backup, target, volume)
+    name, backup_id, repo = _open_backup(ctx, _operations(ctx), backup, target, volume)
     manifest = repo.load_manifest(backup_id)
     summary = _summary(name, manifest)
     chunks = manifest.chunk_map
@@ -410,11 +403,14 @@ def delete(
     target: MaybeTarget = None,
     volume: VolumeOption = None,
 ) -> None:
-    """Delete one backup; its data goes at the next prune (if no other backup uses it)."""
+    """Delete one backup; its data goes at the next prune (if no other backup uses it).
+
+    Refused while a restore of it runs (on any machine that uses the target)."""
     st = state(ctx)
-    name, backup_id, repo = _open_backup(ctx, backup, target, volume)
-    repo.load_manifest(backup_id)  # NotFound names the backup
-    repo.delete_backup(backup_id)
+    ops = _operations(ctx)
+    name, backup_id, _ = _open_backup(ctx, ops, backup, target, volume)
+    ops.pool = _pool_if_any(st)
+    ops.delete_backup(name, backup_id)
     if st.json:
         output.print_json({"deleted": backup_id, "target": name})
     else:
@@ -457,20 +453,12 @@ def prune_(
         keep_monthly=keep_monthly,
         keep_tags=frozenset(keep_tag or []),
     )
-    if policy.is_empty():
-        raise InvalidArgument("give at least one --keep-* option (prune never removes everything)")
-    repo = _open(ctx, target)
+    check_policy(policy)
     progress = _progress(st)
     try:
-        with held(repo, "prune", LockKind.EXCLUSIVE) as keeper:
-            result = prune(
-                repo,
-                policy,
-                dry_run=dry_run,
-                grace_seconds=grace,
-                lock=keeper.lock,
-                progress=progress,
-            )
+        result = _operations(ctx).prune(
+            target, policy, dry_run=dry_run, grace=grace, progress=progress
+        )
     finally:
         progress.done()
     _print_prune(st, target, result)
@@ -517,14 +505,12 @@ def check_(
 ) -> None:
     """Verify the repository's structure (and with --read-data, its data)."""
     target = _target_name(ctx, given)
-    from amber.backup.check import check
-
     st = state(ctx)
-    repo = _open(ctx, target)
     progress = _progress(st)
     try:
-        with held(repo, "check", reader=True):
-            result = check(repo, read_data=read_data, subset_pct=subset, progress=progress)
+        result = _operations(ctx).check(
+            target, read_data=read_data, subset=subset, progress=progress
+        )
     finally:
         progress.done()
     _print_check(st, target, result)
@@ -557,7 +543,7 @@ def repair_(ctx: typer.Context, given: TargetOption = None) -> None:
     target = _target_name(ctx, given)
     from amber.cli.backup_repair_cmd import run_repair
 
-    run_repair(state(ctx), target, _open(ctx, target), _progress(state(ctx)))
+    run_repair(state(ctx), target, _operations(ctx), _progress(state(ctx)))
 
 
 @app.command("unlock")

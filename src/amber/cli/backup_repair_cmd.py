@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amber.backup.keeper import UnlockResult, held, unlock
-from amber.backup.locks import LockKind
+from amber.backup.keeper import UnlockResult, unlock
 from amber.backup.progress import Progress
-from amber.backup.repair import RepairResult, repair
+from amber.backup.repair import RepairResult
 from amber.backup.repository import Repository
 from amber.cli import output
 from amber.cli.state import CliState
+from amber.ops.backups import Operations
 
 
-def run_repair(st: CliState, target: str, repo: Repository, progress: Progress) -> None:
-    """Rebuild the index of `repo` under an exclusive lock and print what was done."""
+def run_repair(st: CliState, target: str, ops: Operations, progress: Progress) -> None:
+    """Rebuild the index of `target` under an exclusive lock and print what was done."""
     try:
-        with held(repo, "repair", LockKind.EXCLUSIVE) as keeper:
-            result = repair(repo, keeper.lock, progress=progress, failpoint=st.failpoint())
+        result = ops.repair(target, progress=progress)
     finally:
         progress.done()
     _print_repair(st, target, result)

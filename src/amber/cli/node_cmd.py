@@ -15,12 +15,13 @@ import typer
 from amber.backup.targets import DEFAULT_CONFIG
 from amber.cli.durations import Duration
 from amber.cli.state import state
-from amber.csi.backups import BackupSettings, UploadSettings
 from amber.csi.capabilities import DriverMode
 from amber.csi.driver import DriverConfig, serve
 from amber.csi.ids import validate_node_id
 from amber.csi.metadata import MetadataType
 from amber.logs import LogStyle, setup_server_logging
+from amber.ops.snapshots import BackupSettings
+from amber.ops.uploads import UploadSettings
 from amber.pool import Pool, PoolSettings
 
 DEFAULT_ENDPOINT = "unix:///run/amber/csi.sock"

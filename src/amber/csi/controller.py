@@ -11,7 +11,7 @@ The pool's per-object locks serialize concurrent calls on one volume or snapshot
 and processes, so repeated calls with one name converge to one object.
 
 Backup snapshots (`type: backup` classes, IDs `amber:v1:bak:...`/`amber:v1:backup:...`) are
-handed to `amber.csi.backups.BackupSnapshots`: CreateSnapshot answers `ready_to_use=false`
+handed to `amber.ops.BackupSnapshots`: CreateSnapshot answers `ready_to_use=false`
 until the upload is committed, and CreateVolume from one answers ABORTED ("operation pending")
 while the restore runs in the background.
 """
@@ -28,13 +28,6 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 from amber.csi import access as caps
 from amber.csi import health, params
 from amber.csi._proto import csi_pb2, csi_pb2_grpc
-from amber.csi.backups import (
-    BackupSnapshots,
-    RestoreWanted,
-    SnapshotInfo,
-    TargetUnknown,
-    parse_backup_id,
-)
 from amber.csi.capabilities import DriverMode, controller_capabilities
 from amber.csi.errors import rpc_errors
 from amber.csi.ids import ForeignObject
@@ -49,6 +42,11 @@ from amber.domain.errors import (
 )
 from amber.domain.models import Snapshot, SourceKind, Volume, VolumeMode
 from amber.domain.units import format_size
+from amber.ops import sizes
+from amber.ops.handles import parse_backup_id
+from amber.ops.restores import RestoreWanted
+from amber.ops.snapshots import BackupSnapshots, SnapshotInfo
+from amber.ops.targets import TargetUnknown
 from amber.pool import VolumeRequest
 
 __all__ = ["ControllerServicer", "ResizerControllerServicer"]
@@ -218,10 +216,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
     def _create(self, plan: CreatePlan) -> Volume:
         source = self._source(plan)
         fs_type = source.fs_type if source is not None else plan.effective_fs
-        size = params.choose_size(
+        size = sizes.choose_size(
             plan.required,
             plan.limit,
-            minimum=params.minimum_size(fs_type),
+            minimum=sizes.minimum_size(fs_type),
             source_size=source.size if source is not None else 0,
         )
         request = VolumeRequest(
@@ -340,7 +338,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
         ]
         block = any(a.mode is VolumeMode.BLOCK for a in accesses)
         fs_type = next((a.fs_type for a in accesses if a.fs_type), fs_type) or "ext4"
-        minimum = params.minimum_size(None if block else fs_type)
+        minimum = sizes.minimum_size(None if block else fs_type)
         here = not request.HasField("accessible_topology") or params.topology_matches(
             request.accessible_topology.segments, self._objects.node_id
         )

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from amber.csi.backups import BackupSettings, BackupSnapshots
 from amber.csi.capabilities import DriverMode, plugin_capabilities
 from amber.csi.controller import ControllerServicer, ResizerControllerServicer
 from amber.csi.group import GroupControllerServicer
@@ -27,6 +26,7 @@ from amber.csi.node import NodeServicer, ResizerNodeServicer
 from amber.csi.objects import LocalObjects
 from amber.csi.server import CSIServer, Registration, registration_for
 from amber.domain.errors import Unavailable
+from amber.ops.snapshots import BackupSettings, BackupSnapshots
 from amber.pool import Pool
 
 __all__ = ["DriverConfig", "build_servicers", "pool_health", "serve"]

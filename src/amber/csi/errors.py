@@ -50,7 +50,7 @@ from typing import Any, Final, TypeVar, cast
 
 import grpc
 
-from amber.csi.logging import scrub, secret_values
+from amber.csi.logging import secret_values
 from amber.domain.errors import (
     AlreadyExists,
     AmberError,
@@ -65,6 +65,7 @@ from amber.domain.errors import (
     SystemFailure,
     Unavailable,
 )
+from amber.logs import scrub
 
 __all__ = ["DEFAULT_CODES", "CodeTable", "rpc_errors", "status_for"]
 

@@ -16,7 +16,7 @@ members (see `amber.csi.ids`). The choices the spec leaves to the SP:
   names its group in `group_snapshot_id`, as the spec then asks.
 - Group snapshot classes of `type: backup` (with `target`, or the snapshotter secret, and
   `keepLocalSnapshot`, as for CreateSnapshot) upload every member as a backup snapshot
-  (`amber.csi.backups.groups`): the member IDs are backup snapshot IDs (restorable on any node
+  (`amber.ops.groups`): the member IDs are backup snapshot IDs (restorable on any node
   that knows the target), and the group and its members are ready only when every member is
   committed. A failed member fails the group: Create and Get answer with its error.
 """
@@ -31,7 +31,6 @@ from google.protobuf import timestamp_pb2
 
 from amber.csi import params
 from amber.csi._proto import csi_pb2, csi_pb2_grpc
-from amber.csi.backups import BackupSnapshots, GroupInfo, TargetUnknown
 from amber.csi.capabilities import group_controller_capabilities
 from amber.csi.errors import rpc_errors
 from amber.csi.ids import ForeignObject
@@ -42,6 +41,8 @@ from amber.domain.errors import (
     InvalidArgument,
     NotFound,
 )
+from amber.ops.snapshots import BackupSnapshots, GroupInfo
+from amber.ops.targets import TargetUnknown
 from amber.pool.groups import Group
 
 __all__ = ["GroupControllerServicer"]

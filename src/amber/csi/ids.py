@@ -12,7 +12,8 @@ and never collide with these. `<node>` is the node ID when it is at most 64 byte
 its first 55 bytes, `~` and 8 hex digits of its SHA-256 (node IDs never contain `~`).
 `<volume>`/`<snapshot>` is the object's pool name.
 
-CSI names (`pvc-0b6f...`, `snapshot-...`, or anything else up to 128 bytes) become pool names:
+CSI names (`pvc-0b6f...`, `snapshot-...`, or anything else up to 128 bytes) become pool names
+(`amber.domain.names.pool_name`, which backup snapshot keys use too):
 the name itself when it is a valid pool name that fits the ID, otherwise a deterministic hashed
 name `<hint>--<32 hex digits of SHA-256(name)>`. A valid name that already ends like a hashed
 name is hashed too, so two different CSI names never share a pool name (short of a SHA-256
@@ -33,37 +34,27 @@ from enum import StrEnum
 from typing import Final
 
 from amber.domain.errors import InvalidArgument, NotFound
-from amber.domain.names import NAME_MAX, validate_name
+from amber.domain.names import MAX_ID_BYTES, NAME_MAX, validate_name
 
 __all__ = [
-    "MAX_CSI_NAME_BYTES",
-    "MAX_ID_BYTES",
     "ForeignObject",
     "IdKind",
     "ObjectRef",
     "format_id",
     "node_segment",
     "parse_id",
-    "pool_name",
     "validate_node_id",
 ]
 
 SCHEME: Final = "amber"
 VERSION: Final = "v1"
-MAX_ID_BYTES: Final = 128
-"""Longest ID Amber hands out (the CSI general size limit for strings)."""
-MAX_CSI_NAME_BYTES: Final = 128
-"""Longest CSI name accepted (the CSI general size limit; Kubernetes names are ~40 bytes)."""
 MAX_NODE_ID_BYTES: Final = 253
 """Longest node ID accepted (a Kubernetes node name is a DNS subdomain)."""
 NODE_SEGMENT_MAX: Final = 64
-_HASH_HEX: Final = 32
 _NODE_HASH_HEX: Final = 8
 
 _NODE_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NODE_SEGMENT_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
-_HASHED_SUFFIX_RE: Final = re.compile(r"--[0-9a-f]{32}$")
-_HINT_DROP_RE: Final = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 class IdKind(StrEnum):
@@ -152,20 +143,3 @@ def parse_id(text: str, kind: IdKind) -> ObjectRef | None:
     except InvalidArgument:
         return None
     return ObjectRef(kind, segment, name)
-
-
-def pool_name(csi_name: str, budget: int) -> str:
-    """The pool name for a CSI name: itself when valid and short enough, else hashed."""
-    if len(csi_name.encode()) > MAX_CSI_NAME_BYTES:
-        raise InvalidArgument(
-            f"name {csi_name[:40]!r}... is longer than the CSI limit of {MAX_CSI_NAME_BYTES} bytes"
-        )
-    if len(csi_name) <= budget and _HASHED_SUFFIX_RE.search(csi_name) is None:
-        try:
-            return validate_name("volume", csi_name)
-        except InvalidArgument:
-            pass
-    digest = hashlib.sha256(csi_name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_HEX]
-    room = budget - len(digest) - 2
-    hint = _HINT_DROP_RE.sub("-", csi_name).lstrip("-_")[: max(room, 0)].rstrip("-_")
-    return f"{hint or 'x'}--{digest}"

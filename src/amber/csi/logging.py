@@ -17,7 +17,7 @@ With `log_requests=True` the whole request is included, redacted.
   (the spec warns that mount flags MAY carry sensitive data).
 
 The same walk collects the secret values themselves (`secret_values`), so error messages can be
-scrubbed (`scrub`) before they are logged or sent back to the CO.
+scrubbed (`amber.logs.scrub`) before they are logged or sent back to the CO.
 """
 
 from __future__ import annotations
@@ -32,22 +32,16 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from amber.csi._proto import csi_pb2
-from amber.logs import FIELDS, new_request_id, request_scope
+from amber.logs import FIELDS, REDACTED, new_request_id, request_scope, scrub
 
 __all__ = [
     "QUIET_METHODS",
-    "REDACTED",
     "RpcLogInterceptor",
     "redact",
-    "scrub",
     "secret_values",
 ]
 
-REDACTED: Final = "***"
 SENSITIVE_KEY_PARTS: Final = ("secret", "password", "key", "token")
-MIN_SCRUB_LENGTH: Final = 4
-"""Shorter secret values are not scrubbed from free text: replacing "on" or "1" everywhere
-would garble messages without hiding anything."""
 
 ID_FIELDS: Final = (
     "name",
@@ -200,14 +194,6 @@ def secret_values(message: object) -> set[str]:
     walker = _Walker()
     walker.message(message)
     return {value for value in walker.found if value}
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every occurrence of a secret value (of a useful length) replaced."""
-    for value in sorted(secrets, key=len, reverse=True):
-        if len(value) >= MIN_SCRUB_LENGTH:
-            text = text.replace(value, REDACTED)
-    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +378,7 @@ def _abort_unmapped(context: Any, exc: Exception, method: str, request: Any) -> 
         context.abort(code, f"{method} is not served by this endpoint")
     if code is not None:
         return  # aborted by @rpc_errors, or a code was set deliberately
-    # Imported here: amber.csi.errors imports this module for `scrub` and `secret_values`.
+    # Imported here: amber.csi.errors imports this module for `secret_values`.
     from amber.csi.errors import status_for
 
     code, message = status_for(exc, method.rsplit("/", 1)[-1], secrets=secret_values(request))

@@ -31,7 +31,6 @@ from amber.csi import health, params
 from amber.csi._proto import csi_pb2, csi_pb2_grpc
 from amber.csi.capabilities import DriverMode, node_capabilities
 from amber.csi.errors import rpc_errors
-from amber.csi.locks import KeyedLocks
 from amber.csi.objects import LocalObjects
 from amber.domain.errors import (
     AlreadyExists,
@@ -41,6 +40,7 @@ from amber.domain.errors import (
     OutOfSpace,
 )
 from amber.domain.models import Attachment, AttachmentKind, Volume, VolumeMode
+from amber.ops.locks import KeyedLocks
 from amber.system import mount
 
 __all__ = ["STAGED_DEVICE", "NodeServicer", "ResizerNodeServicer"]

@@ -19,11 +19,11 @@ from amber.csi.ids import (
     name_budget,
     node_segment,
     parse_id,
-    pool_name,
     validate_node_id,
 )
 from amber.domain.errors import InvalidArgument, NotFound
 from amber.domain.models import Snapshot, Volume
+from amber.domain.names import pool_name
 from amber.pool import Pool
 
 __all__ = ["LocalObjects"]

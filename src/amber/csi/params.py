@@ -14,18 +14,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from amber.domain.errors import InvalidArgument, OutOfRange, OutOfSpace
-from amber.domain.units import GiB, MiB, check_size_limit, format_size, round_up
+from amber.domain.units import check_size_limit, format_size, round_up
+from amber.ops.sizes import ALIGNMENT
 from amber.system import fs
 
 __all__ = [
-    "DEFAULT_SIZE",
     "FSTYPE_KEYS",
     "TOPOLOGY_KEY",
     "SnapshotParameters",
     "TopologyUnsatisfiable",
     "VolumeParameters",
     "check_accessibility",
-    "choose_size",
     "expansion_target",
     "node_topology",
     "parse_range",
@@ -37,11 +36,6 @@ __all__ = [
 
 TOPOLOGY_KEY: Final = "topology.amber.csi.dev/node"
 """The one topology segment: volumes live on exactly one node."""
-DEFAULT_SIZE: Final = 1 * GiB
-"""Size of a volume created without a capacity range (and without a content source)."""
-ALIGNMENT: Final = MiB
-"""Volume sizes are whole MiB (the pool rounds up to this)."""
-BLOCK_MIN_SIZE: Final = MiB
 RESERVED_PREFIX: Final = "csi.storage.k8s.io/"
 """Keys the Kubernetes sidecars add (`--extra-create-metadata`, secret references): ignored."""
 FSTYPE_KEYS: Final = ("fsType", "csi.storage.k8s.io/fstype")
@@ -195,27 +189,6 @@ def parse_range(capacity_range: Any, *, present: bool) -> tuple[int, int]:
             f"required_bytes {required} is larger than limit_bytes {limit}: no size fits"
         )
     return required, limit
-
-
-def choose_size(required: int, limit: int, *, minimum: int, source_size: int = 0) -> int:
-    """The size of a new volume: at least `required`, the minimum and the source, at most
-    `limit`, in whole MiB; DEFAULT_SIZE (or the source's size) when nothing is asked."""
-    floor = max(required, minimum, source_size)
-    wanted = required or source_size or DEFAULT_SIZE
-    if limit and not required:
-        wanted = min(wanted, limit // ALIGNMENT * ALIGNMENT)
-    size = check_size_limit(round_up(max(wanted, floor), ALIGNMENT))
-    if limit and size > limit:
-        raise OutOfRange(
-            f"no volume of at most {limit} bytes can be made here: it needs at least "
-            f"{format_size(size)} (minimum size, source size and 1 MiB steps)"
-        )
-    return size
-
-
-def minimum_size(fs_type: str | None) -> int:
-    """Smallest volume of a filesystem (or raw block when None)."""
-    return fs.MIN_SIZE[fs_type] if fs_type else BLOCK_MIN_SIZE
 
 
 def expansion_target(required: int, limit: int, current: int) -> int:

@@ -14,7 +14,8 @@ warnings and the gRPC library's own loggers go through the same handler.
 
 `request_scope(id)` ties every record logged inside it, in any module, to one request.
 Secrets never reach a logger: the CSI edge redacts requests before it logs them
-(`amber.csi.logging`).
+(`amber.csi.logging`), and every layer that words a message from a target's answer scrubs the
+secret values it knows out of it first (`scrub`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 from typing import IO, Any, Final
 
 __all__ = [
     "FIELDS",
+    "MIN_SCRUB_LENGTH",
+    "REDACTED",
     "JsonFormatter",
     "LogStyle",
     "LogfmtFormatter",
@@ -39,16 +42,30 @@ __all__ = [
     "current_request_id",
     "new_request_id",
     "request_scope",
+    "scrub",
     "setup_cli_logging",
     "setup_server_logging",
 ]
 
 FIELDS: Final = "fields"
 """The `extra` key whose dict is merged into a structured line."""
+REDACTED: Final = "***"
+"""What a secret value is replaced with."""
+MIN_SCRUB_LENGTH: Final = 4
+"""Shorter secret values are not scrubbed from free text: replacing "on" or "1" everywhere
+would garble messages without hiding anything."""
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "amber_request_id", default=None
 )
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every occurrence of a secret value (of a useful length) replaced."""
+    for value in sorted(secrets, key=len, reverse=True):
+        if len(value) >= MIN_SCRUB_LENGTH:
+            text = text.replace(value, REDACTED)
+    return text
 
 
 def new_request_id() -> str:

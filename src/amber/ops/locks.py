@@ -1,4 +1,6 @@
-"""Per-volume locks of the node service: one stage/publish/unpublish/expand at a time.
+"""Named in-process locks: one operation at a time on one object (a volume, a snapshot name).
+
+The CSI node service holds one per volume: one stage/publish/unpublish/expand at a time.
 
 The pool's own locks (flock, across processes) make each pool operation atomic. A node RPC is
 several steps -- look at what is mounted where, then mount or release -- and those steps must

@@ -30,15 +30,6 @@ from amber.backup.layout import Clock
 from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
 from amber.backup.restorer import restore_backup, restore_holder
-from amber.csi import params
-from amber.csi.backups.handles import BackupRef
-from amber.csi.backups.jobs import JobStore
-from amber.csi.backups.leftovers import LeftoverLocks
-from amber.csi.backups.lookup import find_backup
-from amber.csi.backups.targets import TargetAccess
-from amber.csi.backups.watch import Cancelled, Watch
-from amber.csi.locks import KeyedLocks
-from amber.csi.logging import scrub
 from amber.domain.errors import (
     AlreadyExists,
     AmberError,
@@ -48,6 +39,15 @@ from amber.domain.errors import (
     SystemFailure,
 )
 from amber.domain.models import Volume, VolumeMode
+from amber.logs import scrub
+from amber.ops import sizes
+from amber.ops.handles import BackupRef
+from amber.ops.jobs import JobStore
+from amber.ops.leftovers import LeftoverLocks
+from amber.ops.locks import KeyedLocks
+from amber.ops.lookup import find_backup
+from amber.ops.targets import TargetAccess
+from amber.ops.watch import Cancelled, Watch
 from amber.pool import Pool
 
 __all__ = ["RestoreWanted", "Restores"]
@@ -246,9 +246,9 @@ def _size(wanted: RestoreWanted, manifest: Manifest) -> int:
         )
     if wanted.fs_type is not None and fs_type != wanted.fs_type:
         raise InvalidArgument(f"{what} holds {fs_type}, not the requested {wanted.fs_type}")
-    return params.choose_size(
+    return sizes.choose_size(
         wanted.required,
         wanted.limit,
-        minimum=params.minimum_size(fs_type if mode is VolumeMode.FILESYSTEM else None),
+        minimum=sizes.minimum_size(fs_type if mode is VolumeMode.FILESYSTEM else None),
         source_size=manifest.volume_size,
     )

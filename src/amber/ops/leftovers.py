@@ -33,9 +33,9 @@ from typing import Final
 from amber.backup.layout import Clock
 from amber.backup.locks import DEFAULT_LOCK_TTL
 from amber.backup.repository import Repository
-from amber.csi.locks import KeyedLocks
-from amber.csi.logging import scrub
 from amber.domain.errors import AmberError
+from amber.logs import scrub
+from amber.ops.locks import KeyedLocks
 
 __all__ = ["FIRST_PAUSE", "MAX_PAUSE", "LeftoverLocks"]
 

@@ -120,7 +120,7 @@ class UploadJob:
 @dataclass(frozen=True)
 class GroupJob:
     """One group snapshot of a backup class: its members are upload jobs that commit as one
-    unit (see `amber.csi.backups.groups`)."""
+    unit (see `amber.ops.groups`)."""
 
     name: str
     """The pool name of the group (its local group snapshot has it too)."""

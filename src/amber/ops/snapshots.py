@@ -1,8 +1,8 @@
-"""Backup snapshots for the Controller service: one object the servicer calls.
+"""Backup snapshots: the one object the CSI Controller and GroupController servicers call.
 
 `BackupSnapshots` ties the job table, the upload worker, the restore jobs and target
 resolution together and answers in domain terms (`SnapshotInfo`, `Volume`, domain errors);
-the servicer turns that into CSI messages and codes.
+the servicers (`amber.csi.controller`, `amber.csi.group`) turn that into CSI messages and codes.
 """
 
 from __future__ import annotations
@@ -18,14 +18,6 @@ from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
 from amber.backup.state import forget_volume_bases
 from amber.backup.targets import DEFAULT_CONFIG, TargetRuntime
-from amber.csi.backups.groups import GroupUploads, group_of_job, is_member_job
-from amber.csi.backups.handles import BackupRef, format_bak_id, parse_backup_id, snapshot_key
-from amber.csi.backups.jobs import JobStore, UploadJob, UploadState
-from amber.csi.backups.lookup import find_backup, remove_backup
-from amber.csi.backups.restores import Restores, RestoreWanted
-from amber.csi.backups.targets import TargetAccess, TargetResolver, TargetUnknown
-from amber.csi.backups.uploads import LABEL_SOURCE_VOLUME, Uploads, UploadSettings
-from amber.csi.locks import KeyedLocks
 from amber.domain.errors import (
     AlreadyExists,
     AmberError,
@@ -40,6 +32,15 @@ from amber.domain.errors import (
     Unavailable,
 )
 from amber.domain.models import Volume
+from amber.ops.backups import remove_backup
+from amber.ops.groups import GroupUploads, group_of_job, is_member_job
+from amber.ops.handles import BackupRef, format_bak_id, parse_backup_id, snapshot_key
+from amber.ops.jobs import JobStore, UploadJob, UploadState
+from amber.ops.locks import KeyedLocks
+from amber.ops.lookup import find_backup
+from amber.ops.restores import Restores, RestoreWanted
+from amber.ops.targets import TargetAccess, TargetResolver, TargetUnknown
+from amber.ops.uploads import LABEL_SOURCE_VOLUME, Uploads, UploadSettings
 from amber.pool import Pool
 
 __all__ = ["BackupSettings", "BackupSnapshots", "GroupInfo", "SnapshotInfo", "parse_backup_id"]

@@ -24,9 +24,8 @@ from typing import Final
 from amber.backup.handles import BAK_PREFIX, LABEL_KEY, key_backup_id
 from amber.backup.layout import is_valid_id
 from amber.backup.targets import HANDLE_PREFIX, validate_target_name
-from amber.csi.ids import MAX_ID_BYTES, pool_name
 from amber.domain.errors import InvalidArgument
-from amber.domain.names import validate_name
+from amber.domain.names import MAX_ID_BYTES, pool_name, validate_name
 
 __all__ = [
     "BAK_PREFIX",

@@ -33,13 +33,14 @@ from amber.backup.backuper import BackupOptions, backup_snapshot
 from amber.backup.layout import Clock
 from amber.backup.manifest import Manifest
 from amber.backup.repository import Repository
-from amber.csi.backups.handles import LABEL_KEY, LABEL_NAME, LABEL_NODE, BackupRef, key_backup_id
-from amber.csi.backups.jobs import JobStore, UploadJob, UploadState
-from amber.csi.backups.lookup import find_backup, find_by_key, remove_backup
-from amber.csi.backups.targets import TargetAccess, TargetUnknown
-from amber.csi.backups.watch import Cancelled, Watch
-from amber.csi.logging import scrub
 from amber.domain.errors import AlreadyExists, AmberError, Busy, NotFound, Unavailable
+from amber.logs import scrub
+from amber.ops.backups import remove_backup
+from amber.ops.handles import LABEL_KEY, LABEL_NAME, LABEL_NODE, BackupRef, key_backup_id
+from amber.ops.jobs import JobStore, UploadJob, UploadState
+from amber.ops.lookup import find_backup, find_by_key
+from amber.ops.targets import TargetAccess, TargetUnknown
+from amber.ops.watch import Cancelled, Watch
 from amber.pool import Pool
 
 __all__ = ["LABEL_SOURCE_VOLUME", "UploadSettings", "Uploads"]

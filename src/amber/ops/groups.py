@@ -21,11 +21,11 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
-from amber.csi.backups.handles import snapshot_key
-from amber.csi.backups.jobs import GroupJob, JobStore, UploadJob, UploadState
-from amber.csi.backups.targets import TargetAccess
-from amber.csi.backups.uploads import Uploads
 from amber.domain.errors import AlreadyExists, AmberError, NotFound
+from amber.ops.handles import snapshot_key
+from amber.ops.jobs import GroupJob, JobStore, UploadJob, UploadState
+from amber.ops.targets import TargetAccess
+from amber.ops.uploads import Uploads
 from amber.pool import Pool
 
 __all__ = ["GroupUploads", "is_member_job"]
