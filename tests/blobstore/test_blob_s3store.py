@@ -155,7 +155,9 @@ def test_a_silent_server_times_out_as_unavailable(silent_endpoint: str) -> None:
     started = time.monotonic()
     with pytest.raises(Unavailable, match="ReadTimeout"):
         S3Store(config).get("config")
-    assert time.monotonic() - started < 2.0
+    # The configured 0.3 s, not botocore's default 60 s: a bound far from both, so that a
+    # loaded machine cannot fail it (it failed at 2.0 s while six test suites shared 2 cores).
+    assert time.monotonic() - started < 30.0
 
 
 @dataclass
