@@ -99,7 +99,7 @@ def test_deleting_the_users_snapshot_keeps_change_tracking(cli: Cli, file_target
 
 
 def test_fallback_when_the_base_is_gone_reads_everything_but_uploads_only_changes(
-    cli: Cli, file_target: str
+    cli: Cli, file_target: str, tmp_path: Path
 ) -> None:
     image = cli.volume("v", "64Mi")
     _fill(image)
@@ -119,7 +119,9 @@ def test_fallback_when_the_base_is_gone_reads_everything_but_uploads_only_change
     assert second["chunks_read"] == first["chunks_read"]
     assert second["chunks_new"] == 1
 
-    cli.ok("backup", "delete", second["backup_id"], "--target", file_target)  # base backup gone
+    # The base backup vanishes behind this node's back (another host deleted it): its
+    # manifest object is gone while the base record stays.
+    (tmp_path / "repo" / "backups" / second["backup_id"]).unlink()
     write_at(image, 2 * CHUNK, b"changed again")
     snap3 = cli.snapshot("v", "s3")
     third = cli.backup("s3", file_target)
@@ -127,6 +129,14 @@ def test_fallback_when_the_base_is_gone_reads_everything_but_uploads_only_change
     assert "base backup cannot be used" in third["fallback_reason"]
     assert third["chunks_new"] == 1  # chunk 1 is still stored (prune has not run)
     _restore_and_compare(cli, third["handle"], snap3, "r3")
+
+    # Deleting the base backup through Amber forgets the base with it.
+    cli.ok("backup", "delete", third["backup_id"], "--target", file_target)
+    write_at(image, 3 * CHUNK, b"changed once more")
+    cli.snapshot("v", "s4")
+    fourth = cli.backup("s4", file_target)
+    assert fourth["mode"] == "full-read"
+    assert "no earlier backup" in fourth["fallback_reason"]
 
 
 def test_filesystem_volume_restores_as_a_mountable_filesystem(

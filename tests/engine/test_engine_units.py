@@ -125,16 +125,21 @@ def test_handles_round_trip_and_are_short() -> None:
             validate_target_name(bad)
 
 
-class _BusyRepo:
+class _BusyLocks:
     def __init__(self, busy_times: int) -> None:
         self.busy_times = busy_times
         self.calls = 0
 
-    def lock(self, holder: str, kind: object, *, reader: bool = False) -> str:
+    def acquire(self, holder: str, kind: object, **_options: object) -> str:
         self.calls += 1
         if self.calls <= self.busy_times:
             raise Busy("exclusive lock held by prune")
         return "lock"
+
+
+class _BusyRepo:
+    def __init__(self, busy_times: int) -> None:
+        self.locks = _BusyLocks(busy_times)
 
     def active_locks(self) -> list[object]:
         return []
