@@ -5,7 +5,7 @@
 #
 # Usage: scripts/install.sh [--dev] [--bench]
 #   --dev    adds the test and lint tools
-#   --bench  adds restic, which bench/ compares Amber with
+#   --bench  adds restic and borg (borgbackup), which bench/ compares Amber with
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +31,7 @@ packages=(python3 python3-venv python3-dev xfsprogs e2fsprogs util-linux mount b
 # The dashboard tests drive Debian's headless Chromium through its chromedriver (never a
 # downloaded browser).
 [[ ${dev} -eq 1 ]] && packages+=(chromium chromium-driver)
-[[ ${bench} -eq 1 ]] && packages+=(restic)
+[[ ${bench} -eq 1 ]] && packages+=(restic borgbackup)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed" || missing+=("${pkg}")

@@ -1,13 +1,19 @@
 """A blob store in an S3 bucket (AWS, MinIO, Ceph RGW or any S3-compatible service).
 
 Keys live under an optional prefix in one bucket (`s3://bucket/cluster-a` stores `config` as
-`cluster-a/config`). S3 makes each PUT atomic, so a reader never sees half an object; uploads
-carry a Content-MD5 so that the service rejects a body damaged on the way.
+`cluster-a/config`). S3 makes each PUT atomic, so a reader never sees half an object.
+
+A body damaged on the way is rejected by the service because the request signs it: botocore
+puts the body's SHA-256 in the SigV4 signature (`x-amz-content-sha256`) whenever a request
+carries no checksum header, over http and https alike, and the service checks the body against
+it. Uploads send no Content-MD5 on top: it would be a second hash of every byte (MD5 is the
+slower one: ~220 against ~400 MB/s here with the CPU's SHA extensions), and on https its only
+effect would be to make botocore skip the SHA-256 (TLS and the MD5 then cover the body).
 
 botocore's own retries are off (one attempt per call): retrying is the job of
-`amber.blobstore.retry.RetryingStore`, which sees every attempt and owns the backoff. Checksums
-beyond Content-MD5 are only sent where the API requires them, because several S3-compatible
-services reject the newer flexible-checksum headers.
+`amber.blobstore.retry.RetryingStore`, which sees every attempt and owns the backoff. Flexible
+checksums are only sent where the API requires them (DeleteObjects), because several
+S3-compatible services reject the newer flexible-checksum headers.
 
 Credentials are never shown: `S3Config.__repr__` and `describe()` leave them out, and every
 error message passes through a redaction step before it is raised.
@@ -15,9 +21,7 @@ error message passes through a redaction step before it is raised.
 
 from __future__ import annotations
 
-import base64
 import bisect
-import hashlib
 import io
 import itertools
 import re
@@ -172,13 +176,6 @@ class S3Config:
         return "S3Config(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
-def _content_md5(*parts: Payload) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    for part in parts:
-        digest.update(part)
-    return base64.b64encode(digest.digest()).decode("ascii")
-
-
 class _PartsBody(io.RawIOBase):
     """The concatenation of `parts` as a readable, seekable file, without joining them: botocore
     reads a body to sign it, again to send it, and seeks back for a retry. (Joining a 16 MiB
@@ -257,19 +254,17 @@ class S3Store:
         return f"{where} in AWS region {self._config.region}"
 
     def put(self, key: str, data: Payload) -> None:
-        """Upload the object in one PUT (atomic on S3), with Content-MD5."""
-        self._put_object(key, data, _content_md5(data))
+        """Upload the object in one PUT (atomic on S3), its body signed (see the module)."""
+        self._put_object(key, data)
 
     def stage(self, key: str, parts: Sequence[Payload]) -> None:
         """A PUT is durable when S3 answers: staging is putting, with the parts read in turn
         as one body (not joined)."""
-        self._put_object(key, _PartsBody(parts), _content_md5(*parts))
+        self._put_object(key, _PartsBody(parts))
 
-    def _put_object(self, key: str, body: Payload | _PartsBody, md5: str) -> None:
+    def _put_object(self, key: str, body: Payload | _PartsBody) -> None:
         with self._errors("writing", key):
-            self._client.put_object(
-                Bucket=self._config.bucket, Key=self._key(key), Body=body, ContentMD5=md5
-            )
+            self._client.put_object(Bucket=self._config.bucket, Key=self._key(key), Body=body)
 
     def flush(self) -> None:
         """Nothing is ever staged on S3."""
