@@ -28,8 +28,8 @@ from amber.csi.ids import IdKind, parse_id, validate_node_id
 from amber.csi.metadata import MetadataType
 from amber.domain.errors import NotFound
 from amber.logs import LogStyle, setup_server_logging
-from amber.ops.handles import parse_backup_id
 from amber.metrics import MetricsAddress, parse_address
+from amber.ops.handles import parse_backup_id
 from amber.ops.snapshots import BackupSettings
 from amber.ops.uploads import UploadSettings
 from amber.pool import Pool, PoolSettings

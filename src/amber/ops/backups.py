@@ -42,8 +42,8 @@ from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
 from amber.backup.targets import DEFAULT_CONFIG, Target, TargetRuntime
 from amber.domain.errors import Busy, FailedPrecondition, InvalidArgument, NotFound
-from amber.ops.targets import open_target
 from amber.metrics import backup_run, restore_run
+from amber.ops.targets import open_target
 from amber.ops.watch import Cancelled
 from amber.pool import Pool
 
