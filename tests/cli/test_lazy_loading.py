@@ -36,9 +36,9 @@ COMMANDS = (
     "snapshot",
     "target",
     "backup",
+    "dashboard",
     "schedule",
     "job",
-    "dashboard",
     "csi",
 )
 COMMAND_MODULES = frozenset(
