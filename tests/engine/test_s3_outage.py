@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 import struct
 import threading
@@ -34,7 +35,7 @@ class Relay:
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = _listen_below_ephemeral_ports()
         self.port: int = self._listener.getsockname()[1]
         self._mutex = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -116,6 +117,18 @@ class Relay:
         self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
         threading.Thread(target=self._serve, args=(self._listener,), daemon=True).start()
         self.restored.set()
+
+
+def _listen_below_ephemeral_ports() -> socket.socket:
+    """A listener on a port the kernel never hands out as a client's source port. While the
+    relay's port is closed, the client keeps reconnecting to it; with a port from the ephemeral
+    range, one of those connects could be given that very port as its source and connect to
+    itself (TCP self-connect), holding the port so the relay cannot listen again."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(10000, low), 200):
+        with contextlib.suppress(OSError):
+            return socket.create_server(("127.0.0.1", port), reuse_port=False)
+    raise RuntimeError(f"no free port below {low}")
 
 
 @pytest.fixture
