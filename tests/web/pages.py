@@ -13,6 +13,10 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from tests.web.conftest import Dashboard
 
 WAIT = 60.0  # an upper bound for the page to react, never a pause
+_SHOWN_FLASH = (
+    "const f = document.getElementById('flash');"
+    "return f && !f.hidden && f.getClientRects().length > 0 ? f.innerText.trim() : '';"
+)
 
 
 class Browser:
@@ -77,14 +81,11 @@ class Browser:
         return self.flash()
 
     def flash(self) -> str:
-        """The message the page shows once it shows one."""
-        self.wait().until(
-            lambda d: (
-                d.find_element(By.ID, "flash").is_displayed()
-                and d.find_element(By.ID, "flash").text != ""
-            )
-        )
-        return self.text("#flash")
+        """The message the page shows once it shows one. Read in one script, inside the page:
+        the page re-renders as the action ends, and an element found in one WebDriver call may
+        belong to the old document by the next one."""
+        self.wait().until(lambda d: d.execute_script(_SHOWN_FLASH) != "")
+        return str(self.driver.execute_script(_SHOWN_FLASH))
 
     def flash_is_error(self) -> bool:
         return "error" in (self.driver.find_element(By.ID, "flash").get_attribute("class") or "")
