@@ -32,6 +32,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from amber.csi._proto import csi_pb2
+from amber.csi.interceptors import WrappingInterceptor
 from amber.logs import FIELDS, REDACTED, new_request_id, request_scope, scrub
 
 __all__ = [
@@ -220,7 +221,7 @@ def _details(context: Any) -> str | None:
     return details if isinstance(details, str) else None
 
 
-class RpcLogInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+class RpcLogInterceptor(WrappingInterceptor):
     """Logs one JSON line per RPC to `logger` (default: `amber.csi.rpc`).
 
     Levels: INFO for success (DEBUG for the polled methods in `quiet_methods`), WARNING for
@@ -244,23 +245,6 @@ class RpcLogInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc i
         self._log_requests = log_requests
         self._quiet = frozenset(quiet_methods)
         self._clock = clock
-
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.request_streaming:
-            return handler  # unknown method (gRPC answers UNIMPLEMENTED); CSI has no client streams
-        method: str = details.method
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            self._wrap_unary(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
 
     def _wrap_unary(self, method: str, inner: Callable[[Any, Any], Any]) -> Callable[..., Any]:
         def behavior(request: Any, context: Any) -> Any:

@@ -26,6 +26,7 @@ from amber import metrics
 from amber.backup.targets import TargetConfig, TargetRuntime, open_store
 from amber.csi import health
 from amber.csi._proto import csi_pb2
+from amber.csi.interceptors import WrappingInterceptor
 from amber.domain.models import Attachment, AttachmentKind, Volume, VolumeMode
 from amber.metrics import (
     MetricsAddress,
@@ -44,7 +45,7 @@ PROBE_INTERVAL: Final = 60.0
 """Seconds between two probes of each target."""
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+class MetricsInterceptor(WrappingInterceptor):
     """Records every CSI call: method (short name), status code, seconds taken.
 
     Put it first (outermost) so that it sees the code the logging interceptor gives an
@@ -58,23 +59,6 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc 
     ) -> None:
         self._record = record or metrics.record_csi_call
         self._clock = clock
-
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.request_streaming:
-            return handler  # unknown method (gRPC answers UNIMPLEMENTED); CSI has no client streams
-        method: str = details.method.rsplit("/", 1)[-1]
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            self._wrap_unary(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
 
     def _wrap_unary(self, method: str, inner: Callable[[Any, Any], Any]) -> Callable[..., Any]:
         def behavior(request: Any, context: Any) -> Any:
@@ -112,7 +96,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc 
                 else:
                     active = context.is_active()
                     code = grpc.StatusCode.OK if active else grpc.StatusCode.CANCELLED
-            self._record(method, code.name, self._clock() - start)
+            short = method.rsplit("/", 1)[-1]  # the metric's label: NodeGetInfo
+            self._record(short, code.name, self._clock() - start)
         except Exception:  # a metric must never fail the call
             _log.exception("could not record the metrics of %s", method)
 
