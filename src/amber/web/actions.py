@@ -18,7 +18,7 @@ from amber.backup.progress import Progress
 from amber.backup.repository import Repository
 from amber.backup.state import forget_volume_bases
 from amber.domain.errors import FailedPrecondition, InvalidArgument
-from amber.domain.models import SourceKind
+from amber.domain.models import Snapshot, SourceKind, Volume
 from amber.domain.names import validate_name
 from amber.domain.units import format_size, parse_size
 from amber.ops.backups import Operations, snapshot_to_back_up
@@ -107,17 +107,7 @@ def restore_snapshot(ctx: WebContext, snapshot: str, volume: str, size: str | No
     """A new volume with the snapshot's data (instant reflink copy; larger size allowed)."""
     validate_name("snapshot", snapshot)
     validate_name("volume", _required(volume, "new volume name"))
-    source = ctx.pool.snapshots.get(snapshot)
-    nbytes = _size(size, "size") or source.size
-    request = VolumeRequest(
-        volume,
-        nbytes,
-        source.mode,
-        source.fs_type,
-        source_kind=SourceKind.SNAPSHOT,
-        source_name=snapshot,
-    )
-    ctx.pool.volumes.create(request)
+    _copy(ctx, ctx.pool.snapshots.get(snapshot), SourceKind.SNAPSHOT, volume, size)
     return Done(f"volume {volume} restored from snapshot {snapshot}", f"/volumes/{volume}")
 
 
@@ -151,13 +141,17 @@ def clone(ctx: WebContext, volume: str, new: str, size: str | None) -> Done:
     """An instant copy of a volume into a new one."""
     validate_name("volume", volume)
     validate_name("volume", _required(new, "new volume name"))
-    source = ctx.pool.volumes.get(volume)
-    nbytes = _size(size, "size") or source.size
-    request = VolumeRequest(
-        new, nbytes, source.mode, source.fs_type, source_kind=SourceKind.VOLUME, source_name=volume
-    )
-    ctx.pool.volumes.create(request)
+    _copy(ctx, ctx.pool.volumes.get(volume), SourceKind.VOLUME, new, size)
     return Done(f"volume {new} cloned from {volume}", f"/volumes/{new}")
+
+
+def _copy(
+    ctx: WebContext, source: Volume | Snapshot, kind: SourceKind, new: str, size: str | None
+) -> None:
+    """A new volume as an instant reflink copy of `source` (its size unless a larger is given)."""
+    nbytes = _size(size, "size") or source.size
+    request = VolumeRequest(new, nbytes, source.mode, source.fs_type, kind, source.name)
+    ctx.pool.volumes.create(request)
 
 
 def expand(ctx: WebContext, volume: str, size: str) -> Done:
