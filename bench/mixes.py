@@ -29,36 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
+from backup_bench import WORDS as BENCH_WORDS
+from backup_bench import write_file
 
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
+# The log/text vocabulary of backup_bench.py's volume, and a few database words after it (the
+# same seeded choices as before: only the tail is new).
 WORDS = (
-    "alpha",
-    "beta",
-    "gamma",
-    "delta",
-    "request",
-    "response",
-    "cache",
-    "miss",
-    "hit",
-    "user",
-    "order",
-    "payment",
-    "invoice",
-    "shipment",
-    "warehouse",
-    "timeout",
-    "retry",
-    "connect",
-    "session",
-    "token",
-    "refresh",
-    "commit",
-    "rollback",
-    "index",
+    *BENCH_WORDS,
     "select",
     "update",
     "insert",
@@ -138,12 +119,6 @@ def db_page(data: Data, page_no: int, lsn: int) -> bytes:
     header = struct.pack("<QQI", lsn, page_no, rng.getrandbits(32))
     body = data.random(256) + data.rows(used - len(header) - 256)
     return header + body + bytes(PAGE - used)
-
-
-def write_file(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(content)
 
 
 def overwrite(path: Path, offset: int, content: bytes) -> None:
