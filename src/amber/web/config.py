@@ -6,10 +6,10 @@ dashboard (`amber dashboard` and `amber node --dashboard-address`).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from amber.domain.addresses import ListenAddress, parse_listen_address
 from amber.domain.errors import InvalidArgument, NotFound, PermissionDenied
 
 DEFAULT_ADDRESS = "127.0.0.1:8080"
@@ -17,46 +17,14 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 MIN_TOKEN_LENGTH = 16
 
 
-@dataclass(frozen=True)
-class Address:
-    """Where the dashboard listens."""
-
-    host: str
-    port: int
-
-    @property
-    def loopback(self) -> bool:
-        """Whether only this machine can reach it."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False  # a host name: it may resolve anywhere
-
-    def url(self) -> str:
-        """The address to open in a browser."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        return f"http://{host}:{self.port}/"
+Address = ListenAddress
+"""Where the dashboard listens (`amber.domain.addresses.ListenAddress`)."""
 
 
 def parse_address(text: str) -> Address:
     """`HOST:PORT` (`[::1]:8080` for IPv6; port 0: any free port); InvalidArgument with the
     rule otherwise."""
-    rule = "expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080"
-    host, sep, port_text = text.strip().rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise InvalidArgument(f"invalid dashboard address {text[:80]!r}: {rule}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise InvalidArgument(f"invalid dashboard address {text[:80]!r}: put an IPv6 host in []")
-    port = int(port_text)
-    if port > 65535:
-        raise InvalidArgument(f"invalid dashboard address {text[:80]!r}: port 0-65535 (0: any)")
-    return Address(host, port)
+    return parse_listen_address(text, "dashboard", 8080)
 
 
 def read_token(path: Path) -> str:
