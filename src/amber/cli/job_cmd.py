@@ -26,8 +26,8 @@ from amber.domain.units import format_size
 from amber.jobs.local import LocalExecutor
 from amber.jobs.records import Records, RunOutcome, RunRecord
 from amber.jobs.runner import Scheduler, SystemClock
-from amber.jobs.schedule import next_run
 from amber.jobs.spec import JobSpec, load_jobs_file
+from amber.jobs.status import JobStatus, job_status
 from amber.ops.backups import RepositoryOpener
 from amber.pool import Pool
 
@@ -149,7 +149,8 @@ def list_(ctx: typer.Context, file: FileOption = DEFAULT_JOBS_FILE) -> None:
     jobs = load_jobs_file(file)
     session = Session(ctx, st)
     try:
-        rows = [_job_row(session.records, job) for job in jobs]
+        now = datetime.now(UTC)
+        rows = [_job_row(job_status(session.records, job, now)) for job in jobs]
     finally:
         session.close()
     if st.json:
@@ -172,17 +173,15 @@ def list_(ctx: typer.Context, file: FileOption = DEFAULT_JOBS_FILE) -> None:
     output.console().print(output.fit(table, "JOB"))
 
 
-def _job_row(records: Records, job: JobSpec) -> dict[str, Any]:
-    last = records.last_run(job.name)
-    slot = records.last_slot(job.name)
-    after = datetime.fromtimestamp(slot, UTC) if slot is not None else datetime.now(UTC)
+def _job_row(status: JobStatus) -> dict[str, Any]:
+    job, last = status.job, status.last_run
     return {
         "name": job.name,
         "task": job.task.value,
         "cron": job.cron,
         "timezone": job.timezone,
         "target": job.target,
-        "next_run": _iso(next_run(job, max(after, datetime.now(UTC))).timestamp()),
+        "next_run": _iso(status.next_run.timestamp()),
         "last_run": None
         if last is None
         else {
