@@ -26,12 +26,10 @@ from amber.domain.units import format_size
 from amber.jobs.local import LocalExecutor
 from amber.jobs.records import Records, RunOutcome, RunRecord
 from amber.jobs.runner import Scheduler, SystemClock
-from amber.jobs.spec import JobSpec, load_jobs_file
+from amber.jobs.spec import DEFAULT_JOBS_FILE, JobSpec, load_jobs_file
 from amber.jobs.status import JobStatus, job_status
 from amber.ops.backups import RepositoryOpener
 from amber.pool import Pool
-
-DEFAULT_JOBS_FILE = Path("/etc/amber/jobs.yaml")
 
 app = typer.Typer(
     help="List recurring jobs, run one now, and show the history of their runs.",
@@ -213,9 +211,7 @@ def run_now(
 
     session = Session(ctx, st)
     try:
-        done = session.scheduler([spec], progress).run_job(
-            spec, datetime.now(UTC).replace(microsecond=0), force=force, now=True
-        )
+        done = session.scheduler([spec], progress).run_now(spec, force=force)
     finally:
         session.close()
     if st.json:

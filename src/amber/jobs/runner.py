@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from amber.domain.errors import AmberError, InvalidArgument
+from amber.domain.errors import AmberError, Busy, InvalidArgument
 from amber.jobs.executor import Candidate, Executor, ItemKind, Outcome
 from amber.jobs.records import RunLog, RunOutcome, RunRecord
 from amber.jobs.retention import select
@@ -72,6 +73,10 @@ class SystemClock:
                 return True
             stop.wait(min(left, MAX_SLEEP))
         return False
+
+
+def _busy(job: str) -> Busy:
+    return Busy(f"job {job!r} is already running: wait for its run to end")
 
 
 def select_volumes(spec: JobSpec, candidates: Iterable[Candidate]) -> list[str]:
@@ -223,6 +228,40 @@ class Scheduler:
             with self._running_lock:
                 self._running.discard(spec.name)
             self._wake.set()
+
+    # -- run now ----------------------------------------------------------------------------
+
+    def running(self, job: str) -> bool:
+        """Whether `job` runs now in this scheduler (a slot, or a run-now)."""
+        with self._running_lock:
+            return job in self._running
+
+    def check_idle(self, job: str) -> None:
+        """Busy when `job` runs now (an edge refuses a run-now before it starts one)."""
+        if self.running(job):
+            raise _busy(job)
+
+    @contextmanager
+    def claimed(self, spec: JobSpec) -> Iterator[None]:
+        """Hold the job's one run (the per-job concurrency rule) for the block; Busy when
+        it runs already."""
+        with self._running_lock:
+            if spec.name in self._running:
+                raise _busy(spec.name)
+            self._running.add(spec.name)
+        try:
+            yield
+        finally:
+            with self._running_lock:
+                self._running.discard(spec.name)
+            self._wake.set()
+
+    def run_now(self, spec: JobSpec, *, force: bool = False) -> list[RunRecord]:
+        """Run `spec` once now on every volume at once, without jitter (`amber job run-now`,
+        the dashboard's Run now); its schedule is not moved. Busy while it runs already."""
+        with self.claimed(spec):
+            slot = self.clock.now().replace(microsecond=0)
+            return self.run_job(spec, slot, force=force, now=True)
 
     # -- one run ----------------------------------------------------------------------------
 

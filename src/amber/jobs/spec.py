@@ -474,6 +474,10 @@ def parse_jobs(document: object) -> list[JobSpec]:
     return jobs
 
 
+DEFAULT_JOBS_FILE = Path("/etc/amber/jobs.yaml")
+"""Where `amber job`, `amber schedule` and `amber dashboard` read the jobs unless told."""
+
+
 def load_jobs_file(path: Path) -> list[JobSpec]:
     """The jobs of a YAML file (`jobs: [...]`, the RecurringJob spec fields); every problem is
     one line naming the file (InvalidArgument: exit 2)."""
