@@ -95,6 +95,10 @@ def test_run_now_from_the_page_snapshots_the_volume_and_records_the_run(
     ]
     page.open("/jobs")
     assert page.text('#jobs tr[data-job="hourly"] .outcome') == "ok"
+    samples = _samples(with_jobs.request("GET", "/metrics")[2])
+    job = (("recurring_job", "hourly"),)
+    assert samples[("amber_job_runs_total", job)] == 1
+    assert samples[("amber_job_failures_total", job)] == 0
     assert "(db)" in page.text('#jobs tr[data-job="hourly"] .last-run')
 
 

@@ -10,7 +10,8 @@ while it works. A run on one volume:
 2. the task runs (snapshot, backup, snapshot-cleanup, trim; prune and check run once per target);
 3. after a successful task, retention deletes the job's items beyond its policy (local
    snapshots and remote backups each by their own policy);
-4. the run is recorded (`records.RunRecord`) and reported through `on_record`.
+4. the run is recorded (`records.RunRecord`), counted in the `amber_job_*` metrics and
+   reported through `on_record`.
 
 A failure on one volume is recorded `failed` with its one-line reason; the others go on. A
 stop (SIGTERM in `amber schedule run`) lets running tasks finish and starts no new one.
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from amber import metrics
 from amber.domain.errors import AmberError, Busy, InvalidArgument
 from amber.jobs.executor import Candidate, Executor, ItemKind, Outcome
 from amber.jobs.records import RunLog, RunOutcome, RunRecord
@@ -40,6 +42,12 @@ __all__ = ["Clock", "Scheduler", "SystemClock", "select_volumes"]
 
 log = logging.getLogger(__name__)
 
+_METRIC_OUTCOMES = {
+    RunOutcome.OK: metrics.Outcome.SUCCESS,
+    RunOutcome.SKIPPED: metrics.Outcome.SKIPPED,
+    RunOutcome.FAILED: metrics.Outcome.FAILURE,
+}
+"""A recorded run as the `amber_job_*` metrics count it (every edge's runs: one place)."""
 RETRY_AFTER = timedelta(minutes=1)
 """How long a job that failed without recording a run (its database failing) waits to retry."""
 IDLE_WAKE = timedelta(hours=1)
@@ -396,6 +404,7 @@ class Scheduler:
         )
         record_id = self.records.add(record)
         record = RunRecord(**{**record.__dict__, "id": record_id})
+        metrics.record_job_run(record.job, _METRIC_OUTCOMES[outcome], record.end)
         if self.on_record is not None:
             self.on_record(record)
         return record
