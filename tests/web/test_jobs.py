@@ -127,6 +127,8 @@ def test_a_running_job_is_refused(
         assert message == "job 'hourly' is already running: wait for its run to end"
         assert page.flash_is_error()
         page.console_errors()  # the browser logs the refused request (409): expected here
+        running = _samples(dashboard.request("GET", "/metrics")[2])
+        assert running[("amber_operations_in_flight", (("kind", "job"),))] == 1
         with open(fifo, "wb"):
             pass  # release the paused run
         _wait_operation(page, "succeeded")

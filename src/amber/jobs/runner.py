@@ -286,7 +286,11 @@ class Scheduler:
     def _run(
         self, spec: JobSpec, slot: datetime, *, force: bool = False, now: bool = False
     ) -> _Run:
-        run = _Run(spec, slot, force, immediate=now)
+        with metrics.inflight("job"):
+            return self._run_subjects(_Run(spec, slot, force, immediate=now))
+
+    def _run_subjects(self, run: _Run) -> _Run:
+        spec = run.spec
         if not spec.task.per_volume:
             self._one(run, f"target:{spec.target}", None)
             return run
