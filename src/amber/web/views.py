@@ -416,6 +416,8 @@ def jobs(ctx: WebContext) -> JobsPage:
     file = None if engine.jobs_file is None else str(engine.jobs_file)
     try:
         specs = engine.load()
+        if not specs:  # no job records opened (nor made) for nothing
+            return JobsPage(file, [])
         statuses = engine.statuses(specs)
     except AmberError as e:
         return JobsPage(file, [], error=e.message)
