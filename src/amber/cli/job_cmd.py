@@ -21,12 +21,12 @@ from amber.backup.targets import TargetRuntime, open_target_repository
 from amber.cli import output
 from amber.cli.state import CliState, state
 from amber.cli.target_cmd import ConfigOption, remember_config, runtime_for, targets_config
-from amber.domain.errors import InvalidArgument, NotFound
+from amber.domain.errors import InvalidArgument
 from amber.domain.units import format_size
 from amber.jobs.local import LocalExecutor
 from amber.jobs.records import Records, RunOutcome, RunRecord
 from amber.jobs.runner import Scheduler, SystemClock
-from amber.jobs.spec import DEFAULT_JOBS_FILE, JobSpec, load_jobs_file
+from amber.jobs.spec import DEFAULT_JOBS_FILE, JobSpec, find_job, load_jobs_file
 from amber.jobs.status import JobStatus, job_status
 from amber.ops.backups import RepositoryOpener
 from amber.pool import Pool
@@ -123,14 +123,6 @@ class Session:
         self.pool.close()
 
 
-def _find(jobs: Sequence[JobSpec], name: str, file: Path) -> JobSpec:
-    for job in jobs:
-        if job.name == name:
-            return job
-    known = ", ".join(j.name for j in jobs) or "none"
-    raise NotFound(f"job {name!r} is not defined in {file} (jobs there: {known})")
-
-
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -203,7 +195,7 @@ def run_now(
 ) -> None:
     """Run JOB once now on every volume it selects (its schedule is not moved)."""
     st = state(ctx)
-    spec = _find(load_jobs_file(file), job, file)
+    spec = find_job(load_jobs_file(file), job, file)
 
     def progress(record: RunRecord) -> None:
         if not st.json:

@@ -20,7 +20,7 @@ from amber.domain.errors import NotFound
 from amber.jobs.local import LocalExecutor
 from amber.jobs.records import Records, RunRecord
 from amber.jobs.runner import Scheduler, SystemClock
-from amber.jobs.spec import JobSpec, load_jobs_file
+from amber.jobs.spec import JobSpec, find_job, load_jobs_file
 from amber.jobs.status import JobStatus, job_statuses
 from amber.pool import Pool
 
@@ -53,12 +53,9 @@ class JobEngine:
 
     def find(self, name: str) -> JobSpec:
         """One job of the file by name (NotFound names the file and its jobs)."""
-        jobs = self.load()
-        for job in jobs:
-            if job.name == name:
-                return job
-        known = ", ".join(j.name for j in jobs) or "none"
-        raise NotFound(f"job {name!r} is not defined in {self.jobs_file} (jobs there: {known})")
+        if self.jobs_file is None:
+            raise NotFound(f"no recurring job {name!r}: this dashboard has no jobs file")
+        return find_job(self.load(), name, self.jobs_file)
 
     def scheduler(self) -> Scheduler:
         """The dashboard's one scheduler (made at first use): its per-job rule holds across
