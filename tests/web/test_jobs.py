@@ -208,3 +208,31 @@ def test_metrics_need_the_token_on_a_reachable_bind(
         assert "amber_pool_size_bytes" in text
     finally:
         stop(running)
+
+
+def test_a_failed_run_shows_its_reason(
+    browser: Any, pool_dir: Path, targets: Path, tmp_path: Path
+) -> None:
+    """A backup job to a target the targets file does not have: the operation fails with the
+    volume's reason, and the jobs page shows the run failed and why."""
+    jobs = tmp_path / "backup-jobs.yaml"
+    jobs.write_text(
+        "jobs:\n  - {name: offsite, task: backup, cron: '0 3 * * *', target: gone, "
+        "retain: 2, volumes: [db]}\n"
+    )
+    dashboard = start_dashboard(pool_dir, targets, "--jobs-file", str(jobs))
+    try:
+        dashboard.amber_json("volume", "create", "db", "--size", "32Mi", "--block")
+        page = Browser(browser, dashboard)
+        page.open("/jobs")
+        assert page.act('#jobs tr[data-job="offsite"]', "run-job").startswith("started:")
+        error = _wait_operation(page, "failed")
+        assert error.startswith("job offsite: 1 failed; db: "), error
+        assert "gone" in error
+        page.open("/jobs")
+        outcome = page.text('#jobs tr[data-job="offsite"] .outcome')
+        assert outcome.startswith("failed "), outcome
+        assert "gone" in outcome, outcome
+        assert dashboard.amber_json("snapshot", "list") == []  # nothing left behind
+    finally:
+        stop(dashboard)
