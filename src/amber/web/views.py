@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from amber.backup.targets import backup_handle
 from amber.domain.errors import AmberError
 from amber.domain.models import PoolStatus, Snapshot, Volume
 from amber.domain.units import format_size
-from amber.jobs.local import pool_candidates
+from amber.jobs.executor import Candidate
+from amber.jobs.local import labelled_candidates, pool_candidates
 from amber.jobs.runner import select_volumes
 from amber.jobs.spec import JobSpec, Retention, Task
 from amber.jobs.status import JobStatus
@@ -251,21 +253,21 @@ def _last_backups(ctx: WebContext) -> dict[str, LastBackup]:
     return {v: LastBackup(r.target, r.backup_id, r.created, r.snapshot) for v, r in newest.items()}
 
 
-def _schedules(ctx: WebContext) -> dict[str, str]:
-    """Volume name -> the recurring jobs that select it, with their cron (a bad jobs file: none
-    here; the jobs page says why)."""
+def _schedules(ctx: WebContext, candidates: Callable[[], list[Candidate]]) -> dict[str, str]:
+    """Volume name -> the recurring jobs that select it, with their cron, among `candidates`
+    (read only when there are jobs; a bad jobs file: none here, the jobs page says why)."""
     try:
         jobs = ctx.jobs.load()
     except AmberError:
         return {}
     if not jobs:
         return {}
-    candidates = pool_candidates(ctx.pool)
+    among = candidates()
     found: dict[str, list[str]] = {}
     for job in jobs:
         if not job.task.per_volume:
             continue
-        for name in select_volumes(job, candidates):
+        for name in select_volumes(job, among):
             found.setdefault(name, []).append(f"{job.name} ({job.cron} {job.timezone})")
     return {name: ", ".join(schedules) for name, schedules in found.items()}
 
@@ -304,15 +306,21 @@ def volumes(ctx: WebContext) -> list[VolumeRow]:
     """Every volume with its size, used bytes, snapshots, last backup and schedule."""
     store = ctx.pool.ctx.store
     counts = Counter(store.snapshot_counts())
-    mounts, last, schedules = _mounts(ctx), _last_backups(ctx), _schedules(ctx)
-    return [_row(v, mounts, counts, last, schedules) for v in store.volumes()]
+    every = store.volumes()
+
+    def candidates() -> list[Candidate]:  # the volumes already read, with their labels
+        labels = store.volume_labels()
+        return labelled_candidates({v.name: labels.get(v.uid, {}) for v in every})
+
+    mounts, last, schedules = _mounts(ctx), _last_backups(ctx), _schedules(ctx, candidates)
+    return [_row(v, mounts, counts, last, schedules) for v in every]
 
 
 def volume(ctx: WebContext, name: str) -> VolumeDetail:
     """A volume and its timeline: its snapshots and its backups in every target."""
     v = ctx.pool.volumes.get(name)
     snaps = ctx.pool.snapshots.list(name)
-    schedules = _schedules(ctx)
+    schedules = _schedules(ctx, lambda: pool_candidates(ctx.pool, name))
     row = _row(v, _mounts(ctx), Counter({name: len(snaps)}), _last_backups(ctx), schedules)
     timeline = [_snapshot_entry(s) for s in snaps]
     problems: list[str] = []
