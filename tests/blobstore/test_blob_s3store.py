@@ -362,3 +362,45 @@ def test_uploads_carry_their_crc32_and_the_signed_sha256_but_no_md5(s3_server: S
         assert headers["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest()
         crc = zlib.crc32(body).to_bytes(4, "big")
         assert headers["x-amz-checksum-crc32"] == base64.b64encode(crc).decode()
+
+
+class _EmptyBody:
+    """The raw body of a canned empty answer."""
+
+    def stream(self) -> Iterator[bytes]:
+        yield b""
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "signed"),
+    [("https://s3.example.test", False), ("http://s3.example.test", True), (None, False)],
+)
+def test_the_body_is_hashed_for_signing_only_without_tls(
+    endpoint: str | None, signed: bool
+) -> None:
+    """The request botocore builds, stopped before it is sent (no server involved): over TLS
+    the body goes unsigned with its CRC32; over plain http its SHA-256 is signed too."""
+    from botocore.awsrequest import AWSResponse
+
+    config = S3Config(
+        bucket="b", endpoint_url=endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY
+    )
+    store = S3Store(config)
+    seen: dict[str, str] = {}
+
+    def stop(request: Any, **_: object) -> AWSResponse:
+        seen.update(
+            {
+                k.lower(): v.decode() if isinstance(v, bytes) else v
+                for k, v in request.headers.items()
+            }
+        )
+        return AWSResponse(request.url, 200, {}, _EmptyBody())
+
+    store._client.meta.events.register("before-send.s3.PutObject", stop)
+    body = b"a pack" * 1000
+    store.stage("data/ab/pack", [body[:10], body[10:]])
+    sha = hashlib.sha256(body).hexdigest()
+    assert seen["x-amz-content-sha256"] == (sha if signed else "UNSIGNED-PAYLOAD")
+    crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    assert seen["x-amz-checksum-crc32"] == crc

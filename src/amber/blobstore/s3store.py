@@ -8,11 +8,11 @@ A body damaged on the way is refused by the service: every upload carries the CR
 it stores anything (AWS documents `BadDigest` for a mismatch and SeaweedFS answers it; it is
 retried as Unavailable). The SigV4 payload hash (`x-amz-content-sha256`) alone is not enough:
 SeaweedFS stores a body that does not match it (tests/blobstore/test_s3_transfers.py sends
-one; moto checks neither). Over https the
-checksum header also lets botocore skip the SHA-256 of the body (TLS covers tampering, the CRC
-covers damage), so an upload is hashed once, cheaply; over plain http botocore still signs the
-body's SHA-256, the only protection there against a body changed on purpose. No Content-MD5:
-it would be a third pass, and the slowest (~220 MB/s against SHA-256's ~400 here).
+one; moto checks neither). Over https the body is not hashed again to sign it
+(`payload_signing_enabled` off: TLS covers tampering, the CRC damage), so an upload costs one
+cheap pass; botocore would not skip the SHA-256 by itself for a checksum header it did not
+compute. Over plain http the signed SHA-256 stays, the only guard there against a body changed
+on purpose. No Content-MD5: a third pass, and the slowest (~220 MB/s against SHA-256's ~400).
 
 botocore's own retries are off (one attempt per call): retrying is the job of
 `amber.blobstore.retry.RetryingStore`, which sees every attempt and owns the backoff. Flexible
@@ -237,6 +237,11 @@ class _PartsBody(io.RawIOBase):
         return done
 
 
+def _is_tls(endpoint_url: str | None) -> bool:
+    """Whether requests go over TLS (AWS, without an endpoint, always does)."""
+    return endpoint_url is None or endpoint_url.lower().startswith("https://")
+
+
 def _crc32(body: Payload | _PartsBody) -> str:
     """The body's CRC32 as S3 headers carry it: base64 of the 4 big-endian bytes."""
     pieces = body.parts if isinstance(body, _PartsBody) else (body,)
@@ -402,7 +407,13 @@ class S3Store:
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
             retries={"total_max_attempts": 1, "mode": "standard"},
-            s3={"addressing_style": "path" if config.path_style else "auto"},
+            s3={
+                "addressing_style": "path" if config.path_style else "auto",
+                # https: TLS covers tampering and the CRC32 header damage, so the body is not
+                # hashed again to sign it; plain http: its signed SHA-256 is the only guard
+                # against a body changed on purpose (see the module)
+                "payload_signing_enabled": not _is_tls(config.endpoint_url),
+            },
             signature_version="s3v4",
             max_pool_connections=config.max_connections,
             request_checksum_calculation="when_required",
