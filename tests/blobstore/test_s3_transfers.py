@@ -109,6 +109,26 @@ def test_a_body_changed_after_signing_is_refused_and_not_stored(
     assert corrupted == [sum(map(len, parts))]
     with pytest.raises(NotFound):
         store.stat(KEY)
+    assert no_multipart_uploads(store)
+
+
+def no_multipart_uploads(store: S3Store) -> bool:
+    """Whether the store's prefix holds no incomplete multipart upload (packs are single PUTs,
+    so a failed one leaves nothing behind to abort)."""
+    config = store.config
+    listed = store._client.list_multipart_uploads(Bucket=config.bucket, Prefix=config.prefix)
+    return not listed.get("Uploads")
+
+
+def test_uploads_are_single_puts_that_leave_no_multipart_upload(s3_server: S3Server) -> None:
+    store = S3Store(s3_server.config())
+    operations: list[str] = []
+    store._client.meta.events.register(
+        "before-send.s3.*", lambda request, **kw: operations.append(kw["event_name"])
+    )
+    store.stage("data/05/pack", pack_parts(5) * 8)  # ~10 MiB
+    assert operations == ["before-send.s3.PutObject"]
+    assert no_multipart_uploads(store)
 
 
 def test_a_corrupted_upload_is_retried_and_lands_intact(signing_server: S3Server) -> None:
