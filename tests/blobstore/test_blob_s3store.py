@@ -6,11 +6,13 @@ port, a socket that never answers, and a tiny HTTP server that answers every req
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -332,9 +334,10 @@ def test_an_endpoint_with_a_password_is_refused_without_showing_it() -> None:
 # -- what an upload hashes ------------------------------------------------------------------
 
 
-def test_uploads_are_covered_by_the_signed_sha256_and_carry_no_md5(s3_server: S3Server) -> None:
-    """One hash per uploaded byte: the SigV4-signed SHA-256 of the body, which the service
-    checks, and no Content-MD5 on top (a second, slower pass over every pack)."""
+def test_uploads_carry_their_crc32_and_the_signed_sha256_but_no_md5(s3_server: S3Server) -> None:
+    """Over http: the CRC32 of the body (which the service checks) and the SigV4-signed
+    SHA-256 (against tampering; botocore drops it on https), and no Content-MD5 on top (a
+    third, slower pass over every pack)."""
     store = S3Store(s3_server.config())
     sent: list[dict[str, str]] = []
 
@@ -357,3 +360,47 @@ def test_uploads_are_covered_by_the_signed_sha256_and_carry_no_md5(s3_server: S3
     for headers, body in zip(sent, (b"".join(parts), b"small object"), strict=True):
         assert "content-md5" not in headers
         assert headers["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest()
+        crc = zlib.crc32(body).to_bytes(4, "big")
+        assert headers["x-amz-checksum-crc32"] == base64.b64encode(crc).decode()
+
+
+class _EmptyBody:
+    """The raw body of a canned empty answer."""
+
+    def stream(self) -> Iterator[bytes]:
+        yield b""
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "signed"),
+    [("https://s3.example.test", False), ("http://s3.example.test", True), (None, False)],
+)
+def test_the_body_is_hashed_for_signing_only_without_tls(
+    endpoint: str | None, signed: bool
+) -> None:
+    """The request botocore builds, stopped before it is sent (no server involved): over TLS
+    the body goes unsigned with its CRC32; over plain http its SHA-256 is signed too."""
+    from botocore.awsrequest import AWSResponse
+
+    config = S3Config(
+        bucket="b", endpoint_url=endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY
+    )
+    store = S3Store(config)
+    seen: dict[str, str] = {}
+
+    def stop(request: Any, **_: object) -> AWSResponse:
+        seen.update(
+            {
+                k.lower(): v.decode() if isinstance(v, bytes) else v
+                for k, v in request.headers.items()
+            }
+        )
+        return AWSResponse(request.url, 200, {}, _EmptyBody())
+
+    store._client.meta.events.register("before-send.s3.PutObject", stop)
+    body = b"a pack" * 1000
+    store.stage("data/ab/pack", [body[:10], body[10:]])
+    sha = hashlib.sha256(body).hexdigest()
+    assert seen["x-amz-content-sha256"] == (sha if signed else "UNSIGNED-PAYLOAD")
+    crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    assert seen["x-amz-checksum-crc32"] == crc

@@ -27,8 +27,10 @@ that no longer points into it. The index is a cache of what the pack headers say
 
 from __future__ import annotations
 
+import functools
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from amber.backup.crypto import ObjectKind, Sealer, content_hash
@@ -43,6 +45,8 @@ _PACK = struct.Struct("<32sQI")
 
 # Entries per index object before the writer starts another one (about 4 MiB of plaintext).
 MAX_ENTRIES_PER_OBJECT = 80_000
+READ_THREADS = 8
+"""Index objects read at once when a repository is opened (each read is a round trip on S3)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +230,9 @@ REPAIR_HINT = "`amber backup repair` rebuilds the index from the packs"
 def load_index(store: BlobStore, sealer: Sealer) -> RepositoryIndex:
     """Merge every index object; an unreadable one is Corrupt (use `check` to list them all)."""
     objects = {}
-    for key in index_object_keys(store):
+    for key, read in _read_objects(store, sealer, index_object_keys(store)):
         try:
-            objects[key] = read_index_object(store, sealer, key)
+            objects[key] = read()
         except Corrupt as e:
             raise Corrupt(f"{e.message}; {REPAIR_HINT}") from e
     return merge_objects(objects)
@@ -240,14 +244,36 @@ def read_readable_objects(
     """(readable index objects by key, unreadable key -> why); vanished ones are skipped."""
     objects: dict[str, IndexObject] = {}
     unreadable: dict[str, str] = {}
-    for key in keys:
+    for key, read in _read_objects(store, sealer, keys):
         try:
-            objects[key] = read_index_object(store, sealer, key)
+            objects[key] = read()
         except NotFound:
             continue
         except Corrupt as e:
             unreadable[key] = e.message
     return objects, unreadable
+
+
+def _read_objects(
+    store: BlobStore, sealer: Sealer, keys: Iterable[str]
+) -> Iterator[tuple[str, Callable[[], IndexObject]]]:
+    """(key, the object's result) in the order of `keys`, read `READ_THREADS` at a time: on an
+    object store each read is a round trip, and a command opening a repository of many index
+    objects would otherwise pay them one after the other. Calling a result returns the object
+    or raises what reading it raised."""
+    keys = list(keys)
+    if len(keys) < 2:
+        for key in keys:
+            yield key, functools.partial(read_index_object, store, sealer, key)
+        return
+    with ThreadPoolExecutor(min(READ_THREADS, len(keys)), "amber-index") as pool:
+        futures = [pool.submit(read_index_object, store, sealer, key) for key in keys]
+        try:
+            for key, future in zip(keys, futures, strict=True):
+                yield key, future.result
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 def _batches(records: Sequence[PackRecord], limit: int) -> list[list[PackRecord]]:
