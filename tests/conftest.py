@@ -179,3 +179,21 @@ def pool(pool_dir: Path) -> Iterator[Pool]:
         kind = "volume" if opened.volumes.find(att.object_name) else "snapshot"
         opened.attachments.release(kind, att.object_name)
     opened.close()
+
+
+HEAVY_FIRST = ("tests/e2e/", "tests/sanity/")
+"""Under pytest-xdist, the groups that take longest are handed out first (no long tail)."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n N --dist loadgroup`): a module's tests run in one worker, so its
+    module-scoped pools and drivers start once, and the end-to-end modules share one worker and
+    its one control plane; the longest groups go first."""
+    if getattr(config.option, "dist", "no") == "no":
+        return
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        group = "tests/e2e" if path.startswith("tests/e2e/") else path
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: not item.nodeid.startswith(HEAVY_FIRST))
