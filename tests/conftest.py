@@ -8,6 +8,7 @@ mount or loop device of this session's temporary directories is still there (and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -41,8 +43,51 @@ def _cap_sys_resource() -> bool:
 HAS_CAP_SYS_RESOURCE = _cap_sys_resource()
 
 
+WORKERS_EXIT_TIMEOUT = 300.0
+"""How long a terminated pytest-xdist controller waits for its workers' teardowns."""
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _children() -> list[int]:
+    """This process's live (not zombie) child processes."""
+    me, found = str(os.getpid()), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+DONE_DIR = "AMBER_TEST_WORKERS_DONE"
+"""Where pytest-xdist workers mark (a file named by their pid) that their session has ended."""
+
+
+def _terminate_workers(signum: int, frame: FrameType | None) -> None:
+    """In a pytest-xdist controller: pass the signal on to the workers and wait until each has
+    ended its session (teardowns included) or exited, and only then stop: xdist itself gives a
+    worker 15 s to stop, then kills it, mid-teardown."""
+    children, done = _children(), Path(os.environ[DONE_DIR])
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    deadline = time.monotonic() + WORKERS_EXIT_TIMEOUT
+    while time.monotonic() < deadline:
+        alive = set(_children())
+        if all(pid not in alive or (done / str(pid)).exists() for pid in children):
+            break
+        time.sleep(0.1)
+    _terminate(signum, frame)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") and DONE_DIR in os.environ:
+        (Path(os.environ[DONE_DIR]) / str(os.getpid())).touch()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,7 +101,12 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["AMBER_KEY_CACHE"] = tempfile.mkdtemp(prefix="amber-test-keys-")
         config.add_cleanup(lambda: shutil.rmtree(os.environ.pop("AMBER_KEY_CACHE"), True))
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate)
+        workers = config.getoption("numprocesses", default=None)  # pytest-xdist's -n
+        controller = bool(workers) and not hasattr(config, "workerinput")
+        if controller:
+            os.environ[DONE_DIR] = tempfile.mkdtemp(prefix="amber-test-workers-")
+            config.add_cleanup(lambda: shutil.rmtree(os.environ.pop(DONE_DIR), True))
+        signal.signal(signal.SIGTERM, _terminate_workers if controller else _terminate)
         config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 
@@ -190,7 +240,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Under pytest-xdist (`-n N --dist loadgroup`): a module's tests run in one worker, so its
     module-scoped pools and drivers start once, and the end-to-end modules share one worker and
     its one control plane; the longest groups go first."""
-    if getattr(config.option, "dist", "no") == "no":
+    if not getattr(config.option, "loadgroup", False):  # set in xdist's workers
         return
     for item in items:
         path = item.nodeid.split("::")[0]

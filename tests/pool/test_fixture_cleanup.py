@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import leftovers_under, make_xfs, release_xfs, teardown_mounts_under
 from tests.csi.plumbing import wait_for
 
@@ -43,11 +45,17 @@ def test_leftovers_names_a_mount_and_its_loop_device_until_released(tmp_path: Pa
     assert not image.exists()
 
 
-def test_a_terminated_session_releases_its_mounts_and_loop_devices(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["serial", "xdist"])
+def test_a_terminated_session_releases_its_mounts_and_loop_devices(
+    tmp_path: Path, workers: list[str]
+) -> None:
+    """SIGTERM to pytest (to the xdist controller alone, in the second case) ends the session
+    with every fixture's teardown: nothing of it stays mounted or attached."""
     ready = tmp_path / "ready"
     (tmp_path / "test_inner.py").write_text(INNER.format(ready=str(ready)))
     base = tmp_path / "inner"
     options = ["-q", "-p", "no:cacheprovider", f"--basetemp={base}", "--rootdir", str(tmp_path)]
+    options += workers
     session = subprocess.Popen(
         [
             sys.executable,
