@@ -31,5 +31,8 @@ else
     echo "== kubernetes binaries: NOT AVAILABLE (no ${unpack}): the end-to-end tests and" \
         "csi-sanity will be skipped (with CI=true they fail)"
 fi
-echo "== pytest"
-exec "${bin}/pytest" "$@"
+# The suite mostly waits (servers starting, subprocesses, mkfs, the control plane): it runs in
+# AMBER_TEST_WORKERS pytest-xdist workers (default 3); a module's tests stay in one worker and
+# the end-to-end modules share one (tests/conftest.py). `-n 0` in the arguments runs it serially.
+echo "== pytest (${AMBER_TEST_WORKERS:-3} workers)"
+exec "${bin}/pytest" -n "${AMBER_TEST_WORKERS:-3}" --dist loadgroup "$@"

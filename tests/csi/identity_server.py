@@ -6,7 +6,8 @@ real client. Everything it does is steered through files in `--state-dir`:
 
 - `unhealthy` exists: the health check raises (Probe -> FAILED_PRECONDITION);
 - `starting` exists: the health check answers "not ready yet";
-- CreateVolume(name="slow") touches `slow-started` and returns once `slow-release` exists.
+- CreateVolume(name="slow") touches `slow-started` and returns once `slow-release` exists;
+- it touches `serving` once its signal handlers are installed (the tests wait for it).
 
 RPC log lines go to `--rpc-log` (one JSON object a line), everything else to stderr.
 Exit status: 0 after a clean stop, the domain error's exit code when the server cannot start.
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     server.install_signal_handlers()
+    (state_dir / "serving").touch()  # from now on a signal stops it cleanly
     server.wait()
     return 0
 

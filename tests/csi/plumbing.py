@@ -108,7 +108,13 @@ def launch(workdir: Path, *args: str, grace: float = 15.0) -> ServerProcess:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     server = ServerProcess(proc, sock, state_dir, rpc_log, stderr_log)
     try:
-        wait_for(lambda: proc.poll() is not None or _accepts(sock), START_TIMEOUT, "the socket")
+        # `serving`: the signal handlers are installed (a signal sent before would kill it)
+        serving = state_dir / "serving"
+        wait_for(
+            lambda: proc.poll() is not None or (serving.exists() and _accepts(sock)),
+            START_TIMEOUT,
+            "the socket",
+        )
         if proc.poll() is not None:
             raise AssertionError(f"server exited {proc.returncode}: {stderr_log.read_text()}")
         grpc.channel_ready_future(server.channel()).result(timeout=START_TIMEOUT)

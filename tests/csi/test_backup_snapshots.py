@@ -126,6 +126,11 @@ def until(call: Callable[[], Any], done: Callable[[Any], bool], timeout: float =
         time.sleep(0.1)
 
 
+def failed_attempts(driver: DriverProcess) -> int:
+    """How many upload attempts the driver logged as failed and to be retried."""
+    return driver.log.read_text(errors="replace").count("failed, retrying in")
+
+
 def restore(
     csi: Csi, name: str, snapshot_id: str, secrets: dict[str, str] | None = None
 ) -> tuple[Any, list[str]]:
@@ -274,9 +279,11 @@ def test_s3_outage_during_upload_and_restart(env: Env) -> None:
     write(env.pools[0], volume.volume_id, MiB, data)
     env.proxy.block()
     try:
+        failed_before = failed_attempts(env.drivers[0])
         snap = a.snapshot(volume.volume_id, "snapshot-outage", BACKUP)
         assert not snap.ready_to_use
-        time.sleep(2)
+        # two attempts of the upload failed on the unreachable target, and it is still pending
+        until(lambda: failed_attempts(env.drivers[0]), lambda n: n >= failed_before + 2)
         assert not a.snapshot(volume.volume_id, "snapshot-outage", BACKUP).ready_to_use
         # The node restarts while the target is unreachable: the job is in the pool.
         env.drivers[0].stop()

@@ -18,7 +18,7 @@ from amber.domain.units import MiB
 from amber.pool import Pool
 from amber.pool.store import FULL_BYTES
 from amber.system import fs
-from tests.conftest import make_xfs, teardown_mounts_under
+from tests.conftest import make_xfs, release_xfs, teardown_mounts_under
 from tests.csi.driver import Csi, expect_code, running_driver
 
 Code = grpc.StatusCode
@@ -31,9 +31,7 @@ def small_pool(tmp_path: Path) -> Iterator[Path]:
     Pool.init_dir(pool, overprovisioning=4.0)
     yield pool
     teardown_mounts_under(tmp_path / "work")
-    teardown_mounts_under(mnt)
-    subprocess.run(["umount", str(mnt)], check=False)
-    image.unlink(missing_ok=True)
+    release_xfs(image, mnt)
 
 
 def fill(csi: Csi, volume_id: str, staging: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from amber.domain.errors import SystemFailure
 from amber.system import freeze, ioctl
-from tests.conftest import make_xfs
+from tests.conftest import make_xfs, release_xfs
 from tests.pool.frozen import guards_of, no_guard_left, writable_within
 
 
@@ -21,8 +20,7 @@ def mounted(tmp_path: Path) -> Iterator[Path]:
     image, mnt = make_xfs(tmp_path, "320M")
     yield mnt
     ioctl.thaw(mnt)
-    subprocess.run(["umount", str(mnt)], check=False)
-    image.unlink(missing_ok=True)
+    release_xfs(image, mnt)
 
 
 def test_a_freeze_that_ends_in_time_held_until_the_end(mounted: Path) -> None:

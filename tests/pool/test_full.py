@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +15,14 @@ from amber.domain.units import MiB
 from amber.pool import Pool, PoolSettings, VolumeRequest
 from amber.pool.context import BALLAST
 from amber.pool.store import MetadataStore
-from tests.conftest import make_xfs
+from tests.conftest import make_xfs, release_xfs
 
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     image, mnt = make_xfs(tmp_path, "300M")
     yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
-    image.unlink(missing_ok=True)
+    release_xfs(image, mnt)
 
 
 def fill_up(directory: Path) -> None:

@@ -13,6 +13,7 @@ made may be left: no volume, snapshot, image, mount or loop device.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -47,6 +48,15 @@ GROUP_SPECS = 6
 """csi-sanity's GroupController specs: they run since `amber node` announces the service."""
 SKIPPED: tuple[str, ...] = ()
 """Regular expressions of specs Amber cannot pass by design (each with its reason beside it)."""
+CONNECT_RACE = "Connection timed out"
+"""csi-test's utils.Connect dials, then waits for a state change away from the state it reads
+next: when the connection is already READY by then (the dialling goroutine ran first, as it can
+on a loaded machine), it waits for a change that never comes and fails the first spec after a
+minute with this message, whatever the driver does. Amber's socket answered before csi-sanity
+started (`start_driver` waits for a READY channel)."""
+SANITY_ENV = {**os.environ, "GOMAXPROCS": "1"}
+"""One P: the dialling goroutine cannot overtake utils.Connect's first state read (the race
+above) unless the scheduler preempts it in that instant."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,16 @@ def run_sanity(
         "--ginkgo.no-color",
         *(f"--ginkgo.skip={pattern}" for pattern in SKIPPED),
     ]
+    outcome, output = sanity_once(command, report)
+    if lost_only_the_connect_race(outcome):
+        # csi-sanity's own client lost the race (CONNECT_RACE), not the driver: run it again.
+        outcome, again = sanity_once(command, report)
+        output = f"{output}\n--- run again after csi-sanity's connect race ---\n{again}"
+    return outcome, output
+
+
+def sanity_once(command: list[str], report: Path) -> tuple[Outcome, str]:
+    report.unlink(missing_ok=True)
     done = subprocess.run(
         command,
         stdin=subprocess.DEVNULL,
@@ -135,12 +155,20 @@ def run_sanity(
         text=True,
         timeout=SANITY_TIMEOUT,
         check=False,
+        env=SANITY_ENV,
     )
     output = done.stdout + done.stderr
     assert report.exists(), f"csi-sanity wrote no report (exit {done.returncode}):\n{output}"
     outcome = read_report(report)
     assert outcome.failed or done.returncode == 0, f"csi-sanity exit {done.returncode}:\n{output}"
     return outcome, output
+
+
+def lost_only_the_connect_race(outcome: Outcome) -> bool:
+    """Whether the one failed spec is csi-sanity failing to connect (CONNECT_RACE)."""
+    return len(outcome.failed) == 1 and all(
+        CONNECT_RACE in message for message in outcome.failed.values()
+    )
 
 
 def read_report(report: Path) -> Outcome:
