@@ -137,10 +137,11 @@ def test_a_hanging_source_does_not_hang_the_scrape(gate: threading.Event) -> Non
     # The stuck read is waited for again, never started a second time.
     assert calls == [1]
     gate.set()
-    # Once it answers, the next scrape has its values (the run it waited for), then fresh ones.
+    # Once it has answered, a scrape starts a fresh read again (one per scrape at most: how many
+    # it takes until one answers within 0.05 s depends on the machine's load).
     metrics = _wait_for_success(metrics)
     assert value(scrape(metrics), "amber_pool_size_bytes") == 64 * GiB
-    assert calls == [1, 1]
+    assert len(calls) >= 2
 
 
 def _wait_for_success(metrics: Metrics) -> Metrics:
