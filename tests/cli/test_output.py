@@ -102,9 +102,18 @@ def test_output_json_before_the_noun_or_after_the_verb(
     after = amber(pool_dir, *args, "--output", "json")
     short = amber(pool_dir, *args, "-o", "json")
     assert before.returncode == after.returncode == short.returncode == 0, after.stderr
-    assert json.loads(after.stdout) == json.loads(before.stdout) == json.loads(short.stdout)
+    answers = [_steady(json.loads(done.stdout)) for done in (before, after, short)]
+    assert answers[0] == answers[1] == answers[2]
     # after the verb it wins over the one before the noun
     assert amber(pool_dir, "-o", "json", *args, "-o", "table").stdout.lstrip()[:1] not in "[{"
+
+
+def _steady(answer: object) -> object:
+    """The answer without the pool filesystem's used/free bytes: XFS settles its space
+    accounting in the background, so they may differ between two calls a moment apart."""
+    if isinstance(answer, dict):
+        return {k: v for k, v in answer.items() if k not in ("used", "free")}
+    return answer
 
 
 def test_a_bad_output_value_is_a_usage_error(pool_dir: Path) -> None:
