@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from amber.backup.index import ChunkTable, IndexEntry
-from amber.backup.manifest import decode_chunk_map, encode_chunk_map
+from amber.backup.manifest import ChunkMap, decode_chunk_map, encode_chunk_map
 from amber.backup.pack import PackEntry
 
 PER_PACK = 64
@@ -79,13 +79,15 @@ def main() -> None:
         f"{time.process_time() - started:.2f} s CPU"
     )
     del table
-    encoded = encode_chunk_map(ids)
-    measure("chunk map: decode_chunk_map list", n, lambda: decode_chunk_map(*encoded, n, "m"))
-    try:
-        from amber.backup.manifest import ChunkMap
-    except ImportError:
-        return
-    measure("chunk map: ChunkMap", n, lambda: ChunkMap.decode(*encoded, n, "m"))
+    table, runs = encode_chunk_map(ids)
+
+    def fresh_table() -> bytes:  # each decoded map owns its table, as when read from a manifest
+        return bytes(bytearray(table))
+
+    measure(
+        "chunk map: decode_chunk_map list", n, lambda: decode_chunk_map(fresh_table(), runs, n, "m")
+    )
+    measure("chunk map: ChunkMap", n, lambda: ChunkMap.decode(fresh_table(), runs, n, "m"))
 
 
 if __name__ == "__main__":
