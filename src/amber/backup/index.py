@@ -117,7 +117,7 @@ class ChunkTable(Mapping[bytes, IndexEntry]):
         self._slots = _slot_array(_EMPTY_SLOTS)
         self._mask = _EMPTY_SLOTS - 1
         for chunk_id, entry in entries:
-            self.add(chunk_id, entry.pack_id, entry.pack_entry(chunk_id))
+            self.add_pack_entries(entry.pack_id, ((chunk_id, entry),))
 
     def __len__(self) -> int:
         return len(self._flags)
@@ -143,25 +143,36 @@ class ChunkTable(Mapping[bytes, IndexEntry]):
 
     def add(self, chunk_id: bytes, pack_id: bytes, entry: PackEntry) -> bool:
         """Record `chunk_id` at `entry` in `pack_id` unless it is known; True if added."""
-        if len(chunk_id) != _ID:
-            raise ValueError("a chunk id is 32 bytes")
-        slot = self._probe(chunk_id)
-        if self._slots[slot]:
-            return False
-        row = len(self)
+        before = len(self)
+        self.add_pack_entries(pack_id, ((chunk_id, entry),))
+        return len(self) > before
+
+    def add_pack_entries(
+        self, pack_id: bytes, entries: Iterable[tuple[bytes, PackEntry | IndexEntry]]
+    ) -> None:
+        """Record each `(chunk id, location)` in `pack_id`; known chunk ids keep theirs."""
         pack = self._pack_numbers.setdefault(pack_id, len(self._pack_ids))
         if pack == len(self._pack_ids):
             self._pack_ids.append(pack_id)
-        self._ids += chunk_id
-        self._packs.append(pack)
-        self._offsets.append(entry.offset)
-        self._lengths.append(entry.length)
-        self._raw_lengths.append(entry.raw_length)
-        self._flags.append(entry.flags)
-        self._slots[slot] = row + 1
-        if 4 * len(self) > 3 * len(self._slots):
-            self._grow()
-        return True
+        ids, slots, probe = self._ids, self._slots, self._probe
+        columns = (self._packs, self._offsets, self._lengths, self._raw_lengths, self._flags)
+        packs, offsets, lengths, raw_lengths, flags = (c.append for c in columns)
+        for chunk_id, e in entries:
+            if len(chunk_id) != _ID:
+                raise ValueError("a chunk id is 32 bytes")
+            slot = probe(chunk_id)
+            if slots[slot]:
+                continue
+            ids += chunk_id
+            packs(pack)
+            offsets(e.offset)
+            lengths(e.length)
+            raw_lengths(e.raw_length)
+            flags(e.flags)
+            slots[slot] = rows = len(ids) // _ID
+            if 4 * rows > 3 * len(slots):
+                self._grow()
+                slots = self._slots
 
     def _entry(self, row: int) -> IndexEntry:
         return IndexEntry(
@@ -223,14 +234,13 @@ class RepositoryIndex:
     def add_pack(self, pack_id: bytes, size: int, entries: Iterable[PackEntry]) -> None:
         """Record a pack and its entries; chunks already known keep their location."""
         self.pack_sizes[pack_id] = size
-        for e in entries:
-            self.chunks.add(e.chunk_id, pack_id, e)
+        self.chunks.add_pack_entries(pack_id, ((e.chunk_id, e) for e in entries))
 
     def merge(self, other: RepositoryIndex) -> None:
         """Add everything `other` knows (existing locations win)."""
         self.pack_sizes.update(other.pack_sizes)
-        for chunk_id, entry in other.chunks.entries():
-            self.chunks.add(chunk_id, entry.pack_id, entry.pack_entry(chunk_id))
+        for pack_id, entries in other.entries_by_pack().items():
+            self.chunks.add_pack_entries(pack_id, entries)
         self.object_keys |= other.object_keys
         self.superseded_keys |= other.superseded_keys
 
