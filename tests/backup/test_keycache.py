@@ -13,7 +13,7 @@ from amber.backup import keys as keyslots
 from amber.backup.keycache import KeyCache
 from amber.backup.keys import KeyFile, Password, generate_key_file
 from amber.backup.repository import init_repository, open_repository
-from amber.backup.targets import key_cache_dir
+from amber.backup.targets import Target, TargetRuntime, key_cache_dir, open_target_repository
 from amber.blobstore.base import BlobStore
 from amber.domain.errors import PermissionDenied
 from tests.backup.helpers import FAST_SCRYPT
@@ -136,3 +136,38 @@ def test_the_environment_chooses_the_directory(tmp_path: Path) -> None:
     assert key_cache_dir({"AMBER_KEY_CACHE": "off"}) is None
     assert key_cache_dir({"AMBER_KEY_CACHE": str(tmp_path)}) == tmp_path
     assert os.environ.get("AMBER_KEY_CACHE") != "/run/amber/keys"  # tests never touch /run
+
+
+def test_creating_a_repository_fills_the_cache(
+    store: BlobStore, tmp_path: Path, password_file: Path, scrypt: ScryptCounter
+) -> None:
+    """The first backup after `target add --init` pays no scrypt: init remembers the key."""
+    cache_dir = tmp_path / "keys"
+    password = Password(password_file.read_text().rstrip("\n"))
+    cache = KeyCache(cache_dir, password_file)
+    created = init_repository(store, password, scrypt=FAST_SCRYPT, key_cache=cache)
+    assert scrypt.calls == 1  # the slot's own
+    assert _open(store, cache_dir, password_file) == created.config.repository_id
+    assert scrypt.calls == 1
+
+
+def test_creating_an_unencrypted_repository_remembers_nothing(
+    store: BlobStore, tmp_path: Path, password_file: Path
+) -> None:
+    cache_dir = tmp_path / "keys"
+    init_repository(store, None, encryption="none", key_cache=KeyCache(cache_dir, password_file))
+    assert not cache_dir.exists()
+
+
+def test_a_target_created_with_init_opens_from_the_cache(
+    tmp_path: Path, password_file: Path, scrypt: ScryptCounter
+) -> None:
+    (tmp_path / "repo").mkdir()
+    target = Target("t", f"file://{tmp_path / 'repo'}", password_file=str(password_file))
+    runtime = TargetRuntime(scrypt=FAST_SCRYPT, key_cache=tmp_path / "keys")
+    created = open_target_repository(target, create=True, runtime=runtime)
+    assert scrypt.calls == 1
+    opened = open_target_repository(target, runtime=runtime)
+    assert opened.config.repository_id == created.config.repository_id
+    assert scrypt.calls == 1
+    assert len(list((tmp_path / "keys").iterdir())) == 1

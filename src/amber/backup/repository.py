@@ -390,11 +390,13 @@ def init_repository(
     compression_level: int = DEFAULT_COMPRESSION_LEVEL,
     scrypt: ScryptParams | None = None,
     clock: Clock = time.time,
+    key_cache: KeyCache | None = None,
 ) -> Repository:
     """Create a repository in an empty location and return it open.
 
     Encrypted (the default) needs `credentials`; `encryption="none"` must be asked for and then
-    takes none.
+    takes none. Given a `key_cache`, the new master key is remembered there, so the first
+    backup does not pay the password's scrypt again.
     """
     _check_init_arguments(store, credentials, encryption)
     repository_id = new_id()
@@ -411,17 +413,29 @@ def init_repository(
     )
     config.validate()
     keys = _working_keys(config, master)
+    unlocked = None
     if master is not None and credentials is not None:
-        slot = keyslots.make_key_slot(
-            master,
-            credentials,
-            repository_id,
-            created=config.created,
-            scrypt=scrypt or ScryptParams(),
-        )
-        store.put(key_slot_key(new_id()), slot)
+        unlocked = _write_key_slot(store, master, credentials, config, scrypt or ScryptParams())
     store.put(CONFIG_KEY, config.encode(keys.config_mac(config.canonical())))
+    if key_cache is not None and unlocked is not None:
+        key_cache.remember(repository_id, unlocked)
     return Repository(store, config, keys, clock, master)
+
+
+def _write_key_slot(
+    store: BlobStore,
+    master: bytes,
+    credentials: Credentials,
+    config: RepositoryConfig,
+    scrypt: ScryptParams,
+) -> CachedKey:
+    """Write the new repository's first key slot; the key as a key cache would remember it."""
+    slot = keyslots.make_key_slot(
+        master, credentials, config.repository_id, created=config.created, scrypt=scrypt
+    )
+    slot_id = new_id()
+    store.put(key_slot_key(slot_id), slot)
+    return CachedKey(slot_id, keyslots.parse_key_slot(slot_id, slot).wrapped, master)
 
 
 def _check_init_arguments(

@@ -509,7 +509,9 @@ def open_or_init_repository(
     except NotFound:
         if not create or _has_config(store):
             raise
-    return init_repository(store, creds, encryption=encryption, scrypt=scrypt, clock=clock)
+    return init_repository(
+        store, creds, encryption=encryption, scrypt=scrypt, clock=clock, key_cache=key_cache
+    )
 
 
 def _has_config(store: BlobStore) -> bool:

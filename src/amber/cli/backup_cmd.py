@@ -3,9 +3,11 @@
 A backup is named by its id (32 hex digits) together with a target, or by a self-describing
 handle `amber:v1:backup:<target>:<id>` (what a CSI snapshot id will carry). Progress bars go to
 stderr when it is a terminal and the output is not JSON; the engine only sees callbacks.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here, unlike elsewhere: typer reads every subcommand's
+signature when `amber backup ...` starts, and string annotations make it compile and evaluate
+each one (`typing.get_type_hints`), 15-40 ms of a cold `backup create` that lasts ~0.4 s.
+"""
 
 import contextlib
 import ctypes
@@ -515,7 +517,7 @@ def check_(
         )
 
 
-def _print_check(st: CliState, target: str, result: CheckResult) -> None:
+def _print_check(st: CliState, target: str, result: "CheckResult") -> None:
     if st.json:
         output.print_json({**output.to_jsonable(result), "ok": result.ok})
         return

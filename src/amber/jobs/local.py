@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,7 +49,7 @@ from amber.pool.changes import changed_ranges
 from amber.system import fs
 from amber.system.ioctl import FIEMAP_EXTENT_UNWRITTEN, Extent, fiemap
 
-__all__ = ["LocalExecutor", "snapshot_name"]
+__all__ = ["LocalExecutor", "labelled_candidates", "pool_candidates", "snapshot_name"]
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,7 @@ class LocalExecutor:
     # -- selection and change -----------------------------------------------------------------
 
     def candidates(self) -> Sequence[Candidate]:
-        labels = self.pool.volumes.labels()
-        return [Candidate(name, found, groups_of(found)) for name, found in sorted(labels.items())]
+        return pool_candidates(self.pool)
 
     def changed_since_last(self, job: JobSpec, volume: str) -> bool | None:
         found = self.pool.volumes.find(volume)
@@ -242,6 +241,17 @@ class LocalExecutor:
             return Outcome(skipped=f"volume {volume!r} is not mounted (fstrim needs its mount)")
         trimmed = fs.trim(mounts[0])
         return Outcome(bytes=trimmed, detail=f"{format_size(trimmed)} trimmed at {mounts[0]}")
+
+
+def pool_candidates(pool: Pool, volume: str | None = None) -> list[Candidate]:
+    """Every volume of the pool (or one) with its labels and groups, as job selections see
+    them."""
+    return labelled_candidates(pool.volumes.labels(volume))
+
+
+def labelled_candidates(labels: Mapping[str, Mapping[str, str]]) -> list[Candidate]:
+    """`volume name -> labels` as the candidates of job selections (groups from the labels)."""
+    return [Candidate(name, found, groups_of(found)) for name, found in sorted(labels.items())]
 
 
 def _differs(reference: Path, image: Path, size: int) -> bool:
