@@ -10,8 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from amber.backup.repository import init_repository
+from amber.backup.targets import TargetConfig, credentials, open_store
 from tests.blobstore.conftest import MotoServer, S3Server, _run_moto, run_weed
-from tests.engine.helpers import PASSWORD_TEXT, Cli
+from tests.engine.helpers import CHUNK, PASSWORD_TEXT, Cli
+
+
+def init_with_test_chunks(cli: Cli, name: str) -> None:
+    """Initialize target `name`'s repository with the tests' 1 MiB chunks (`CHUNK`), as Amber
+    did before new repositories got 256 KiB: the expectations here count 1 MiB chunks, and the
+    engine keeps working on repositories made then (tests/backup covers the new default)."""
+    target = TargetConfig(cli.config).get(name)
+    init_repository(open_store(target), credentials(target), chunk_size=CHUNK)
 
 
 @pytest.fixture(scope="session")
@@ -56,24 +66,27 @@ def cli(pool_dir: Path, tmp_path: Path) -> Cli:
 
 @pytest.fixture
 def file_target(cli: Cli, secrets_dir: Path, tmp_path: Path) -> str:
-    """Target `fs`: a directory, encrypted with a password file, initialized."""
+    """Target `fs`: a directory, encrypted with a password file, initialized (1 MiB chunks)."""
     repo = tmp_path / "repo"
     repo.mkdir()
     password = str(secrets_dir / "password")
-    cli.ok("target", "add", "fs", f"file://{repo}", "--password-file", password, "--init")
+    cli.ok("target", "add", "fs", f"file://{repo}", "--password-file", password)
+    init_with_test_chunks(cli, "fs")
     return "fs"
 
 
 def add_s3_target(cli: Cli, secrets_dir: Path, server: S3Server) -> str:
-    """Target `s3`: a fresh prefix on `server`, secret key in a file, initialized."""
+    """Target `s3`: a fresh prefix on `server`, secret key in a file, initialized (1 MiB
+    chunks)."""
     (secrets_dir / "s3-secret").write_text(server.secret_key + "\n")
     prefix = f"engine-{os.urandom(6).hex()}"
     cli.ok(
         "target", "add", "s3", f"s3://{server.bucket}/{prefix}", "--endpoint", server.endpoint,
         "--path-style", "--access-key", server.access_key,
         "--secret-key-file", str(secrets_dir / "s3-secret"),
-        "--password-file", str(secrets_dir / "password"), "--init",
+        "--password-file", str(secrets_dir / "password"),
     )  # fmt: skip
+    init_with_test_chunks(cli, "s3")
     return "s3"
 
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.blobstore.conftest import MotoServer
+from tests.engine.conftest import init_with_test_chunks
 from tests.engine.helpers import CHUNK, Cli, random_bytes, write_at
 
 CHANGE_CHUNKS = 64
@@ -146,10 +147,11 @@ def flaky_target(cli: Cli, secrets_dir: Path, moto: MotoServer, relay: Relay) ->
         "target", "add", "flaky", f"s3://{moto.bucket}/outage-{os.urandom(6).hex()}",
         "--endpoint", f"http://127.0.0.1:{relay.port}", "--path-style",
         "--access-key", moto.access_key, "--secret-key-file", str(secrets_dir / "s3-secret"),
-        "--password-file", str(secrets_dir / "password"), "--init",
+        "--password-file", str(secrets_dir / "password"),
     )  # fmt: skip
     # a request cut off without a reset waits for the read timeout: keep that short here
     _set_options(cli, "flaky", {"read-timeout": "10"})
+    init_with_test_chunks(cli, "flaky")
     return "flaky"
 
 

@@ -1,11 +1,12 @@
 """The backup repository: how Amber stores volume backups in a `BlobStore`.
 
-A volume image is cut into fixed, aligned chunks (1 MiB by default). Holes and all-zero chunks
-are not stored. Every other chunk is named by a keyed hash of its content (keyed BLAKE3 under a
-per-repository key), so equal chunks are stored once across all backups of all volumes; it is
-compressed with zstd level 1 when that helps, sealed with AES-256-GCM and appended to a *pack*.
-A pack (16 MiB by default) ends with a sealed header that lists its chunks, so the packs alone
-describe everything stored. Packs are named by the BLAKE3 hash of their bytes and never rewritten.
+A volume image is cut into fixed, aligned chunks (256 KiB by default for new repositories). Holes
+and all-zero chunks are not stored. Every other chunk is named by a keyed hash of its content (keyed
+BLAKE3 under a per-repository key), so equal chunks are stored once across all backups of all
+volumes; it is compressed with zstd level 1 when that helps, sealed with AES-256-GCM and appended to
+a *pack*. A pack (16 MiB by default) ends with a sealed header that lists its chunks, so the packs
+alone describe everything stored. Packs are named by the BLAKE3 hash of their bytes and never
+rewritten.
 
 The *index* maps each chunk id to its pack and position; it is written after the packs it
 describes and can always be rebuilt from the pack headers. A *manifest* per backup lists, for

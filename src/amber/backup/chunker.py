@@ -6,9 +6,9 @@ range is a *hole* and is never read. A chunk that holds data but reads as all ze
 file that was written with zeros, or an unwritten preallocated extent) is a *zero* chunk: it is
 recognised after reading and stored as nothing. Both restore as holes.
 
-The chunk size comes from the repository (1 MiB by default); chunk `i` covers
-`[i * size, min((i + 1) * size, image size))`, so every backup of a volume cuts it the same way
-and equal chunks deduplicate by position as well as by content.
+The chunk size comes from the repository (256 KiB by default for new repositories, 1 MiB before);
+chunk `i` covers `[i * size, min((i + 1) * size, image size))`, so every backup of a volume cuts it
+the same way and equal chunks deduplicate by position as well as by content.
 """
 
 from __future__ import annotations

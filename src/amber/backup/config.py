@@ -29,7 +29,7 @@ from amber.domain.units import KiB, MiB
 FORMAT_NAME = "amber-backup-repository"
 FORMAT_VERSION = 1
 
-DEFAULT_CHUNK_SIZE = 1 * MiB
+DEFAULT_CHUNK_SIZE = 256 * KiB  # measured: docs/repository-format.md §4 (was 1 MiB)
 DEFAULT_PACK_SIZE = 16 * MiB
 DEFAULT_COMPRESSION_LEVEL = 1
 MIN_CHUNK_SIZE = 512

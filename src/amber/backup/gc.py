@@ -81,7 +81,7 @@ def _protection(info: BlobInfo, now: float, grace: float, lock_since: float | No
 def _reclaimable(index: RepositoryIndex, used: Set[bytes], marked: Set[bytes]) -> int:
     return sum(
         entry.length
-        for chunk_id, entry in index.chunks.items()
+        for chunk_id, entry in index.chunks.entries()
         if entry.pack_id in used and chunk_id not in marked
     )
 

@@ -19,6 +19,11 @@ before deleting the old ones; a store that brings a deleted object back after a 
 filesystem whose deletes are not yet durable) therefore cannot revive entries that point into
 deleted packs. Superseded objects still present are carried forward into the next replacement.
 
+In memory the index is a `ChunkTable`: the chunk ids in one byte buffer, the locations in
+`array` columns and an open-addressing hash table of row numbers, about 60 bytes per chunk
+where a dict of entry objects took about 250 (`bench/index_memory.py`), so small chunks and
+large volumes stay within the memory bound.
+
 A chunk stored in two packs (two backups raced to upload it) keeps the first location seen; both
 are valid while both packs exist, and the sweep only ever deletes a pack after writing an index
 that no longer points into it. The index is a cache of what the pack headers say:
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -73,6 +79,138 @@ class PackRecord:
     entries: tuple[PackEntry, ...]
 
 
+_ID = 32
+_EMPTY_SLOTS = 8
+
+
+def _slot_array(capacity: int) -> array[int]:
+    return array("I", bytes(4 * capacity))
+
+
+class ChunkTable(Mapping[bytes, IndexEntry]):
+    """`chunk id -> IndexEntry` without one Python object per chunk.
+
+    Row `r` is the chunk id at `ids[32 r : 32 r + 32]` and its location in the columns; pack ids
+    are numbered once. `_slots` is an open-addressing hash table (linear probing, at most 3/4
+    full) of `row + 1`, 0 marking a free slot. Rows are only ever appended: the first location
+    added for a chunk id is the one kept. Lookups return a fresh `IndexEntry`.
+    """
+
+    __slots__ = (
+        "_flags",
+        "_ids",
+        "_lengths",
+        "_mask",
+        "_offsets",
+        "_pack_ids",
+        "_pack_numbers",
+        "_packs",
+        "_raw_lengths",
+        "_slots",
+    )
+
+    def __init__(self, entries: Iterable[tuple[bytes, IndexEntry]] = ()) -> None:
+        self._ids = bytearray()
+        self._pack_ids: list[bytes] = []
+        self._pack_numbers: dict[bytes, int] = {}
+        self._packs = array("I")
+        self._offsets = array("Q")
+        self._lengths = array("I")
+        self._raw_lengths = array("I")
+        self._flags = bytearray()
+        self._slots = _slot_array(_EMPTY_SLOTS)
+        self._mask = _EMPTY_SLOTS - 1
+        for chunk_id, entry in entries:
+            self.add_pack_entries(entry.pack_id, ((chunk_id, entry),))
+
+    def __len__(self) -> int:
+        return len(self._flags)
+
+    def __contains__(self, chunk_id: object) -> bool:
+        return self._row(chunk_id) >= 0
+
+    def __getitem__(self, chunk_id: bytes) -> IndexEntry:
+        row = self._row(chunk_id)
+        if row < 0:
+            raise KeyError(chunk_id)
+        return self._entry(row)
+
+    def __iter__(self) -> Iterator[bytes]:
+        ids = self._ids
+        for row in range(len(self)):
+            yield bytes(ids[row * _ID : row * _ID + _ID])
+
+    def entries(self) -> Iterator[tuple[bytes, IndexEntry]]:
+        """Every `(chunk id, entry)`, in the order they were added."""
+        for row in range(len(self)):
+            yield bytes(self._ids[row * _ID : row * _ID + _ID]), self._entry(row)
+
+    def add(self, chunk_id: bytes, pack_id: bytes, entry: PackEntry) -> bool:
+        """Record `chunk_id` at `entry` in `pack_id` unless it is known; True if added."""
+        before = len(self)
+        self.add_pack_entries(pack_id, ((chunk_id, entry),))
+        return len(self) > before
+
+    def add_pack_entries(
+        self, pack_id: bytes, entries: Iterable[tuple[bytes, PackEntry | IndexEntry]]
+    ) -> None:
+        """Record each `(chunk id, location)` in `pack_id`; known chunk ids keep theirs."""
+        pack = self._pack_numbers.setdefault(pack_id, len(self._pack_ids))
+        if pack == len(self._pack_ids):
+            self._pack_ids.append(pack_id)
+        ids, slots, probe = self._ids, self._slots, self._probe
+        columns = (self._packs, self._offsets, self._lengths, self._raw_lengths, self._flags)
+        packs, offsets, lengths, raw_lengths, flags = (c.append for c in columns)
+        for chunk_id, e in entries:
+            if len(chunk_id) != _ID:
+                raise ValueError("a chunk id is 32 bytes")
+            slot = probe(chunk_id)
+            if slots[slot]:
+                continue
+            ids += chunk_id
+            packs(pack)
+            offsets(e.offset)
+            lengths(e.length)
+            raw_lengths(e.raw_length)
+            flags(e.flags)
+            slots[slot] = rows = len(ids) // _ID
+            if 4 * rows > 3 * len(slots):
+                self._grow()
+                slots = self._slots
+
+    def _entry(self, row: int) -> IndexEntry:
+        return IndexEntry(
+            self._pack_ids[self._packs[row]],
+            self._offsets[row],
+            self._lengths[row],
+            self._raw_lengths[row],
+            self._flags[row],
+        )
+
+    def _row(self, chunk_id: object) -> int:
+        if not isinstance(chunk_id, bytes) or len(chunk_id) != _ID:
+            return -1
+        return self._slots[self._probe(chunk_id)] - 1
+
+    def _probe(self, chunk_id: bytes) -> int:
+        """The slot holding `chunk_id`, or the free slot where it would go."""
+        slots, ids, mask = self._slots, self._ids, self._mask
+        slot = hash(chunk_id) & mask
+        while (stored := slots[slot]) and ids[(stored - 1) * _ID : stored * _ID] != chunk_id:
+            slot = (slot + 1) & mask
+        return slot
+
+    def _grow(self) -> None:
+        capacity = 2 * len(self._slots)
+        slots, mask, ids = _slot_array(capacity), capacity - 1, self._ids
+        for row in range(len(self)):
+            slot = hash(bytes(ids[row * _ID : row * _ID + _ID])) & mask
+            while slots[slot]:
+                slot = (slot + 1) & mask
+            slots[slot] = row + 1
+        self._slots, self._mask = slots, mask
+
+
 @dataclass
 class RepositoryIndex:
     """All known chunk locations, merged from index objects (or pack headers).
@@ -82,7 +220,7 @@ class RepositoryIndex:
     rebuild supersede both sets. Not thread-safe: the writer serializes its updates.
     """
 
-    chunks: dict[bytes, IndexEntry] = field(default_factory=dict)
+    chunks: ChunkTable = field(default_factory=ChunkTable)
     pack_sizes: dict[bytes, int] = field(default_factory=dict)
     object_keys: set[str] = field(default_factory=set)
     superseded_keys: set[str] = field(default_factory=set)
@@ -100,17 +238,13 @@ class RepositoryIndex:
     def add_pack(self, pack_id: bytes, size: int, entries: Iterable[PackEntry]) -> None:
         """Record a pack and its entries; chunks already known keep their location."""
         self.pack_sizes[pack_id] = size
-        for e in entries:
-            if e.chunk_id not in self.chunks:
-                self.chunks[e.chunk_id] = IndexEntry(
-                    pack_id, e.offset, e.length, e.raw_length, e.flags
-                )
+        self.chunks.add_pack_entries(pack_id, ((e.chunk_id, e) for e in entries))
 
     def merge(self, other: RepositoryIndex) -> None:
         """Add everything `other` knows (existing locations win)."""
         self.pack_sizes.update(other.pack_sizes)
-        for chunk_id, entry in other.chunks.items():
-            self.chunks.setdefault(chunk_id, entry)
+        for pack_id, entries in other.entries_by_pack().items():
+            self.chunks.add_pack_entries(pack_id, entries)
         self.object_keys |= other.object_keys
         self.superseded_keys |= other.superseded_keys
 
@@ -118,7 +252,7 @@ class RepositoryIndex:
         """The index grouped by pack (all packs, or only `packs`), ordered by pack id."""
         wanted = set(self.pack_sizes if packs is None else packs)
         grouped: dict[bytes, list[PackEntry]] = {p: [] for p in wanted if p in self.pack_sizes}
-        for chunk_id, entry in self.chunks.items():
+        for chunk_id, entry in self.chunks.entries():
             if entry.pack_id in grouped:
                 grouped[entry.pack_id].append(entry.pack_entry(chunk_id))
         return [
@@ -129,7 +263,7 @@ class RepositoryIndex:
     def entries_by_pack(self) -> dict[bytes, list[tuple[bytes, IndexEntry]]]:
         """`pack id -> [(chunk id, entry)]` for every indexed pack."""
         grouped: dict[bytes, list[tuple[bytes, IndexEntry]]] = {p: [] for p in self.pack_sizes}
-        for chunk_id, entry in self.chunks.items():
+        for chunk_id, entry in self.chunks.entries():
             grouped.setdefault(entry.pack_id, []).append((chunk_id, entry))
         return grouped
 

@@ -17,14 +17,20 @@ in two base64 fields:
 
 A first full backup of a volume is then one run per stretch of data, and an unchanged chunk
 costs its 32-byte id plus a few bytes.
+
+In memory a manifest's map is a `ChunkMap`, the same two parts: the id table as one bytes object
+and one 4-byte token per chunk (`array`), not a Python object per chunk (~4 bytes per position
+plus 32 per distinct id, where a tuple of id objects took ~80 per data chunk;
+`bench/index_memory.py`). It is a `Sequence[ChunkRef]`: indexing and iteration make the ids.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, overload
 
 import zstandard
 
@@ -65,7 +71,7 @@ class Manifest:
     volume_name: str
     volume_size: int
     chunk_size: int
-    chunk_map: tuple[ChunkRef, ...] = field(repr=False)
+    chunk_map: Sequence[ChunkRef] = field(repr=False)
     created: float
     source_snapshot: str | None = None
     parent_id: str | None = None
@@ -74,6 +80,9 @@ class Manifest:
     tags: tuple[str, ...] = ()
     version: int = MANIFEST_VERSION
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chunk_map", ChunkMap.of(self.chunk_map))
+
     def chunk_range(self, index: int) -> tuple[int, int]:
         """The byte range `[start, end)` of the volume that chunk `index` covers."""
         start = index * self.chunk_size
@@ -81,7 +90,7 @@ class Manifest:
 
     def chunk_ids(self) -> set[bytes]:
         """Every distinct chunk id the backup uses."""
-        return {ref for ref in self.chunk_map if isinstance(ref, bytes)}
+        return ChunkMap.of(self.chunk_map).ids()
 
 
 def chunk_count(volume_size: int, chunk_size: int) -> int:
@@ -89,21 +98,121 @@ def chunk_count(volume_size: int, chunk_size: int) -> int:
     return math.ceil(volume_size / chunk_size)
 
 
-def _tokens(refs: Sequence[ChunkRef], table: dict[bytes, int]) -> list[int]:
+_HOLE_TOKEN = -1
+_ZERO_TOKEN = -2
+
+
+def _tokens(refs: Iterable[ChunkRef], table: dict[bytes, int]) -> array[int]:
     """Holes -> -1, zeros -> -2, ids -> their table index (assigned on first use)."""
-    tokens = []
+    tokens = array("i")
     for ref in refs:
         if isinstance(ref, bytes):
             if len(ref) != CHUNK_ID_BYTES:
                 raise InvalidArgument("a chunk id in a chunk map must be 32 bytes")
             tokens.append(table.setdefault(ref, len(table)))
         elif ref == HOLE:
-            tokens.append(-1)
+            tokens.append(_HOLE_TOKEN)
         elif ref == ZERO:
-            tokens.append(-2)
+            tokens.append(_ZERO_TOKEN)
         else:
             raise InvalidArgument(f"invalid chunk map entry {ref!r}")
     return tokens
+
+
+class ChunkMap(Sequence[ChunkRef]):
+    """A chunk map held as its id table (one bytes object) and one int32 token per chunk."""
+
+    __slots__ = ("_table", "_tokens")
+
+    def __init__(self, table: bytes, tokens: array[int]) -> None:
+        self._table = table
+        self._tokens = tokens
+
+    @classmethod
+    def of(cls, refs: Iterable[ChunkRef]) -> ChunkMap:
+        """The map of `refs` (itself if it already is one); bad entries are InvalidArgument."""
+        if isinstance(refs, ChunkMap):
+            return refs
+        table: dict[bytes, int] = {}
+        tokens = _tokens(refs, table)
+        return cls(b"".join(table), tokens)
+
+    @classmethod
+    def decode(cls, table: bytes, runs: bytes, count: int, what: str) -> ChunkMap:
+        """Inverse of `encode_chunk_map`; the map must have exactly `count` entries."""
+        if len(table) % CHUNK_ID_BYTES:
+            raise Corrupt(f"{what}: chunk id table length is not a multiple of 32")
+        tokens = array("i")
+        ids = len(table) // CHUNK_ID_BYTES
+        pos = 0
+        while pos < len(runs):
+            pos = _decode_run(runs, pos, ids, tokens, limit=count, what=what)
+        if len(tokens) != count:
+            raise Corrupt(
+                f"{what}: chunk map has {len(tokens)} entries where {count} were expected"
+            )
+        return cls(table, tokens)
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    @overload
+    def __getitem__(self, index: int) -> ChunkRef: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> ChunkMap: ...
+
+    def __getitem__(self, index: int | slice) -> ChunkRef | ChunkMap:
+        if isinstance(index, slice):
+            return ChunkMap.of(self._ref(t) for t in self._tokens[index])
+        return self._ref(self._tokens[index])
+
+    def __iter__(self) -> Iterator[ChunkRef]:
+        table = self._table
+        for token in self._tokens:
+            if token >= 0:
+                yield table[token * CHUNK_ID_BYTES : (token + 1) * CHUNK_ID_BYTES]
+            else:
+                yield HOLE if token == _HOLE_TOKEN else ZERO
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ChunkMap) and other._table == self._table:
+            return other._tokens == self._tokens
+        if isinstance(other, ChunkMap | tuple | list):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"ChunkMap({len(self)} chunks, {len(self._table) // CHUNK_ID_BYTES} ids)"
+
+    def _ref(self, token: int) -> ChunkRef:
+        if token >= 0:
+            return self._table[token * CHUNK_ID_BYTES : (token + 1) * CHUNK_ID_BYTES]
+        return HOLE if token == _HOLE_TOKEN else ZERO
+
+    def ids(self) -> set[bytes]:
+        """Every distinct chunk id the map uses."""
+        table, size = self._table, CHUNK_ID_BYTES
+        return {table[t * size : (t + 1) * size] for t in set(self._tokens) if t >= 0}
+
+    def runs(self) -> bytes:
+        """The `runs` field for this map's own id table."""
+        tokens, runs, i = self._tokens, bytearray(), 0
+        while i < len(tokens):
+            start, length = tokens[i], 1
+            while i + length < len(tokens) and _continues(start, length, tokens[i + length]):
+                length += 1
+            _emit(runs, start, length)
+            i += length
+        return bytes(runs)
+
+    @property
+    def table(self) -> bytes:
+        """The id table, 32 bytes per id."""
+        return self._table
 
 
 def _continues(run_start: int, run_length: int, token: int) -> bool:
@@ -113,9 +222,9 @@ def _continues(run_start: int, run_length: int, token: int) -> bool:
 
 
 def _emit(out: bytearray, start: int, length: int) -> None:
-    if start == -1:
+    if start == _HOLE_TOKEN:
         _codec.write_varint(out, length << 2 | _RUN_HOLE)
-    elif start == -2:
+    elif start == _ZERO_TOKEN:
         _codec.write_varint(out, length << 2 | _RUN_ZERO)
     else:
         _codec.write_varint(out, length << 2 | _RUN_SEQ)
@@ -124,48 +233,28 @@ def _emit(out: bytearray, start: int, length: int) -> None:
 
 def encode_chunk_map(refs: Sequence[ChunkRef]) -> tuple[bytes, bytes]:
     """`(table, runs)` as described in the module docstring."""
-    table: dict[bytes, int] = {}
-    tokens = _tokens(refs, table)
-    runs = bytearray()
-    i = 0
-    while i < len(tokens):
-        start, length = tokens[i], 1
-        while i + length < len(tokens) and _continues(start, length, tokens[i + length]):
-            length += 1
-        _emit(runs, start, length)
-        i += length
-    return b"".join(table), bytes(runs)
+    chunk_map = ChunkMap.of(refs)
+    return chunk_map.table, chunk_map.runs()
 
 
-def _decode_run(
-    runs: bytes, pos: int, ids: list[bytes], out: list[ChunkRef], *, limit: int, what: str
-) -> int:
+def _decode_run(runs: bytes, pos: int, ids: int, out: array[int], *, limit: int, what: str) -> int:
     header, pos = _codec.read_varint(runs, pos, what)
     count, kind = header >> 2, header & 3
     if count == 0 or kind == 3 or len(out) + count > limit:
         raise Corrupt(f"{what}: invalid chunk map run")
     if kind == _RUN_SEQ:
         start, pos = _codec.read_varint(runs, pos, what)
-        if start + count > len(ids):
+        if start + count > ids:
             raise Corrupt(f"{what}: chunk map refers past its id table")
-        out.extend(ids[start : start + count])
+        out.extend(range(start, start + count))
     else:
-        out.extend([HOLE if kind == _RUN_HOLE else ZERO] * count)
+        out.extend(array("i", [_HOLE_TOKEN if kind == _RUN_HOLE else _ZERO_TOKEN]) * count)
     return pos
 
 
 def decode_chunk_map(table: bytes, runs: bytes, count: int, what: str) -> list[ChunkRef]:
     """Inverse of `encode_chunk_map`; the map must have exactly `count` entries."""
-    if len(table) % CHUNK_ID_BYTES:
-        raise Corrupt(f"{what}: chunk id table length is not a multiple of 32")
-    ids = [table[i : i + CHUNK_ID_BYTES] for i in range(0, len(table), CHUNK_ID_BYTES)]
-    out: list[ChunkRef] = []
-    pos = 0
-    while pos < len(runs):
-        pos = _decode_run(runs, pos, ids, out, limit=count, what=what)
-    if len(out) != count:
-        raise Corrupt(f"{what}: chunk map has {len(out)} entries where {count} were expected")
-    return out
+    return list(ChunkMap.decode(table, runs, count, what))
 
 
 def validate_manifest(manifest: Manifest) -> None:
@@ -233,11 +322,11 @@ def _stats(document: dict[str, Any], what: str) -> BackupStats:
     )
 
 
-def _chunk_map(document: dict[str, Any], what: str) -> tuple[ChunkRef, ...]:
+def _chunk_map(document: dict[str, Any], what: str) -> ChunkMap:
     chunks = _codec.get(document, "chunks", dict, what)
     table = _codec.b64decode(_codec.get(chunks, "table", str, what), what)
     runs = _codec.b64decode(_codec.get(chunks, "runs", str, what), what)
-    return tuple(decode_chunk_map(table, runs, _codec.get(chunks, "count", int, what), what))
+    return ChunkMap.decode(table, runs, _codec.get(chunks, "count", int, what), what)
 
 
 def _string_map(value: Any, what: str) -> dict[str, str]:

@@ -42,6 +42,7 @@ from amber.backup.layout import backup_key, is_valid_id, new_id, pack_key
 from amber.backup.locks import Lock
 from amber.backup.manifest import (
     BackupStats,
+    ChunkMap,
     ChunkRef,
     Manifest,
     encode_manifest,
@@ -391,7 +392,7 @@ class BackupWriter:
             volume_name=draft.volume_name,
             volume_size=draft.volume_size,
             chunk_size=self._repo.chunk_size,
-            chunk_map=tuple(draft.chunk_map),
+            chunk_map=ChunkMap.of(draft.chunk_map),
             created=created,
             source_snapshot=draft.source_snapshot,
             parent_id=draft.parent_id,
