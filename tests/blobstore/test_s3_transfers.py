@@ -84,21 +84,15 @@ def corrupt_after_signing(store: S3Store, times: int) -> list[int]:
     return corrupted
 
 
-def weed_only(server: S3Server) -> None:
-    if server.kind != "seaweedfs":
-        # moto checks the signature of the headers but never hashes the body it receives
-        pytest.skip("moto checks neither x-amz-checksum-crc32 nor x-amz-content-sha256")
-
-
 @pytest.mark.parametrize("staged", [False, True], ids=["put", "stage"])
 def test_a_body_changed_after_signing_is_refused_and_not_stored(
-    signing_server: S3Server, staged: bool
+    weed_server: S3Server, staged: bool
 ) -> None:
-    """The body's CRC32 travels in `x-amz-checksum-crc32`: the server recomputes it and refuses
+    """SeaweedFS only: moto checks the signature of the headers but hashes no body it receives.
+    The body's CRC32 travels in `x-amz-checksum-crc32`: the server recomputes it and refuses
     a body that does not match (the signed SHA-256 alone does not make SeaweedFS refuse it);
     the refusal is Unavailable, since sending again may work."""
-    weed_only(signing_server)
-    store = S3Store(signing_server.config())
+    store = S3Store(weed_server.config())
     corrupted = corrupt_after_signing(store, times=1)
     parts = pack_parts(3)
     upload = (
@@ -131,9 +125,8 @@ def test_uploads_are_single_puts_that_leave_no_multipart_upload(s3_server: S3Ser
     assert no_multipart_uploads(store)
 
 
-def test_a_corrupted_upload_is_retried_and_lands_intact(signing_server: S3Server) -> None:
-    weed_only(signing_server)
-    inner = S3Store(signing_server.config())
+def test_a_corrupted_upload_is_retried_and_lands_intact(weed_server: S3Server) -> None:
+    inner = S3Store(weed_server.config())
     corrupted = corrupt_after_signing(inner, times=2)
     store = RetryingStore(inner, attempts=4, sleep=lambda _s: None)
     parts = pack_parts(4)
