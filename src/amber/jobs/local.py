@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
 from amber.domain.errors import Corrupt, FailedPrecondition, NotFound
 from amber.domain.labels import groups_of
@@ -52,10 +51,6 @@ from amber.system.ioctl import FIEMAP_EXTENT_UNWRITTEN, Extent, fiemap
 __all__ = ["LocalExecutor", "snapshot_name"]
 
 log = logging.getLogger(__name__)
-
-KEEP_ALL = RetentionPolicy(keep_last=2**31)
-"""Prune's retention for a prune job: every backup stays; only data no backup uses goes (what a
-job's own backups are, its backup retention decides)."""
 
 
 def snapshot_name(job: str, volume: str, when: datetime) -> str:
@@ -214,7 +209,7 @@ class LocalExecutor:
 
     def prune(self, job: JobSpec) -> Outcome:
         ops, target = self._ops(job)
-        result = ops.prune(target, KEEP_ALL)
+        result = ops.sweep(target)  # which backups go, their backup job's retention decides
         return Outcome(
             bytes=result.freed_bytes,
             detail=f"{len(result.deleted_packs)} pack(s) deleted, "
