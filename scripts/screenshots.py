@@ -1,10 +1,10 @@
 """Screenshots of every dashboard page for docs/dashboard/*.png, taken in headless Chromium.
 
 Makes a throw-away XFS (reflink) loopback pool with a few volumes, snapshots and backups to a
-file target, starts `amber dashboard` on it, holds one backup running (paused at its first
-staged pack by the test hook AMBER_TEST_PAUSE_AT, released at the end) so that live progress
-shows, and saves one PNG per page. Debian's chromium and chromium-driver (scripts/install.sh
---dev) are used; nothing is downloaded.
+file target and a jobs file (one run of a job recorded), starts `amber dashboard` on it, holds
+one backup running (paused at its first staged pack by the test hook AMBER_TEST_PAUSE_AT,
+released at the end) so that live progress shows, and saves one PNG per page. Debian's
+chromium and chromium-driver (scripts/install.sh --dev) are used; nothing is downloaded.
 
 Run as root:  .venv/bin/python scripts/screenshots.py [--out docs/dashboard]
 """
@@ -71,6 +71,34 @@ def populate(root: Path, work: Path) -> Path:
     return config.path
 
 
+JOBS = """\
+jobs:
+  - {name: hourly, task: snapshot, cron: "0 * * * *", retain: 24, groups: [default]}
+  - name: nightly
+    task: backup
+    cron: "30 2 * * *"
+    timezone: Europe/Berlin
+    target: nas
+    keep: {daily: 7, weekly: 4}
+    retainLocal: 2
+    volumes: [postgres-data, redis]
+  - {name: weekly-prune, task: prune, cron: "0 4 * * 0", target: nas}
+"""
+
+
+def add_jobs(root: Path, work: Path) -> Path:
+    """A jobs file (the schedule column and the jobs page), with one run of `hourly` recorded."""
+    jobs = work / "jobs.yaml"
+    jobs.write_text(JOBS)
+    run_now = ["job", "run-now", "hourly", "--file", str(jobs)]
+    subprocess.run(
+        [sys.executable, "-m", "amber", "--pool", str(root), *run_now],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return jobs
+
+
 def browser() -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -128,6 +156,7 @@ def main() -> None:
         root = mnt / "pool"
         Pool.init_dir(root, overprovisioning=4.0)
         targets = populate(root, work)
+        jobs = add_jobs(root, work)
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -140,6 +169,8 @@ def main() -> None:
                 str(targets),
                 "--address",
                 "127.0.0.1:0",
+                "--jobs-file",
+                str(jobs),
             ],
             stdout=subprocess.PIPE,
             text=True,

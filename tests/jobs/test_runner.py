@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from amber.domain.errors import Busy
 from amber.jobs.executor import ItemKind
 from amber.jobs.records import Records, RunOutcome
 from amber.jobs.runner import Scheduler
@@ -259,3 +260,22 @@ def test_serve_runs_slots_in_order_and_returns_after_a_stop(
     assert len(seen) >= 3
     assert seen == sorted(set(seen))  # each slot once, in order
     assert all(datetime.fromtimestamp(s, UTC).minute == 0 for s in seen)
+
+
+def test_run_now_is_refused_while_the_job_runs(records: Records, clock: FakeClock) -> None:
+    """One run of a job at a time (the rule `amber job run-now` and the dashboard share):
+    refused while its run holds the job, allowed again once it ended."""
+    ex = FakeExecutor(clock)
+    ex.add("a")
+    job = spec()
+    scheduler = Scheduler(clock, ex, records, jobs=[job])
+    with scheduler.claimed(job):
+        assert scheduler.running(job.name)
+        with pytest.raises(Busy, match="job 'snap' is already running"):
+            scheduler.run_now(job)
+        with pytest.raises(Busy):
+            scheduler.check_idle(job.name)
+    assert [c for c in ex.calls if c[0] == "snapshot"] == []
+    done = scheduler.run_now(job)
+    assert [(r.subject, r.outcome) for r in done] == [("a", RunOutcome.OK)]
+    assert not scheduler.running(job.name)

@@ -57,6 +57,11 @@ def test_the_node_serves_the_dashboard_of_its_pool(pool_dir: Path) -> None:
         assert "target s3 is unreachable" in text
         status, text = _get(url, "/")
         assert "CSI backup snapshot snapshot-1234 of db to s3" in text  # a recent failure
+        status, text = _get(url, "/metrics")  # the pool's sources, without --metrics-address
+        assert status == 200
+        assert 'amber_volume_capacity_bytes{mode="block",volume="db"} 1.6777216e+07' in text
+        status, text = _get(url, "/jobs")  # the node's jobs are the operator's resources
+        assert "kubectl get recurringjobs" in text
         driver.stop()
     finally:
         driver.cleanup()

@@ -73,7 +73,7 @@ def test_every_page_loads_and_shows_the_pool(page: Browser, dashboard: Dashboard
     page.open("/targets")
     assert "reachable, writable" in page.text('#targets tr[data-target="t"]')
     page.open("/jobs")
-    assert "No recurring jobs configured." in page.text("main")
+    assert "No recurring jobs configured" in page.text("main")
 
 
 def test_snapshot_now_makes_a_snapshot_in_the_pool(page: Browser, dashboard: Dashboard) -> None:

@@ -203,7 +203,8 @@ def test_no_page_shows_a_secret(pool_dir: Path, targets: Path, tmp_path: Path) -
     amber(pool_dir, "volume", "create", "db", "--size", "16Mi", "--block")
     running = start_dashboard(pool_dir, targets)  # pages wait 5 s at most for a target
     try:
-        answers = [running.request("GET", path) for path in ("/targets", *PAGES, *API)]
+        paths = ("/targets", *PAGES, *API, "/metrics")
+        answers = [running.request("GET", path) for path in paths]
     finally:
         stop(running)
     assert [status for status, _, _ in answers] == [200] * len(answers)

@@ -18,7 +18,9 @@ import typer
 from amber.backup.targets import DEFAULT_CONFIG, TargetRuntime
 from amber.cli.state import CliState, state
 from amber.domain.errors import InvalidArgument
+from amber.jobs.spec import DEFAULT_JOBS_FILE
 from amber.logs import LogStyle, setup_server_logging
+from amber.ops.probes import MetricsSources
 from amber.pool import Pool, PoolSettings
 from amber.web.config import DEFAULT_ADDRESS, Address, DashboardConfig, build_config
 
@@ -49,20 +51,33 @@ def dashboard(
     ] = DEFAULT_CONFIG,
     address: AddressOption = DEFAULT_ADDRESS,
     token_file: TokenOption = None,
+    jobs_file: Annotated[
+        Path,
+        typer.Option(
+            "--jobs-file",
+            envvar="AMBER_JOBS_FILE",
+            help="The recurring jobs the jobs page shows and runs (as `amber job --file`).",
+            show_envvar=True,
+        ),
+    ] = DEFAULT_JOBS_FILE,
 ) -> None:
     """Serve the web dashboard of the pool and its backup targets (Ctrl-C stops it)."""
     st = state(ctx)
-    config = build_config(pool or st.pool, targets, address, token_file)
+    config = build_config(pool or st.pool, targets, address, token_file, jobs_file=jobs_file)
     setup_server_logging(verbose=st.verbose, style=LogStyle.AUTO)
-    opened = Pool.open(config.pool, settings=PoolSettings(), failpoint=st.failpoint())
+    hit = _failpoint(st)
+    opened = Pool.open(config.pool, settings=PoolSettings(), failpoint=hit)
     from amber.web.server import serve
 
     def ready(bound: Address) -> None:
         typer.echo(f"Amber dashboard on {bound.url()} (pool {opened.root}; Ctrl-C stops it)")
 
+    sources = MetricsSources(opened, config.targets_config)  # the node's /metrics sources
+    sources.start()
     try:
-        serve(config, opened, TargetRuntime.for_commands(os.environ), ready, _failpoint(st))
+        serve(config, opened, TargetRuntime.for_commands(os.environ), ready, hit)
     finally:
+        sources.stop()
         opened.close()
 
 
@@ -77,9 +92,14 @@ def dashboard_config(
     return build_config(pool, targets, address, token_file, "--dashboard-token-file")
 
 
-def start_dashboard(config: DashboardConfig, pool: Pool) -> None:
-    """Serve the dashboard in a thread of `amber node` (beside the CSI server) and log where."""
+def start_dashboard(config: DashboardConfig, pool: Pool, *, metrics_served: bool) -> None:
+    """Serve the dashboard in a thread of `amber node` (beside the CSI server) and log where.
+    Its `/metrics` gets the pool's and targets' sources from the metrics server when that is
+    served (`metrics_served`), else it registers them itself."""
     from amber.web.server import start_in_thread
+
+    if not metrics_served:
+        MetricsSources(pool, config.targets_config).start()  # for the node's life
 
     running = start_in_thread(config, pool, TargetRuntime.for_commands(os.environ))
     log.info("dashboard on %s", running.address.url())

@@ -21,17 +21,15 @@ from amber.backup.targets import TargetRuntime, open_target_repository
 from amber.cli import output
 from amber.cli.state import CliState, state
 from amber.cli.target_cmd import ConfigOption, remember_config, runtime_for, targets_config
-from amber.domain.errors import InvalidArgument, NotFound
+from amber.domain.errors import InvalidArgument
 from amber.domain.units import format_size
 from amber.jobs.local import LocalExecutor
 from amber.jobs.records import Records, RunOutcome, RunRecord
 from amber.jobs.runner import Scheduler, SystemClock
-from amber.jobs.schedule import next_run
-from amber.jobs.spec import JobSpec, load_jobs_file
+from amber.jobs.spec import DEFAULT_JOBS_FILE, JobSpec, find_job, load_jobs_file
+from amber.jobs.status import JobStatus, job_status
 from amber.ops.backups import RepositoryOpener
 from amber.pool import Pool
-
-DEFAULT_JOBS_FILE = Path("/etc/amber/jobs.yaml")
 
 app = typer.Typer(
     help="List recurring jobs, run one now, and show the history of their runs.",
@@ -125,14 +123,6 @@ class Session:
         self.pool.close()
 
 
-def _find(jobs: Sequence[JobSpec], name: str, file: Path) -> JobSpec:
-    for job in jobs:
-        if job.name == name:
-            return job
-    known = ", ".join(j.name for j in jobs) or "none"
-    raise NotFound(f"job {name!r} is not defined in {file} (jobs there: {known})")
-
-
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -149,7 +139,8 @@ def list_(ctx: typer.Context, file: FileOption = DEFAULT_JOBS_FILE) -> None:
     jobs = load_jobs_file(file)
     session = Session(ctx, st)
     try:
-        rows = [_job_row(session.records, job) for job in jobs]
+        now = datetime.now(UTC)
+        rows = [_job_row(job_status(session.records, job, now)) for job in jobs]
     finally:
         session.close()
     if st.json:
@@ -172,17 +163,15 @@ def list_(ctx: typer.Context, file: FileOption = DEFAULT_JOBS_FILE) -> None:
     output.console().print(output.fit(table, "JOB"))
 
 
-def _job_row(records: Records, job: JobSpec) -> dict[str, Any]:
-    last = records.last_run(job.name)
-    slot = records.last_slot(job.name)
-    after = datetime.fromtimestamp(slot, UTC) if slot is not None else datetime.now(UTC)
+def _job_row(status: JobStatus) -> dict[str, Any]:
+    job, last = status.job, status.last_run
     return {
         "name": job.name,
         "task": job.task.value,
         "cron": job.cron,
         "timezone": job.timezone,
         "target": job.target,
-        "next_run": _iso(next_run(job, max(after, datetime.now(UTC))).timestamp()),
+        "next_run": _iso(status.next_run.timestamp()),
         "last_run": None
         if last is None
         else {
@@ -206,7 +195,7 @@ def run_now(
 ) -> None:
     """Run JOB once now on every volume it selects (its schedule is not moved)."""
     st = state(ctx)
-    spec = _find(load_jobs_file(file), job, file)
+    spec = find_job(load_jobs_file(file), job, file)
 
     def progress(record: RunRecord) -> None:
         if not st.json:
@@ -214,9 +203,7 @@ def run_now(
 
     session = Session(ctx, st)
     try:
-        done = session.scheduler([spec], progress).run_job(
-            spec, datetime.now(UTC).replace(microsecond=0), force=force, now=True
-        )
+        done = session.scheduler([spec], progress).run_now(spec, force=force)
     finally:
         session.close()
     if st.json:

@@ -224,7 +224,7 @@ def node(
         return pool
 
     if dashboard is not None:
-        start_dashboard(dashboard, open_pool(dashboard.pool))
+        start_dashboard(dashboard, open_pool(dashboard.pool), metrics_served=exposed is not None)
     try:
         serve(config, open_pool=open_pool_and_jobs)
     finally:

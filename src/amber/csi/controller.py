@@ -298,7 +298,7 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
     # -- ListVolumes, ControllerGetVolume, GetCapacity -------------------------------------
 
     def _condition(self, volume: Volume, pool_problem: str | None) -> Any:
-        return health.image_condition(volume, pool_problem).to_proto()
+        return health.to_proto(health.image_condition(volume, pool_problem))
 
     @rpc_errors({BadToken: Code.ABORTED})
     def ListVolumes(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -256,7 +256,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
             if not condition.abnormal:
                 raise
         return csi_pb2.NodeGetVolumeStatsResponse(
-            usage=usage, volume_condition=condition.to_proto()
+            usage=usage, volume_condition=health.to_proto(condition)
         )
 
     def _find_use(self, volume: Volume, path_text: str) -> Attachment:

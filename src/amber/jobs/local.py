@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from amber.domain.errors import NotFound
@@ -37,7 +37,7 @@ from amber.jobs.tasks import TargetTasks, changed_since, trim_volume
 from amber.ops.backups import Operations, RepositoryOpener
 from amber.pool import Pool
 
-__all__ = ["LocalExecutor", "snapshot_name"]
+__all__ = ["LocalExecutor", "labelled_candidates", "pool_candidates", "snapshot_name"]
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ class LocalExecutor:
     # -- selection and change -----------------------------------------------------------------
 
     def candidates(self) -> Sequence[Candidate]:
-        labels = self.pool.volumes.labels()
-        return [Candidate(name, found, groups_of(found)) for name, found in sorted(labels.items())]
+        return pool_candidates(self.pool)
 
     def changed_since_last(self, job: JobSpec, volume: str) -> bool | None:
         found = self.pool.volumes.find(volume)
@@ -174,3 +173,14 @@ class LocalExecutor:
 
     def trim(self, job: JobSpec, volume: str) -> Outcome:
         return trim_volume(self.pool, volume)
+
+
+def pool_candidates(pool: Pool, volume: str | None = None) -> list[Candidate]:
+    """Every volume of the pool (or one) with its labels and groups, as job selections see
+    them."""
+    return labelled_candidates(pool.volumes.labels(volume))
+
+
+def labelled_candidates(labels: Mapping[str, Mapping[str, str]]) -> list[Candidate]:
+    """`volume name -> labels` as the candidates of job selections (groups from the labels)."""
+    return [Candidate(name, found, groups_of(found)) for name, found in sorted(labels.items())]

@@ -10,7 +10,8 @@ while it works. A run on one volume:
 2. the task runs (snapshot, backup, snapshot-cleanup, trim; prune and check run once per target);
 3. after a successful task, retention deletes the job's items beyond its policy (local
    snapshots and remote backups each by their own policy);
-4. the run is recorded (`records.RunRecord`) and reported through `on_record`.
+4. the run is recorded (`records.RunRecord`), counted in the `amber_job_*` metrics and
+   reported through `on_record`.
 
 A failure on one volume is recorded `failed` with its one-line reason; the others go on. A
 stop (SIGTERM in `amber schedule run`) lets running tasks finish and starts no new one.
@@ -22,13 +23,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from amber.domain.errors import AmberError, InvalidArgument
+from amber import metrics
+from amber.domain.errors import AmberError, Busy, InvalidArgument
 from amber.jobs.executor import Candidate, Executor, ItemKind, Outcome
 from amber.jobs.records import RunLog, RunOutcome, RunRecord
 from amber.jobs.retention import select
@@ -39,6 +42,12 @@ __all__ = ["Clock", "Scheduler", "SystemClock", "select_volumes"]
 
 log = logging.getLogger(__name__)
 
+_METRIC_OUTCOMES = {
+    RunOutcome.OK: metrics.Outcome.SUCCESS,
+    RunOutcome.SKIPPED: metrics.Outcome.SKIPPED,
+    RunOutcome.FAILED: metrics.Outcome.FAILURE,
+}
+"""A recorded run as the `amber_job_*` metrics count it (every edge's runs: one place)."""
 RETRY_AFTER = timedelta(minutes=1)
 """How long a job that failed without recording a run (its database failing) waits to retry."""
 IDLE_WAKE = timedelta(hours=1)
@@ -72,6 +81,10 @@ class SystemClock:
                 return True
             stop.wait(min(left, MAX_SLEEP))
         return False
+
+
+def _busy(job: str) -> Busy:
+    return Busy(f"job {job!r} is already running: wait for its run to end")
 
 
 def select_volumes(spec: JobSpec, candidates: Iterable[Candidate]) -> list[str]:
@@ -224,6 +237,40 @@ class Scheduler:
                 self._running.discard(spec.name)
             self._wake.set()
 
+    # -- run now ----------------------------------------------------------------------------
+
+    def running(self, job: str) -> bool:
+        """Whether `job` runs now in this scheduler (a slot, or a run-now)."""
+        with self._running_lock:
+            return job in self._running
+
+    def check_idle(self, job: str) -> None:
+        """Busy when `job` runs now (an edge refuses a run-now before it starts one)."""
+        if self.running(job):
+            raise _busy(job)
+
+    @contextmanager
+    def claimed(self, spec: JobSpec) -> Iterator[None]:
+        """Hold the job's one run (the per-job concurrency rule) for the block; Busy when
+        it runs already."""
+        with self._running_lock:
+            if spec.name in self._running:
+                raise _busy(spec.name)
+            self._running.add(spec.name)
+        try:
+            yield
+        finally:
+            with self._running_lock:
+                self._running.discard(spec.name)
+            self._wake.set()
+
+    def run_now(self, spec: JobSpec, *, force: bool = False) -> list[RunRecord]:
+        """Run `spec` once now on every volume at once, without jitter (`amber job run-now`,
+        the dashboard's Run now); its schedule is not moved. Busy while it runs already."""
+        with self.claimed(spec):
+            slot = self.clock.now().replace(microsecond=0)
+            return self.run_job(spec, slot, force=force, now=True)
+
     # -- one run ----------------------------------------------------------------------------
 
     def run_job(
@@ -239,7 +286,11 @@ class Scheduler:
     def _run(
         self, spec: JobSpec, slot: datetime, *, force: bool = False, now: bool = False
     ) -> _Run:
-        run = _Run(spec, slot, force, immediate=now)
+        with metrics.inflight("job"):
+            return self._run_subjects(_Run(spec, slot, force, immediate=now))
+
+    def _run_subjects(self, run: _Run) -> _Run:
+        spec = run.spec
         if not spec.task.per_volume:
             self._one(run, f"target:{spec.target}", None)
             return run
@@ -357,6 +408,7 @@ class Scheduler:
         )
         record_id = self.records.add(record)
         record = RunRecord(**{**record.__dict__, "id": record_id})
+        metrics.record_job_run(record.job, _METRIC_OUTCOMES[outcome], record.end)
         if self.on_record is not None:
             self.on_record(record)
         return record

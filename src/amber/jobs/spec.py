@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from croniter import CroniterBadDateError, croniter
 
-from amber.domain.errors import InvalidArgument
+from amber.domain.errors import InvalidArgument, NotFound
 from amber.domain.labels import DEFAULT_GROUP, check_label_key, check_label_value
 from amber.domain.names import validate_name
 from amber.domain.units import parse_duration
@@ -474,6 +474,10 @@ def parse_jobs(document: object) -> list[JobSpec]:
     return jobs
 
 
+DEFAULT_JOBS_FILE = Path("/etc/amber/jobs.yaml")
+"""Where `amber job`, `amber schedule` and `amber dashboard` read the jobs unless told."""
+
+
 def load_jobs_file(path: Path) -> list[JobSpec]:
     """The jobs of a YAML file (`jobs: [...]`, the RecurringJob spec fields); every problem is
     one line naming the file (InvalidArgument: exit 2)."""
@@ -494,6 +498,15 @@ def load_jobs_file(path: Path) -> list[JobSpec]:
         return parse_jobs(document)
     except InvalidArgument as e:
         raise InvalidArgument(f"{path}: {e.message}") from None
+
+
+def find_job(jobs: Sequence[JobSpec], name: str, file: Path) -> JobSpec:
+    """The job called `name` among the jobs of `file` (NotFound names the file and its jobs)."""
+    for job in jobs:
+        if job.name == name:
+            return job
+    known = ", ".join(j.name for j in jobs) or "none"
+    raise NotFound(f"job {name!r} is not defined in {file} (jobs there: {known})")
 
 
 # -- the schema, for the Kubernetes CRD ------------------------------------------------------

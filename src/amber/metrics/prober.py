@@ -2,7 +2,7 @@
 
 A scrape reads the last results (`results`), never probes: an unreachable target would hold
 the scrape for as long as its client's timeouts. The edge gives the names of the targets to
-probe and the probe itself (`amber.csi.metrics` wires them to the targets file and the
+probe and the probe itself (`amber.ops.probes` wires them to the targets file and the
 blob-store probe); a probe that raises counts as a failed one.
 """
 

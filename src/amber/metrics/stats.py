@@ -2,7 +2,7 @@
 
 `amber.metrics` never imports the pool or the targets. The process that serves the metrics
 gives `Metrics.watch` callables that return these records (the CSI node wires them to its pool,
-`amber.csi.metrics`), and the collectors turn them into samples.
+`amber.ops.probes`, from `amber.pool.stats`), and the collectors turn them into samples.
 """
 
 from __future__ import annotations

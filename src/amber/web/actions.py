@@ -11,6 +11,7 @@ not deleted); pool operations call the pool as the CLI does.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from amber.backup.handles import resolve_backup_id
@@ -21,6 +22,9 @@ from amber.domain.errors import FailedPrecondition, InvalidArgument
 from amber.domain.models import Snapshot, SourceKind, Volume
 from amber.domain.names import validate_name
 from amber.domain.units import format_size, parse_size
+from amber.jobs.local import pool_candidates
+from amber.jobs.records import RunOutcome, RunRecord
+from amber.jobs.runner import select_volumes
 from amber.ops.backups import Operations, snapshot_to_back_up
 from amber.pool import VolumeRequest
 from amber.web.context import WebContext
@@ -195,6 +199,31 @@ def delete_backup(ctx: WebContext, target: str, backup: str) -> Done:
     return Done(f"backup {backup_id} deleted from {target}; prune frees its data", location)
 
 
-def run_job(_ctx: WebContext, name: str) -> Operation:
-    """Run a recurring job now (needs the job engine)."""
-    raise FailedPrecondition(f"no recurring job named {name!r}: no recurring jobs are configured")
+def run_job(ctx: WebContext, name: str) -> Operation:
+    """Run a recurring job of the jobs file now, in the background (what `amber job run-now`
+    does; refused while the job runs already)."""
+    engine = ctx.jobs
+    job = engine.find(_required(name, "job"))
+    engine.scheduler().check_idle(job.name)  # the engine's per-job rule, refused at once
+    subjects = len(select_volumes(job, pool_candidates(ctx.pool))) if job.task.per_volume else 1
+
+    def work(progress: Progress) -> str:
+        progress.phase("volumes" if job.task.per_volume else "targets", subjects, unit="runs")
+        done = engine.run_now(job, lambda _record: progress.advance(1))
+        return _job_result(job.name, done)
+
+    return ctx.operations.start("job", f"run job {job.name} ({job.task.value}) now", work)
+
+
+def _job_result(job: str, done: list[RunRecord]) -> str:
+    """One line for a job's run; FailedPrecondition (the operation fails) when a subject failed."""
+    if not done:
+        return f"job {job} selects no volume"
+    outcomes = Counter(r.outcome.value for r in done)
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+    created = [c for r in done for c in r.created]
+    line = f"job {job}: {summary}" + (f"; created {', '.join(created)}" if created else "")
+    failed = [r for r in done if r.outcome is RunOutcome.FAILED]
+    if failed:
+        raise FailedPrecondition(f"{line}; {failed[0].subject}: {failed[0].reason}")
+    return line

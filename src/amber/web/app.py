@@ -257,7 +257,7 @@ def _pages(app: FastAPI, dash: Dashboard) -> None:
 
     @app.get("/jobs", response_class=HTMLResponse)
     def jobs(request: Request) -> Response:
-        return dash.page(request, "jobs.html", jobs=views.jobs(ctx))
+        return dash.page(request, "jobs.html", page=views.jobs(ctx))
 
     @app.get("/operations", response_class=HTMLResponse)
     def operations(request: Request) -> Response:
@@ -307,6 +307,14 @@ def _api(app: FastAPI, dash: Dashboard) -> None:
     app.get("/api/jobs")(lambda: answer(views.jobs(ctx)))
     app.get("/api/operations")(lambda: answer(views.operations(ctx)))
     app.get("/api/uploads")(lambda: answer(views.driver_uploads(ctx)))
+
+    @app.get("/metrics")
+    def metrics_(request: Request) -> Response:
+        """The process's Prometheus metrics, negotiated as the metrics server does."""
+        from amber import metrics
+
+        body, content_type = metrics.exposition(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
 
     @app.get("/api/targets")
     def targets(refresh: bool = False) -> JSONResponse:

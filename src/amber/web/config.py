@@ -55,6 +55,9 @@ class DashboardConfig:
     """Where to listen."""
     token: str | None = field(default=None, repr=False)
     """Who may use it when set: `Authorization: Bearer TOKEN`, or the login page's cookie."""
+    jobs_file: Path | None = None
+    """The recurring jobs the jobs page shows and runs (`amber job --file`); None: the node's
+    dashboard, whose jobs are RecurringJob resources."""
     poll_seconds: float = 1.0
     """How often pages ask for the running operations."""
 
@@ -75,6 +78,8 @@ def build_config(
     address: str,
     token_file: Path | None,
     token_flag: str = "--token-file",
+    *,
+    jobs_file: Path | None = None,
 ) -> DashboardConfig:
     """The checked configuration of a dashboard from what the edge was given."""
     config = DashboardConfig(
@@ -82,6 +87,7 @@ def build_config(
         targets_config=targets_config,
         address=parse_address(address),
         token=read_token(token_file) if token_file is not None else None,
+        jobs_file=jobs_file,
     )
     config.check(token_flag)
     return config

@@ -1,4 +1,5 @@
-"""What every request of one dashboard shares: the open pool, the targets, the operations."""
+"""What every request of one dashboard shares: the open pool, the targets, the operations and
+the recurring jobs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from amber.backup.repository import Repository
 from amber.backup.targets import (
@@ -20,6 +22,7 @@ from amber.backup.targets import (
 from amber.domain.errors import Unavailable
 from amber.pool import Pool
 from amber.pool.context import no_failpoint
+from amber.web.jobs import JobEngine
 from amber.web.operations import Operations
 
 
@@ -41,8 +44,18 @@ class WebContext:
     read_budget: float = 5.0
     """Seconds a page waits for a target that does not answer (its backups are then shown as
     unavailable): a page must not hang for an action's outage budget."""
+    jobs_file: Path | None = None
+    """The recurring jobs the jobs page shows and runs (None: none)."""
+    jobs: JobEngine = field(init=False, repr=False)
     _health: dict[str, tuple[float, TargetStatus]] = field(default_factory=dict, repr=False)
     _health_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.jobs = JobEngine(self.pool, self.jobs_file, self.repository)
+
+    def close(self) -> None:
+        """Release what the requests opened (the job records); the pool is the caller's."""
+        self.jobs.close()
 
     def target(self, name: str) -> Target:
         """One target (NotFound names the targets file and the known ones)."""

@@ -66,7 +66,13 @@ def _server(
 
     from amber.web.app import create_app
 
-    ctx = WebContext(pool, TargetConfig(config.targets_config), runtime, failpoint=failpoint)
+    ctx = WebContext(
+        pool,
+        TargetConfig(config.targets_config),
+        runtime,
+        failpoint=failpoint,
+        jobs_file=config.jobs_file,
+    )
     app = create_app(config, ctx)
     return uvicorn.Server(
         uvicorn.Config(

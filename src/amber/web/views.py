@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,11 @@ from amber.backup.targets import backup_handle
 from amber.domain.errors import AmberError
 from amber.domain.models import PoolStatus, Snapshot, Volume
 from amber.domain.units import format_size
+from amber.jobs.executor import Candidate
+from amber.jobs.local import labelled_candidates, pool_candidates
+from amber.jobs.runner import select_volumes
+from amber.jobs.spec import JobSpec, Retention, Task
+from amber.jobs.status import JobStatus
 from amber.ops.jobs import JOBS_DB, JobStore, UploadState
 from amber.web.context import WebContext
 from amber.web.operations import Operation, State
@@ -164,15 +170,30 @@ class TargetRow:
 
 @dataclass(frozen=True)
 class JobRow:
-    """A recurring job with its next and last run."""
+    """A recurring job with its next and last run (`amber.jobs.status`)."""
 
     name: str
-    kind: str
-    schedule: str
-    volumes: list[str]
-    next_run: float | None
-    last_run: float | None
-    last_result: str | None
+    task: str
+    cron: str
+    timezone: str
+    selection: str
+    """Which volumes: names, labels, groups (or the target, for prune and check)."""
+    retain: str
+    next_run: float
+    running: bool
+    last_run: float | None = None
+    last_subject: str | None = None
+    last_outcome: str | None = None
+    last_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    """The jobs page: the jobs file, its jobs, or the one line saying why it cannot be read."""
+
+    file: str | None
+    jobs: list[JobRow]
+    error: str | None = None
 
 
 def _percent(part: int, whole: int) -> float:
@@ -232,9 +253,23 @@ def _last_backups(ctx: WebContext) -> dict[str, LastBackup]:
     return {v: LastBackup(r.target, r.backup_id, r.created, r.snapshot) for v, r in newest.items()}
 
 
-def _schedules() -> dict[str, str]:
-    """Volume name -> the schedules of the recurring jobs that cover it."""
-    return {}
+def _schedules(ctx: WebContext, candidates: Callable[[], list[Candidate]]) -> dict[str, str]:
+    """Volume name -> the recurring jobs that select it, with their cron, among `candidates`
+    (read only when there are jobs; a bad jobs file: none here, the jobs page says why)."""
+    try:
+        jobs = ctx.jobs.load()
+    except AmberError:
+        return {}
+    if not jobs:
+        return {}
+    among = candidates()
+    found: dict[str, list[str]] = {}
+    for job in jobs:
+        if not job.task.per_volume:
+            continue
+        for name in select_volumes(job, among):
+            found.setdefault(name, []).append(f"{job.name} ({job.cron} {job.timezone})")
+    return {name: ", ".join(schedules) for name, schedules in found.items()}
 
 
 def _row(
@@ -271,15 +306,22 @@ def volumes(ctx: WebContext) -> list[VolumeRow]:
     """Every volume with its size, used bytes, snapshots, last backup and schedule."""
     store = ctx.pool.ctx.store
     counts = Counter(store.snapshot_counts())
-    mounts, last, schedules = _mounts(ctx), _last_backups(ctx), _schedules()
-    return [_row(v, mounts, counts, last, schedules) for v in store.volumes()]
+    every = store.volumes()
+
+    def candidates() -> list[Candidate]:  # the volumes already read, with their labels
+        labels = store.volume_labels()
+        return labelled_candidates({v.name: labels.get(v.uid, {}) for v in every})
+
+    mounts, last, schedules = _mounts(ctx), _last_backups(ctx), _schedules(ctx, candidates)
+    return [_row(v, mounts, counts, last, schedules) for v in every]
 
 
 def volume(ctx: WebContext, name: str) -> VolumeDetail:
     """A volume and its timeline: its snapshots and its backups in every target."""
     v = ctx.pool.volumes.get(name)
     snaps = ctx.pool.snapshots.list(name)
-    row = _row(v, _mounts(ctx), Counter({name: len(snaps)}), _last_backups(ctx), _schedules())
+    schedules = _schedules(ctx, lambda: pool_candidates(ctx.pool, name))
+    row = _row(v, _mounts(ctx), Counter({name: len(snaps)}), _last_backups(ctx), schedules)
     timeline = [_snapshot_entry(s) for s in snaps]
     problems: list[str] = []
     for target in sorted(_targets_or_empty(ctx)):
@@ -376,9 +418,77 @@ def targets(ctx: WebContext, *, refresh: bool = False) -> list[TargetRow]:
     return rows
 
 
-def jobs(_ctx: WebContext) -> list[JobRow]:
-    """Recurring jobs with their next and last run (none until the job engine is there)."""
-    return []
+def jobs(ctx: WebContext) -> JobsPage:
+    """The recurring jobs of the dashboard's jobs file with their next and last run."""
+    engine = ctx.jobs
+    file = None if engine.jobs_file is None else str(engine.jobs_file)
+    try:
+        specs = engine.load()
+        if not specs:  # no job records opened (nor made) for nothing
+            return JobsPage(file, [])
+        statuses = engine.statuses(specs)
+    except AmberError as e:
+        return JobsPage(file, [], error=e.message)
+    scheduler = engine.scheduler()
+    return JobsPage(file, [_job_row(s, scheduler.running(s.job.name)) for s in statuses])
+
+
+def _job_row(status: JobStatus, running: bool) -> JobRow:
+    job, last = status.job, status.last_run
+    return JobRow(
+        name=job.name,
+        task=job.task.value,
+        cron=job.cron,
+        timezone=job.timezone,
+        selection=_selection(job),
+        retain=_retention(job),
+        next_run=status.next_run.timestamp(),
+        running=running,
+        last_run=None if last is None else last.start,
+        last_subject=None if last is None else last.subject,
+        last_outcome=None if last is None else last.outcome.value,
+        last_reason=None if last is None else last.reason,
+    )
+
+
+def _selection(job: JobSpec) -> str:
+    if not job.task.per_volume:
+        return f"target {job.target}"
+    chosen = job.selection
+    parts = []
+    if chosen.volumes:
+        parts.append("volumes " + ", ".join(chosen.volumes))
+    if chosen.match_labels:
+        parts.append("labels " + ", ".join(f"{k}={v}" for k, v in chosen.match_labels))
+    if chosen.groups:
+        parts.append("groups " + ", ".join(chosen.groups))
+    text = "; ".join(parts)
+    return f"{text} -> target {job.target}" if job.target else text
+
+
+def _policy(retention: Retention) -> str:
+    keep = retention.keep
+    parts = [f"last {retention.retain}"] if retention.retain else []
+    parts += [
+        f"{n} {period}"
+        for period, n in (
+            ("hourly", keep.hourly),
+            ("daily", keep.daily),
+            ("weekly", keep.weekly),
+            ("monthly", keep.monthly),
+            ("yearly", keep.yearly),
+        )
+        if n
+    ]
+    return ", ".join(parts) or "-"
+
+
+def _retention(job: JobSpec) -> str:
+    if not job.task.retains:
+        return "-"
+    if job.task is Task.BACKUP:
+        return f"backups: {_policy(job.retention)}; snapshots: {_policy(job.local_retention)}"
+    return _policy(job.retention)
 
 
 def operations(ctx: WebContext) -> list[Operation]:
