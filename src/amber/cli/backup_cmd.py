@@ -425,6 +425,7 @@ def prune_(
     keep_daily: Annotated[int, typer.Option("--keep-daily", help="Keep N daily.")] = 0,
     keep_weekly: Annotated[int, typer.Option("--keep-weekly", help="Keep N weekly.")] = 0,
     keep_monthly: Annotated[int, typer.Option("--keep-monthly", help="Keep N monthly.")] = 0,
+    keep_yearly: Annotated[int, typer.Option("--keep-yearly", help="Keep N yearly.")] = 0,
     keep_tag: Annotated[
         list[str] | None, typer.Option("--keep-tag", help="Always keep backups with this tag.")
     ] = None,
@@ -447,6 +448,7 @@ def prune_(
         keep_daily=keep_daily,
         keep_weekly=keep_weekly,
         keep_monthly=keep_monthly,
+        keep_yearly=keep_yearly,
         keep_tags=frozenset(keep_tag or []),
     )
     check_policy(policy)

@@ -1,8 +1,7 @@
 """The local-pool executor: recurring jobs on this node's pool, without Kubernetes.
 
-Every call into the engines is in this file: pool snapshots and fstrim directly, backups,
-deletions, prune and check through `amber.ops.backups` (the locking and refusal rules every edge
-follows: a backup being restored is not deleted, check and prune take their locks).
+Pool snapshots are taken directly; backups and deletions go through `amber.ops.backups` (the
+locking and refusal rules every edge follows: a backup being restored is not deleted).
 
 - A job's snapshot of a volume is named `<job>-<volume>-<UTC time of the slot>` (snapshot names
   are unique in a pool; a name too long gets a short hash instead of the volume's tail). What a
@@ -12,15 +11,9 @@ follows: a backup being restored is not deleted, check and prune take their lock
 - A backup job snapshots the volume and backs that snapshot up through the same engine call as
   `amber backup create` (`amber.ops.backups.Operations.create_backup`), with the job's labels on the
   backup; if the backup fails, the snapshot it took is deleted again.
-- **Skip unchanged** compares extent maps (FIEMAP), as change tracking does
-  (`amber.pool.changes`): the volume's image against the job's newest snapshot of it, or for a
-  backup job whose snapshots are gone, against the target's incremental base image (a reflink
-  copy of what the last backup read). Equal maps mean no block was written since; dirty data of
-  a mounted volume is flushed first, blocks not yet allocated count as changed, and preallocated
-  (unwritten) extents count as holes (both read as zeros; a reflink copy has holes there). Without
-  reflink, or with nothing to compare against, the answer is "cannot tell" (run).
-- Trim runs `fstrim` on the volume's mount point as the pool recorded it; a volume that is not
-  mounted (or a block volume) is skipped with that reason.
+- Skip-unchanged, trim, prune and check are `amber.jobs.tasks`' (the operator does them alike):
+  skip-unchanged compares the volume with the job's newest snapshot of it that still exists (as
+  the job records name it), or for a backup job without one with the target's incremental base.
 """
 
 from __future__ import annotations
@@ -30,32 +23,23 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
-from amber.backup.retention import RetentionPolicy
-from amber.backup.state import BackupState
-from amber.domain.errors import Corrupt, FailedPrecondition, NotFound
+from amber.domain.errors import NotFound
 from amber.domain.labels import groups_of
-from amber.domain.models import AttachmentKind, Snapshot, Volume, VolumeMode
+from amber.domain.models import Snapshot
 from amber.domain.names import NAME_MAX
 from amber.domain.units import format_size
 from amber.jobs.executor import Candidate, ItemKind, Outcome
 from amber.jobs.records import OwnedItem, Records
 from amber.jobs.retention import Item
 from amber.jobs.spec import JobSpec, Task
+from amber.jobs.tasks import TargetTasks, changed_since, trim_volume
 from amber.ops.backups import Operations, RepositoryOpener
 from amber.pool import Pool
-from amber.pool.changes import changed_ranges
-from amber.system import fs
-from amber.system.ioctl import FIEMAP_EXTENT_UNWRITTEN, Extent, fiemap
 
 __all__ = ["LocalExecutor", "labelled_candidates", "pool_candidates", "snapshot_name"]
 
 log = logging.getLogger(__name__)
-
-KEEP_ALL = RetentionPolicy(keep_last=2**31)
-"""Prune's retention for a prune job: every backup stays; only data no backup uses goes (what a
-job's own backups are, its backup retention decides)."""
 
 
 def snapshot_name(job: str, volume: str, when: datetime) -> str:
@@ -77,14 +61,12 @@ class LocalExecutor:
     ) -> None:
         self.pool = pool
         self.records = records
-        self._open_repository = open_repository
+        self.targets = TargetTasks(open_repository, pool)
 
     def _ops(self, job: JobSpec) -> tuple[Operations, str]:
         """The backup operations (`amber.ops.backups`: the rules every edge follows) for one
-        call, and the job's target. One per call: the repository is not shared by threads."""
-        if self._open_repository is None or job.target is None:
-            raise FailedPrecondition(f"job {job.name!r} needs a backup target, and none is open")
-        return Operations(self.pool, self._open_repository), job.target
+        call, and the job's target."""
+        return self.targets.operations(job)
 
     # -- selection and change -----------------------------------------------------------------
 
@@ -93,38 +75,10 @@ class LocalExecutor:
 
     def changed_since_last(self, job: JobSpec, volume: str) -> bool | None:
         found = self.pool.volumes.find(volume)
-        if found is None or not self.pool.ctx.reflink:
+        if found is None:
             return None
-        reference = self._reference(job, found)
-        if reference is None:
-            return None
-        for path in self._mounts(found):
-            fs.flush(path)
-        image, size = reference
-        if size != found.size:
-            return True
-        return _differs(image, found.image, size)
-
-    def _reference(self, job: JobSpec, volume: Volume) -> tuple[Path, int] | None:
-        """The image the volume is compared with: the job's newest snapshot of it, or the
-        target's incremental base for a backup job."""
-        for item in reversed(self._local(job, volume.name)):
-            snap = self.pool.snapshots.find(item.item_id)
-            if snap is not None and snap.volume_uid == volume.uid:
-                return snap.image, snap.size
-        if job.task is Task.BACKUP and job.target is not None:
-            with BackupState(self.pool) as state:
-                base = state.get(volume.name, job.target)
-            if base is not None and base.volume_uid == volume.uid and Path(base.image).exists():
-                return Path(base.image), base.size
-        return None
-
-    def _mounts(self, volume: Volume) -> list[Path]:
-        return [
-            a.path
-            for a in self.pool.attachments.list("volume", volume.name)
-            if a.kind is AttachmentKind.MOUNT
-        ]
+        owned = self._local(job, volume)  # oldest first, each still in the pool
+        return changed_since(self.pool, job, volume, owned[-1].item_id if owned else None)
 
     # -- snapshots and backups ----------------------------------------------------------------
 
@@ -212,35 +166,13 @@ class LocalExecutor:
     # -- targets ----------------------------------------------------------------------------------
 
     def prune(self, job: JobSpec) -> Outcome:
-        ops, target = self._ops(job)
-        result = ops.prune(target, KEEP_ALL)
-        return Outcome(
-            bytes=result.freed_bytes,
-            detail=f"{len(result.deleted_packs)} pack(s) deleted, "
-            f"{format_size(result.freed_bytes)} freed",
-        )
+        return self.targets.prune(job)
 
     def check(self, job: JobSpec) -> Outcome:
-        ops, target = self._ops(job)
-        result = ops.check(target, job.read_data)
-        summary = (
-            f"{result.backups_checked} backup(s), {result.packs_checked} pack(s) checked, "
-            f"{len(result.errors)} error(s), {len(result.warnings)} warning(s)"
-        )
-        if not result.ok:
-            first = result.errors[0].message if result.errors else "errors found"
-            raise Corrupt(f"check of target {target!r} failed: {summary}; first: {first}")
-        return Outcome(detail=summary)
+        return self.targets.check(job)
 
     def trim(self, job: JobSpec, volume: str) -> Outcome:
-        found = self.pool.volumes.get(volume)
-        if found.mode is VolumeMode.BLOCK:
-            return Outcome(skipped=f"volume {volume!r} is a block volume (no filesystem to trim)")
-        mounts = self._mounts(found)
-        if not mounts:
-            return Outcome(skipped=f"volume {volume!r} is not mounted (fstrim needs its mount)")
-        trimmed = fs.trim(mounts[0])
-        return Outcome(bytes=trimmed, detail=f"{format_size(trimmed)} trimmed at {mounts[0]}")
+        return trim_volume(self.pool, volume)
 
 
 def pool_candidates(pool: Pool, volume: str | None = None) -> list[Candidate]:
@@ -252,17 +184,3 @@ def pool_candidates(pool: Pool, volume: str | None = None) -> list[Candidate]:
 def labelled_candidates(labels: Mapping[str, Mapping[str, str]]) -> list[Candidate]:
     """`volume name -> labels` as the candidates of job selections (groups from the labels)."""
     return [Candidate(name, found, groups_of(found)) for name, found in sorted(labels.items())]
-
-
-def _differs(reference: Path, image: Path, size: int) -> bool:
-    """Whether the extent maps of the two images (held open together) differ in `[0, size)`."""
-    with open(reference, "rb") as old, open(image, "rb") as new:
-        before, after = _data(fiemap(old.fileno())), _data(fiemap(new.fileno()))
-        return bool(changed_ranges(before, after, size))
-
-
-def _data(extents: Sequence[Extent]) -> list[Extent]:
-    """The extents that hold data. A preallocated (unwritten) extent reads as zeros, like a
-    hole, and a reflink copy does not share it: the snapshot of a volume with one has a hole
-    there. A write into it clears the flag, and the range then counts as changed."""
-    return [e for e in extents if not (e.trustworthy and e.flags & FIEMAP_EXTENT_UNWRITTEN)]

@@ -2,8 +2,9 @@
 
 A prune or check job works on a backup target, not on volumes, so it runs once per cluster, in
 `amber controller`, which reads the same targets file as the nodes. The work is
-`amber.jobs.local.LocalExecutor`'s own `prune` and `check` (one rule for `amber schedule` and
-the operator), which go through `amber.ops.backups` without a pool.
+`amber.jobs.tasks.TargetTasks`' `prune` and `check`, as `amber.jobs.local.LocalExecutor`'s is
+(one rule for `amber schedule` and the operator); they go through `amber.ops.backups` without a
+pool.
 """
 
 from __future__ import annotations
@@ -11,18 +12,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from typing import cast
 
 from amber.domain.errors import FailedPrecondition
 from amber.jobs.executor import Candidate, ItemKind, Outcome
-from amber.jobs.local import LocalExecutor
-from amber.jobs.records import Records
 from amber.jobs.retention import Item
 from amber.jobs.spec import JobSpec
+from amber.jobs.tasks import TargetTasks
 from amber.kube.executor import JobClasses
 from amber.kube.resources import Claim, JobObject
 from amber.ops.backups import RepositoryOpener
-from amber.pool import Pool
 
 __all__ = ["RepositoryOpener", "TargetExecutor"]
 
@@ -31,18 +29,16 @@ class TargetExecutor:
     """`amber.jobs.executor.Executor` for prune and check jobs (no volumes)."""
 
     def __init__(self, open_repository: RepositoryOpener) -> None:
-        # LocalExecutor's prune and check read neither the pool (amber.ops takes None for
-        # target operations) nor the records.
-        self.local = LocalExecutor(cast(Pool, None), cast(Records, None), open_repository)
+        self.tasks = TargetTasks(open_repository)
         self.jobs: dict[str, tuple[JobObject, JobClasses]] = {}
         self.claims: dict[str, Claim] = {}
         self.stop = threading.Event()
 
     def prune(self, job: JobSpec) -> Outcome:
-        return self.local.prune(job)
+        return self.tasks.prune(job)
 
     def check(self, job: JobSpec) -> Outcome:
-        return self.local.check(job)
+        return self.tasks.check(job)
 
     def candidates(self) -> Sequence[Candidate]:
         return []

@@ -11,9 +11,10 @@ The API the edges call (synchronous: an edge that must not block runs it in a th
   `create_backup(source, target, *, take_snapshot, labels, tags, full, progress)`,
   `restore_backup(target, backup_id, new_volume, *, size, allow_partial, progress)`,
   `delete_backup(target, backup_id)` (refused while a restore of the backup runs anywhere),
-  `check(target, read_data=False, ...)` (shared lock), `prune(target, policy, ...)` and
-  `repair(target)` (exclusive lock). The same rules over an already open repository, for the
-  CSI driver: `remove_backup`, `check_repository`, `prune_repository_locked`.
+  `check(target, read_data=False, ...)` (shared lock), `prune(target, policy, ...)`,
+  `sweep(target)` (a prune that removes no backup) and `repair(target)` (exclusive lock). The
+  same rules over an already open repository, for the CSI driver: `remove_backup`,
+  `check_repository`, `prune_repository_locked`, `sweep_repository_locked`.
   `Operations.on_targets_file(pool, config_path, runtime_for=...)` opens the targets of a
   targets file (what the CLI, the jobs and the dashboard use).
 - `open_target(name, config_path=..., runtime_for=..., create=False)` (`amber.ops.targets`):

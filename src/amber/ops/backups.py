@@ -14,6 +14,8 @@ the same operations by the same rules; the rules live here, once:
   only makes data unreferenced, which prune alone reclaims under its exclusive lock.
 - **check**: a shared reader lock (a prune waits for it, and it for a prune).
 - **prune** and **repair**: the exclusive lock.
+- **sweep** (a prune job's garbage collection): prune's exclusive lock and sweep, with no
+  retention decision: every backup stays, only packs no backup uses go (by prune's grace rules).
 
 Module functions take an open `Repository` (what the CSI driver has, from a call's secrets);
 `Operations` opens targets by name (what the CLI, the scheduler and the dashboard have) and
@@ -61,6 +63,7 @@ __all__ = [
     "remove_backup",
     "restores_from",
     "snapshot_to_back_up",
+    "sweep_repository_locked",
 ]
 
 
@@ -138,6 +141,26 @@ def prune_repository_locked(
     with held(repo, PRUNE, LockKind.EXCLUSIVE, wait=wait) as keeper:
         return prune_repository(
             repo, policy, dry_run=dry_run, grace_seconds=grace, lock=keeper.lock, progress=progress
+        )
+
+
+_EVERY_BACKUP = RetentionPolicy(keep_last=2**31)
+"""The policy of a sweep: prune keeps the N newest backups of each volume, and no volume has
+2**31 of them, so every backup is kept and only data none of them uses is deleted."""
+
+
+def sweep_repository_locked(
+    repo: Repository,
+    *,
+    grace: float = DEFAULT_GRACE_SECONDS,
+    progress: Progress | None = None,
+    wait: float = DEFAULT_LOCK_WAIT,
+) -> PruneResult:
+    """Delete the packs no backup uses, removing no backup, under prune's exclusive lock (held
+    fresh for as long as the sweep runs): a sweep is a prune that decides no retention."""
+    with held(repo, PRUNE, LockKind.EXCLUSIVE, wait=wait) as keeper:
+        return prune_repository(
+            repo, _EVERY_BACKUP, grace_seconds=grace, lock=keeper.lock, progress=progress
         )
 
 
@@ -299,6 +322,17 @@ class Operations:
         return prune_repository_locked(
             self.repository(target), policy, dry_run=dry_run, grace=grace, progress=progress
         )
+
+    def sweep(
+        self,
+        target: str,
+        *,
+        grace: float = DEFAULT_GRACE_SECONDS,
+        progress: Progress | None = None,
+    ) -> PruneResult:
+        """Delete the data no backup uses, and no backup, under prune's exclusive lock (a prune
+        job's garbage collection: which backups go is their backup job's retention)."""
+        return sweep_repository_locked(self.repository(target), grace=grace, progress=progress)
 
     def repair(self, target: str, *, progress: Progress | None = None) -> RepairResult:
         """Rebuild the index and settle what killed backups left, under the exclusive lock."""

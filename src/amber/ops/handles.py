@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from amber.backup.handles import BAK_PREFIX, LABEL_KEY, key_backup_id
+from amber.backup.handles import BAK_PREFIX, LABEL_KEY, key_backup_id, parse_backup_name
 from amber.backup.layout import is_valid_id
-from amber.backup.targets import HANDLE_PREFIX, validate_target_name
+from amber.backup.targets import HANDLE_PREFIX
 from amber.domain.errors import InvalidArgument
-from amber.domain.names import MAX_ID_BYTES, pool_name, validate_name
+from amber.domain.names import MAX_ID_BYTES, pool_name
 
 __all__ = [
     "BAK_PREFIX",
@@ -72,29 +72,20 @@ def format_bak_id(target: str, key: str) -> str:
     return text
 
 
-def _split(text: str) -> tuple[str, str, str] | None:
-    """(prefix, target, rest) of either form, or None."""
-    if not text or len(text.encode()) > MAX_ID_BYTES:
+def parse_backup_id(text: str) -> BackupRef | None:
+    """Parse either form; None when `text` is not a backup snapshot ID.
+
+    The forms are read by `amber.backup.handles.parse_backup_name` (one rule for the CLI and
+    the CSI driver); a snapshot ID is also at most 128 bytes, and its handle form names a whole
+    backup id (a person may write a prefix or `latest` in a handle, a CSI ID never does)."""
+    if len(text.encode()) > MAX_ID_BYTES or not text.startswith((BAK_PREFIX, HANDLE_PREFIX)):
         return None
-    prefix = next((p for p in (BAK_PREFIX, HANDLE_PREFIX) if text.startswith(p)), None)
-    if prefix is None:
-        return None
-    target, sep, rest = text.removeprefix(prefix).partition(":")
     try:
-        validate_target_name(target)
-        if rest and prefix == BAK_PREFIX and not is_valid_id(rest):
-            validate_name("snapshot", rest)
+        name = parse_backup_name(text)
     except InvalidArgument:
         return None
-    return (prefix, target, rest) if sep and rest else None
-
-
-def parse_backup_id(text: str) -> BackupRef | None:
-    """Parse either form; None when `text` is not a backup snapshot ID."""
-    parts = _split(text)
-    if parts is None:
+    if name.target is None:  # not reached: both forms name their target
         return None
-    prefix, target, rest = parts
-    if is_valid_id(rest):
-        return BackupRef(target, backup_id=rest)
-    return BackupRef(target, key=rest) if prefix == BAK_PREFIX else None
+    if name.key is not None:
+        return BackupRef(name.target, key=name.key)
+    return BackupRef(name.target, backup_id=name.backup_id) if is_valid_id(name.backup_id) else None
