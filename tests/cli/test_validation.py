@@ -24,6 +24,7 @@ REFUSED: list[tuple[list[str], str]] = [
     (["backup", "prune", "-t", "fs", "--keep-daily", "-7"], "keep-daily must be 0 or more"),
     (["backup", "prune", "-t", "fs", "--keep-weekly", "-1"], "keep-weekly must be 0 or more"),
     (["backup", "prune", "-t", "fs", "--keep-monthly", "-1"], "keep-monthly must be 0 or more"),
+    (["backup", "prune", "-t", "fs", "--keep-yearly", "-1"], "keep-yearly must be 0 or more"),
     (["backup", "prune", "-t", "fs", "--keep-last", "2", "--keep-daily", "-1"], "keep-daily"),
     (["backup", "prune", "-t", "fs", "--keep-tag", ""], "keep-tag must not be empty"),
     (["backup", "prune", "-t", "fs", "--keep-last", "x"], "'x' is not a valid integer"),
