@@ -57,6 +57,7 @@ from amber.backup.keeper import (
 )
 from amber.backup.layout import Clock
 from amber.backup.leftovers import adopt_leftover_packs, adopt_unindexed_packs
+from amber.backup.locks import BACKUP, LockPurpose
 from amber.backup.manifest import HOLE, ZERO, ChunkRef, Manifest
 from amber.backup.progress import NullProgress, Progress
 from amber.backup.repository import Repository
@@ -208,7 +209,13 @@ def backup_snapshot(
     snapshot = pool.snapshots.get(snapshot_name)
     with BackupState(pool, clock) as state, state.hold(snapshot.volume_name, target):
         name = holder(f"backup {snapshot.volume_name} ({snapshot.name})")
-        lock = acquire(repo, name, wait=options.lock_wait, on_wait=_waiting(progress))
+        lock = acquire(
+            repo,
+            name,
+            wait=options.lock_wait,
+            on_wait=_waiting(progress),
+            purpose=LockPurpose(BACKUP),
+        )
         try:
             with LockKeeper(lock) as keeper:
                 job = _Job(
