@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = ["DriverConfig", "build_servicers", "pool_health", "serve"]
 
 _log = logging.getLogger(__name__)
 DB_NAME: Final = "amber.db"
+_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,7 @@ def serve(config: DriverConfig, *, open_pool: Callable[[Path], Pool] = Pool.open
             grace=config.grace,
             interceptor=RpcLogInterceptor(log_requests=config.log_requests),
         )
-        server.start()
-        server.install_signal_handlers()
+        _start(server, pool)
         _log.info(
             "amber %s plugin serving on %s%s",
             config.mode.value,
@@ -149,6 +150,31 @@ def serve(config: DriverConfig, *, open_pool: Callable[[Path], Pool] = Pool.open
             backups.close()
         if pool is not None:
             pool.close()
+
+
+STARTED_FAILPOINT: Final = "csi.server-started"
+"""Reached between the server's start and its signal handlers (tests send a signal there)."""
+
+
+def _start(server: CSIServer, pool: Pool | None) -> None:
+    """Start serving with no window for SIGTERM/SIGINT: one that arrives while the server
+    starts is held, then stops it gracefully once its handlers are installed."""
+    held: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in _STOP_SIGNALS
+    }
+    try:
+        server.start()
+        if pool is not None:
+            pool.ctx.failpoint(STARTED_FAILPOINT)
+    except BaseException:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise
+    server.install_signal_handlers(_STOP_SIGNALS)
+    if held:
+        _log.info("received %s while starting", signal.Signals(held[0]).name)
+        server.stop()
 
 
 def _start_metrics(config: DriverConfig, pool: Pool | None) -> NodeMetrics | None:
