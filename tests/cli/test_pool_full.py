@@ -18,7 +18,7 @@ import pytest
 from amber.pool.store import FULL_BYTES
 from amber.system import fs
 from tests.cli.runner import amber, amber_json
-from tests.conftest import make_xfs, teardown_mounts_under
+from tests.conftest import make_xfs, release_xfs, teardown_mounts_under
 from tests.pool.test_full import fill_up
 
 
@@ -31,9 +31,7 @@ def small_pool(tmp_path: Path) -> Iterator[Path]:
         yield pool
     finally:
         teardown_mounts_under(tmp_path / "work")
-        teardown_mounts_under(mnt)
-        subprocess.run(["umount", str(mnt)], check=False)
-        image.unlink(missing_ok=True)
+        release_xfs(image, mnt)  # a busy mount is detached lazily, its loop device freed
 
 
 def fill(directory: Path, mib: int) -> None:
