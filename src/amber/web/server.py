@@ -7,10 +7,14 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from amber.backup.targets import TargetConfig, TargetRuntime
 from amber.domain.errors import Unavailable
@@ -18,6 +22,9 @@ from amber.pool import Pool
 from amber.pool.context import no_failpoint
 from amber.web.config import Address, DashboardConfig
 from amber.web.context import WebContext
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +68,8 @@ def _server(
     pool: Pool,
     runtime: TargetRuntime,
     failpoint: Callable[[str], None] = no_failpoint,
-) -> object:
+) -> tuple[WebContext, object]:
+    """The context of the requests (the caller closes it) and the uvicorn server."""
     import uvicorn
 
     from amber.web.app import create_app
@@ -74,7 +82,7 @@ def _server(
         jobs_file=config.jobs_file,
     )
     app = create_app(config, ctx)
-    return uvicorn.Server(
+    return ctx, uvicorn.Server(
         uvicorn.Config(
             app,
             log_level="warning",
@@ -93,14 +101,36 @@ def serve(
     on_ready: Callable[[Address], None],
     failpoint: Callable[[str], None] = no_failpoint,
 ) -> None:
-    """Serve in the foreground until interrupted; `on_ready` hears the bound address."""
+    """Serve in the foreground until SIGTERM/SIGINT; `on_ready` hears the bound address. The
+    requests' context is closed when the server stops (SIGTERM: a normal return; SIGINT:
+    KeyboardInterrupt, as uvicorn raises it again)."""
     import uvicorn
 
     sock = bind(config.address)
-    server = _server(config, pool, runtime, failpoint)
+    ctx, server = _server(config, pool, runtime, failpoint)
     assert isinstance(server, uvicorn.Server)
-    on_ready(bound_address(sock, config.address))
-    server.run(sockets=[sock])
+    try:
+        with _terminate_stops(server):
+            on_ready(bound_address(sock, config.address))
+            server.run(sockets=[sock])
+    finally:
+        ctx.close()
+
+
+@contextmanager
+def _terminate_stops(server: uvicorn.Server) -> Iterator[None]:
+    """SIGTERM stops the server, then `run()` returns. uvicorn stops gracefully on it and then
+    raises it again under the handler it found: under the default one, the process died
+    before anything was closed (the job records, the pool)."""
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        server.should_exit = True  # before uvicorn's own handler (or raised again after it)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def start_in_thread(config: DashboardConfig, pool: Pool, runtime: TargetRuntime) -> Running:
@@ -108,7 +138,7 @@ def start_in_thread(config: DashboardConfig, pool: Pool, runtime: TargetRuntime)
     import uvicorn
 
     sock = bind(config.address)
-    server = _server(config, pool, runtime)
+    ctx, server = _server(config, pool, runtime)
     assert isinstance(server, uvicorn.Server)
     # uvicorn leaves signals alone outside the main thread: the CSI server keeps its own.
 
@@ -117,6 +147,8 @@ def start_in_thread(config: DashboardConfig, pool: Pool, runtime: TargetRuntime)
             server.run(sockets=[sock])
         except Exception:
             log.exception("the dashboard stopped")
+        finally:
+            ctx.close()
 
     thread = threading.Thread(target=run, name="dashboard", daemon=True)
     thread.start()
