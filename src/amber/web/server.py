@@ -103,34 +103,44 @@ def serve(
 ) -> None:
     """Serve in the foreground until SIGTERM/SIGINT; `on_ready` hears the bound address. The
     requests' context is closed when the server stops (SIGTERM: a normal return; SIGINT:
-    KeyboardInterrupt, as uvicorn raises it again)."""
+    KeyboardInterrupt once the server has stopped)."""
     import uvicorn
 
     sock = bind(config.address)
     ctx, server = _server(config, pool, runtime, failpoint)
     assert isinstance(server, uvicorn.Server)
     try:
-        with _terminate_stops(server):
+        with _signals_stop(server) as received:
             on_ready(bound_address(sock, config.address))
             server.run(sockets=[sock])
+        if signal.SIGINT in received:
+            raise KeyboardInterrupt  # Ctrl-C: the CLI's exit 130, after the clean-up
     finally:
         ctx.close()
 
 
 @contextmanager
-def _terminate_stops(server: uvicorn.Server) -> Iterator[None]:
-    """SIGTERM stops the server, then `run()` returns. uvicorn stops gracefully on it and then
-    raises it again under the handler it found: under the default one, the process died
-    before anything was closed (the job records, the pool)."""
+def _signals_stop(server: uvicorn.Server) -> Iterator[list[int]]:
+    """SIGTERM and SIGINT stop the server, then `run()` returns; yields the signals received.
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
+    uvicorn stops gracefully on either and then raises it again under the handler it found.
+    Under the default SIGTERM action the process died before anything was closed (the job
+    records, the pool); and with Python's own SIGINT handler in place, `asyncio.run()` puts its
+    runner's handler under uvicorn's, which lost the raised-again SIGINT whenever the main task
+    had already ended (exit 0 instead of 130, now and then). Handled here, both only record the
+    signal: the caller decides what it means once the server has stopped."""
+    received: list[int] = []
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
         server.should_exit = True  # before uvicorn's own handler (or raised again after it)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def start_in_thread(config: DashboardConfig, pool: Pool, runtime: TargetRuntime) -> Running:
