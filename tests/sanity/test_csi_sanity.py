@@ -14,6 +14,7 @@ made may be left: no volume, snapshot, image, mount or loop device.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -187,6 +188,14 @@ def read_report(report: Path) -> Outcome:
     return Outcome(total, failed, tuple(ran))
 
 
+def referenced_lines(log: str, failures: str) -> str:
+    """The node log's lines naming a `(ref XXXX)` an INTERNAL answer gave (its traceback is
+    there), which the log's tail may no longer hold by the time the suite ends."""
+    refs = set(re.findall(r"\(ref ([0-9a-f]{8,})\)", failures))
+    lines = [line for line in log.splitlines() if any(ref in line for ref in refs)]
+    return "\n".join(line[:6000] for line in lines[:10]) or "(none)"
+
+
 @pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
 def test_csi_sanity_passes(
     csi_sanity: Path, sanity_driver: tuple[DriverProcess, Path], variant: Variant
@@ -201,6 +210,7 @@ def test_csi_sanity_passes(
         pytest.fail(
             f"csi-sanity: {len(outcome.failed)} of {outcome.total} specs failed:\n{names}\n\n"
             f"{details}\n\n--- csi-sanity output (tail) ---\n{output[-6000:]}"
+            f"\n\n--- amber node log, the failures' refs ---\n{referenced_lines(log, details)}"
             f"\n\n--- amber node log (tail) ---\n{log[-8000:]}",
             pytrace=False,
         )
