@@ -115,6 +115,24 @@ def targets(pool_dir: Path, tmp_path: Path) -> Path:
     return add_file_target(pool_dir, tmp_path)
 
 
+JOBS = """\
+jobs:
+  - name: hourly
+    task: snapshot
+    cron: "0 * * * *"
+    retain: 3
+    volumes: [db]
+"""
+
+
+@pytest.fixture
+def jobs_file(tmp_path: Path) -> Path:
+    """A jobs file with one job, `hourly`: a snapshot of volume `db` every hour, keeping 3."""
+    path = tmp_path / "jobs.yaml"
+    path.write_text(JOBS)
+    return path
+
+
 @pytest.fixture
 def dashboard(pool_dir: Path, targets: Path) -> Iterator[Dashboard]:
     running = start_dashboard(pool_dir, targets)

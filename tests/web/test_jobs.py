@@ -21,21 +21,6 @@ from tests.web.conftest import Dashboard, start_dashboard, stop
 from tests.web.pages import Browser
 
 TOKEN = "s3cr3t-dashboard-token-0123456789"
-JOBS = """\
-jobs:
-  - name: hourly
-    task: snapshot
-    cron: "0 * * * *"
-    retain: 3
-    volumes: [db]
-"""
-
-
-@pytest.fixture
-def jobs_file(tmp_path: Path) -> Path:
-    path = tmp_path / "jobs.yaml"
-    path.write_text(JOBS)
-    return path
 
 
 @pytest.fixture

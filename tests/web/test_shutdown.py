@@ -11,22 +11,6 @@ import pytest
 from amber.jobs.records import DB_NAME
 from tests.web.conftest import start_dashboard
 
-JOBS = """\
-jobs:
-  - name: hourly
-    task: snapshot
-    cron: "0 * * * *"
-    retain: 3
-    volumes: [db]
-"""
-
-
-@pytest.fixture
-def jobs_file(tmp_path: Path) -> Path:
-    path = tmp_path / "jobs.yaml"
-    path.write_text(JOBS)
-    return path
-
 
 @pytest.mark.parametrize(
     ("sig", "code"),
