@@ -20,9 +20,9 @@ filesystem whose deletes are not yet durable) therefore cannot revive entries th
 deleted packs. Superseded objects still present are carried forward into the next replacement.
 
 In memory the index is a `ChunkTable`: the chunk ids in one byte buffer, the locations in
-`array` columns and an open-addressing hash table of row numbers, about 60 bytes per chunk
-where a dict of entry objects took about 250 (`bench/index_memory.py`), so small chunks and
-large volumes stay within the memory bound.
+`array` columns and an open-addressing hash table of row numbers, about 66 bytes per chunk
+where a dict of entry objects took about 210 (`bench/index_memory.py --entries 1000000`), so
+small chunks and large volumes stay within the memory bound.
 
 A chunk stored in two packs (two backups raced to upload it) keeps the first location seen; both
 are valid while both packs exist, and the sweep only ever deletes a pack after writing an index
