@@ -254,10 +254,10 @@ def test_manifest_from_a_newer_format_is_refused() -> None:
 
     import zstandard
 
-    document = {"version": 2, "backup_id": "a" * 32}
+    document = {"version": 3, "backup_id": "a" * 32}
     compressed = zstandard.ZstdCompressor().compress(json.dumps(document).encode())
     sealed = KEYS.sealer.seal(ObjectKind.MANIFEST, compressed, context=b"a" * 32)
-    with pytest.raises(FailedPrecondition, match="format version 2"):
+    with pytest.raises(FailedPrecondition, match="format version 3"):
         decode_manifest(sealed, KEYS.sealer, "a" * 32)
 
 

@@ -5,7 +5,9 @@ that overlap no mapped range (SEEK_DATA) are holes and are never read. If the pa
 target) has a usable *base* (`state`: the last backup's manifest and a reflink copy of the
 snapshot it read), the extent maps of the base image and the new snapshot are compared
 (`extents`): a chunk mapped to the same physical blocks is unchanged, and its id is taken from
-the base manifest without reading a byte. Every other chunk is read. Without a usable base
+the base manifest without reading a byte. A changed chunk whose changed bytes are few is
+*patched*: only its changed ranges are read and stored, as patches over the base's chunk
+(`patches`, manifest format version 2); the others are read whole. Without a usable base
 (first backup, base image or base backup gone, another repository, a re-created volume, a pool
 without reflink, a different chunk size) every data chunk is read and hashed, and deduplication
 against the repository index uploads only what is new: the fallback costs reading time, never
@@ -44,9 +46,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from amber.backup.chunker import ChunkGrid, chunks_with_data, is_zero, read_exactly
-from amber.backup.extents import unchanged_chunks
+from amber.backup.extents import Changes, changed_chunks
 from amber.backup.keeper import (
     DEFAULT_LOCK_WAIT,
     LockKeeper,
@@ -58,7 +61,16 @@ from amber.backup.keeper import (
 from amber.backup.layout import Clock
 from amber.backup.leftovers import adopt_leftover_packs, adopt_unindexed_packs
 from amber.backup.locks import BACKUP, LockPurpose
-from amber.backup.manifest import HOLE, ZERO, ChunkRef, Manifest
+from amber.backup.manifest import HOLE, ZERO, ChunkRef, Manifest, Patch
+from amber.backup.patches import (
+    ByteRange,
+    PatchPolicy,
+    by_position,
+    coalesce,
+    overlay,
+    should_patch,
+    subtract,
+)
 from amber.backup.progress import NullProgress, Progress
 from amber.backup.repository import Repository
 from amber.backup.state import BackupState, BaseRecord
@@ -108,6 +120,9 @@ class BackupOptions:
     """Seconds to wait for a prune holding the repository lock."""
     backup_id: str | None = None
     """Commit under this id (32 hex digits) instead of a random one; AlreadyExists if taken."""
+    patch_policy: PatchPolicy = field(default_factory=PatchPolicy)
+    """When an extent-map incremental stores a changed chunk's changed bytes as patches
+    instead of reading the whole chunk."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,19 @@ class BackupReport:
     packs_adopted: int
     """Packs left by an interrupted run that this run indexed and reused."""
     duration_seconds: float
+    chunks_patched: int = 0
+    """Changed chunks of which only the changed ranges were read (stored as patches)."""
+    patches: int = 0
+    """Patches in the new manifest (this run's and those carried from the base)."""
+
+
+class _Read(NamedTuple):
+    """Bytes `[start, end)` of the image for chunk `position`: the whole chunk, or a patch."""
+
+    position: int
+    start: int
+    end: int
+    whole: bool
 
 
 @dataclass
@@ -151,12 +179,39 @@ class _Base:
 class _Plan:
     grid: ChunkGrid
     refs: list[ChunkRef | None]
-    to_read: list[int]
+    reads: list[_Read]
     mode: str
     reason: str | None
     parent_id: str | None
     holes: int = 0
     unchanged: int = 0
+    patched: int = 0
+    kept: dict[int, list[Patch]] = field(default_factory=dict)
+    """Per position: the base's patches that stay visible."""
+    patch_ranges: dict[int, list[ByteRange]] = field(default_factory=dict)
+    """Per patched position: the ranges this run reads and stores as patches."""
+    patch_ids: dict[int, bytes] = field(default_factory=dict)
+    """Start of each patch range -> the chunk id the pipeline stored it as."""
+
+    def patches(self) -> list[Patch]:
+        """The new manifest's patches (once the pipeline has run)."""
+        result: list[Patch] = []
+        for index in sorted(self.kept.keys() | self.patch_ranges.keys()):
+            new = [
+                Patch(start, end - start, self.patch_ids[start])
+                for start, end in self.patch_ranges.get(index, ())
+            ]
+            result += overlay(self.kept.get(index, ()), new)
+        return result
+
+
+@dataclass(frozen=True)
+class _PlanInput:
+    base_map: Sequence[ChunkRef]
+    old_patches: dict[int, list[Patch]]
+    changes: Changes
+    has_data: bytearray
+    writer: BackupWriter
 
 
 def reading_phase(mode: str) -> str:
@@ -302,7 +357,7 @@ class _Job:
             self.progress.phase("comparing extent maps", None, "chunks")
             plan = self._plan(fd, grid, writer)
             failpoint("backup.planned")
-            total = sum(grid.length(i) for i in plan.to_read)
+            total = sum(read.end - read.start for read in plan.reads)
             self.progress.phase(reading_phase(plan.mode), total, "bytes")
             pipeline = _Pipeline(self, writer, fd, grid, keeper)
             pipeline.run(plan)
@@ -314,6 +369,7 @@ class _Job:
             volume_name=self.snapshot.volume_name,
             volume_size=grid.size,
             chunk_map=[ref if ref is not None else HOLE for ref in plan.refs],
+            patches=plan.patches(),
             source_snapshot=self.snapshot.name,
             parent_id=plan.parent_id,
             labels={**self.options.labels, **self._system_labels()},
@@ -341,34 +397,60 @@ class _Job:
         plan = _Plan(
             grid=grid,
             refs=[None] * grid.count,
-            to_read=[],
+            reads=[],
             mode=MODE_EXTENT_MAP if base else MODE_FULL_READ,
             reason=reason,
             parent_id=parent_id,
         )
-        has_data = chunks_with_data(fd, grid)
-        same = self._unchanged(fd, grid, base) if base else bytearray(grid.count)
-        base_map = base.manifest.chunk_map if base else ()
+        given = _PlanInput(
+            base_map=base.manifest.chunk_map if base else (),
+            old_patches=by_position(base.manifest.patches, grid.chunk_size) if base else {},
+            changes=self._changes(fd, grid, base) if base else Changes(bytearray(grid.count)),
+            has_data=chunks_with_data(fd, grid),
+            writer=writer,
+        )
         for index in range(grid.count):
-            ref = base_map[index] if same[index] else None
-            if ref is not None and (not isinstance(ref, bytes) or writer.contains(ref)):
-                plan.refs[index] = ref
-                plan.holes += ref == HOLE
-                plan.unchanged += ref != HOLE
-            elif not has_data[index]:
-                plan.refs[index] = HOLE
-                plan.holes += 1
-            else:
-                plan.to_read.append(index)
+            self._plan_chunk(plan, given, index)
         return plan
 
-    def _unchanged(self, fd: int, grid: ChunkGrid, base: _Base) -> bytearray:
+    def _plan_chunk(self, plan: _Plan, given: _PlanInput, index: int) -> None:
+        """Keep chunk `index` from the base, patch it, call it a hole, or read it whole."""
+        ref = given.base_map[index] if index < len(given.base_map) else None
+        old = given.old_patches.get(index, [])
+        ids = [p.chunk_id for p in old] + ([ref] if isinstance(ref, bytes) else [])
+        usable = ref is not None and all(given.writer.contains(i) for i in ids)
+        ranges = given.changes.ranges.get(index)
+        start, end = plan.grid.range(index)
+        if usable and given.changes.same[index]:
+            plan.refs[index] = ref
+            if old:
+                plan.kept[index] = old
+            plan.holes += ref == HOLE and not old
+            plan.unchanged += ref != HOLE or bool(old)
+        elif not given.has_data[index]:
+            plan.refs[index] = HOLE
+            plan.holes += 1
+        elif usable and ranges and self._patchable(end - start, ranges, old):
+            coalesced = coalesce(ranges, self.options.patch_policy.coalesce_gap)
+            plan.refs[index] = ref
+            plan.kept[index] = subtract(old, coalesced)
+            plan.patch_ranges[index] = coalesced
+            plan.reads += [_Read(index, a, b, whole=False) for a, b in coalesced]
+            plan.patched += 1
+        else:
+            plan.reads.append(_Read(index, start, end, whole=True))
+
+    def _patchable(self, length: int, ranges: list[ByteRange], old: list[Patch]) -> bool:
+        policy = self.options.patch_policy
+        return should_patch(length, coalesce(ranges, policy.coalesce_gap), old, policy)
+
+    def _changes(self, fd: int, grid: ChunkGrid, base: _Base) -> Changes:
         old = base.manifest
         comparable = (
             grid.count if old.volume_size == grid.size else old.volume_size // grid.chunk_size
         )
         with open(base.record.image, "rb") as base_image:
-            return unchanged_chunks(fiemap(base_image.fileno()), fiemap(fd), grid, comparable)
+            return changed_chunks(fiemap(base_image.fileno()), fiemap(fd), grid, comparable)
 
     def _base(self, grid: ChunkGrid) -> tuple[_Base | None, str | None, str | None]:
         """(usable base, why not, parent backup id)."""
@@ -452,6 +534,8 @@ class _Job:
             packs_written=len(writer.pack_keys),
             packs_adopted=adopted,
             duration_seconds=duration,
+            chunks_patched=plan.patched,
+            patches=len(plan.patches()),
         )
 
 
@@ -488,7 +572,7 @@ class _Pipeline:
         self.progress = job.progress
         self.options = job.options
         self.keeper = keeper
-        self.queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(
+        self.queue: queue.Queue[tuple[_Read, bytes] | None] = queue.Queue(
             maxsize=max(1, self.options.queue_chunks)
         )
         self.stop = threading.Event()
@@ -496,8 +580,9 @@ class _Pipeline:
         self.errors: list[BaseException] = []
 
     def run(self, plan: _Plan) -> None:
-        """Fill `plan.refs` for every chunk in `plan.to_read`; raise the first failure."""
-        if not plan.to_read:
+        """Fill `plan.refs` (`plan.patch_ids`) for every whole chunk (patch) in `plan.reads`;
+        raise the first failure."""
+        if not plan.reads:
             return
         workers = max(1, self.options.hash_threads)
         threads = [
@@ -526,7 +611,7 @@ class _Pipeline:
             self.errors.append(e)
             self.stop.set()
 
-    def _put(self, item: tuple[int, bytes] | None) -> bool:
+    def _put(self, item: tuple[_Read, bytes] | None) -> bool:
         while not self.stop.is_set():
             try:
                 self.queue.put(item, timeout=0.2)
@@ -538,8 +623,8 @@ class _Pipeline:
     def _read(self, plan: _Plan, workers: int) -> None:
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         dropped = 0  # the snapshot's pages before this offset were dropped from the cache
-        for index in plan.to_read:
-            start, end = self.grid.range(index)
+        for read in plan.reads:
+            start, end = read.start, read.end
             data = read_exactly(self.fd, end - start, start)
             self.ahead.release()
             # The snapshot is read once: do not let it push the node's hot data out of the
@@ -547,7 +632,7 @@ class _Pipeline:
             if end - dropped >= _DROP_EVERY:
                 os.posix_fadvise(self.fd, dropped, end - dropped, os.POSIX_FADV_DONTNEED)
                 dropped = end
-            if not self._put((index, data)):
+            if not self._put((read, data)):
                 return
         os.posix_fadvise(self.fd, dropped, 0, os.POSIX_FADV_DONTNEED)
         for _ in range(workers):
@@ -559,14 +644,13 @@ class _Pipeline:
         MiB read waiting for the disk, and an incremental's scattered chunks get none; and
         WILLNEED blocks while it submits the reads, so it runs here, not in the reader (where
         it took a fifth of the reader's time and starved the workers)."""
-        for index in plan.to_read:
+        for read in plan.reads:
             while not self.ahead.acquire(timeout=0.2):
                 if self.stop.is_set():
                     return
             if self.stop.is_set():
                 return
-            start, end = self.grid.range(index)
-            os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_WILLNEED)
+            os.posix_fadvise(self.fd, read.start, read.end - read.start, os.POSIX_FADV_WILLNEED)
 
     def _work(self, plan: _Plan, _unused: int) -> None:
         while not self.stop.is_set():
@@ -576,8 +660,11 @@ class _Pipeline:
                 continue
             if item is _DONE:
                 return
-            index, data = item
-            plan.refs[index] = self._store(data)
+            read, data = item
+            if read.whole:
+                plan.refs[read.position] = self._store(data)
+            else:
+                plan.patch_ids[read.start] = self._store_patch(data)
             self.progress.advance(len(data))
 
     def _store(self, data: bytes) -> ChunkRef:
@@ -589,4 +676,13 @@ class _Pipeline:
             self.repo.codec.encode(chunk_id, data)
         )
         self.counters.add(read=1, dedup=int(known), nbytes=len(data))
+        return chunk_id
+
+    def _store_patch(self, data: bytes) -> bytes:
+        """A patch's bytes as a chunk, even when they are zeros (they overwrite the base)."""
+        chunk_id = self.repo.chunk_id(data)
+        known = self.writer.contains(chunk_id) or not self.writer.add_encoded(
+            self.repo.codec.encode(chunk_id, data)
+        )
+        self.counters.add(dedup=int(known), nbytes=len(data))
         return chunk_id

@@ -7,7 +7,8 @@ Structure (always):
   location the index gives for it; packs no index lists are reported as warnings (leftovers of
   interrupted backups, which prune removes);
 - every manifest opens, and every chunk it names is indexed, in a pack that exists and is long
-  enough to hold it, with the raw length its position in the volume requires;
+  enough to hold it, with the raw length its position in the volume requires (a patch's chunk:
+  at least the bytes the patch takes from it);
 - key slots and locks are readable (warnings), stale locks are listed (warnings);
 - temporaries left by interrupted uploads on a file target are listed (warnings, with their
   size; `amber.backup.leftovers` says who may adopt or remove them).
@@ -198,21 +199,31 @@ class _Checker:
 
     def check_chunk_map(self, manifest: Manifest) -> None:
         for position, ref in enumerate(manifest.chunk_map):
-            if not isinstance(ref, bytes):
-                continue
-            use = _Use(manifest.backup_id, position, manifest.chunk_range(position))
-            self.uses.setdefault(ref, []).append(use)
-            entry = self.index.lookup(ref)
-            if entry is None:
-                self.report_use(use, ref, "chunk-not-indexed", "is in no index")
-                continue
-            key = pack_key(entry.pack_id)
-            if entry.pack_id in self.missing_packs:
-                self.report_use(use, ref, "chunk-pack-missing", f"is in missing pack {key}", key)
-            elif entry.offset + entry.length > self.short_packs.get(entry.pack_id, 2**64):
-                self.report_use(use, ref, "chunk-truncated", f"lies past the end of {key}", key)
-            elif entry.raw_length != use.byte_range[1] - use.byte_range[0]:
-                self.report_use(use, ref, "chunk-length", f"holds {entry.raw_length} bytes", key)
+            if isinstance(ref, bytes):
+                start, end = manifest.chunk_range(position)
+                use = _Use(manifest.backup_id, position, (start, end))
+                self.check_use(use, ref, end - start, exact=True)
+        for patch in manifest.patches:
+            use = _Use(
+                manifest.backup_id, patch.offset // manifest.chunk_size, (patch.offset, patch.end)
+            )
+            self.check_use(use, patch.chunk_id, patch.chunk_offset + patch.length, exact=False)
+
+    def check_use(self, use: _Use, ref: bytes, length: int, *, exact: bool) -> None:
+        """Check one use of chunk `ref`, which must hold `length` bytes (at least, unless
+        `exact`)."""
+        self.uses.setdefault(ref, []).append(use)
+        entry = self.index.lookup(ref)
+        if entry is None:
+            self.report_use(use, ref, "chunk-not-indexed", "is in no index")
+            return
+        key = pack_key(entry.pack_id)
+        if entry.pack_id in self.missing_packs:
+            self.report_use(use, ref, "chunk-pack-missing", f"is in missing pack {key}", key)
+        elif entry.offset + entry.length > self.short_packs.get(entry.pack_id, 2**64):
+            self.report_use(use, ref, "chunk-truncated", f"lies past the end of {key}", key)
+        elif entry.raw_length != length if exact else entry.raw_length < length:
+            self.report_use(use, ref, "chunk-length", f"holds {entry.raw_length} bytes", key)
 
     def report_use(
         self, use: _Use, chunk_id: bytes, code: str, what: str, key: str | None = None

@@ -18,6 +18,18 @@ in two base64 fields:
 A first full backup of a volume is then one run per stretch of data, and an unchanged chunk
 costs its 32-byte id plus a few bytes.
 
+**Patches (format version 2).** On top of that map (the *base layer*) a manifest may carry
+*patches*: `Patch(offset, length, chunk_id, chunk_offset)` says that volume bytes
+`[offset, offset + length)` are bytes `[chunk_offset, chunk_offset + length)` of the chunk
+`chunk_id`. The volume's content is the base layer with every patch's bytes written over it. An
+incremental that changed a few 4 KiB blocks of a chunk stores only those blocks this way
+(`amber.backup.patches`). Patches are sorted by offset, do not overlap, lie inside the volume,
+are not empty, reach no further than `chunk_size` into their chunk, and name real chunk ids.
+A manifest without patches is written as version 1, byte for byte as before patches existed;
+one with patches is version 2, whose `chunks` object gains a `patches` field: varints, four per
+patch (`offset` minus the previous patch's `offset` (the first: its offset), `length`, the
+chunk's index in `table`, `chunk_offset`). The ids patches use join `table` after the map's own.
+
 In memory a manifest's map is a `ChunkMap`, the same two parts: the id table as one bytes object
 and one 4-byte token per chunk (`array`), not a Python object per chunk (~4 bytes per position
 plus 32 per distinct id, where a tuple of id objects took ~80 per data chunk;
@@ -30,7 +42,7 @@ import math
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, overload
+from typing import Any, Final, Literal, NamedTuple, overload
 
 import zstandard
 
@@ -42,6 +54,10 @@ from amber.domain.errors import Corrupt, FailedPrecondition, InvalidArgument
 from amber.domain.names import validate_name
 
 MANIFEST_VERSION = 1
+"""The version of a manifest without patches (what Amber wrote before patches existed)."""
+PATCHED_MANIFEST_VERSION = 2
+"""The version of a manifest with patches."""
+READABLE_VERSIONS: Final = (MANIFEST_VERSION, PATCHED_MANIFEST_VERSION)
 ZERO: Final = "zero"
 HOLE: Final = "hole"
 ChunkRef = bytes | Literal["zero", "hole"]
@@ -63,6 +79,21 @@ class BackupStats:
     duration_seconds: float = 0.0
 
 
+class Patch(NamedTuple):
+    """Volume bytes `[offset, offset + length)` are bytes `[chunk_offset, chunk_offset +
+    length)` of chunk `chunk_id`."""
+
+    offset: int
+    length: int
+    chunk_id: bytes
+    chunk_offset: int = 0
+
+    @property
+    def end(self) -> int:
+        """The first volume byte after the patch."""
+        return self.offset + self.length
+
+
 @dataclass(frozen=True)
 class Manifest:
     """One committed backup of one volume."""
@@ -78,10 +109,17 @@ class Manifest:
     stats: BackupStats = BackupStats()
     labels: Mapping[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
-    version: int = MANIFEST_VERSION
+    patches: tuple[Patch, ...] = ()
+    """Byte ranges written over the chunk map, sorted by offset (see the module docstring)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "chunk_map", ChunkMap.of(self.chunk_map))
+        object.__setattr__(self, "patches", tuple(Patch(*p) for p in self.patches))
+
+    @property
+    def version(self) -> int:
+        """The format version this manifest is stored in: 2 with patches, else 1."""
+        return PATCHED_MANIFEST_VERSION if self.patches else MANIFEST_VERSION
 
     def chunk_range(self, index: int) -> tuple[int, int]:
         """The byte range `[start, end)` of the volume that chunk `index` covers."""
@@ -89,8 +127,8 @@ class Manifest:
         return start, min(start + self.chunk_size, self.volume_size)
 
     def chunk_ids(self) -> set[bytes]:
-        """Every distinct chunk id the backup uses."""
-        return ChunkMap.of(self.chunk_map).ids()
+        """Every distinct chunk id the backup uses (the map's and the patches')."""
+        return ChunkMap.of(self.chunk_map).ids() | {p.chunk_id for p in self.patches}
 
 
 def chunk_count(volume_size: int, chunk_size: int) -> int:
@@ -274,10 +312,79 @@ def validate_manifest(manifest: Manifest) -> None:
     for name, value in (*manifest.labels.items(), *((t, t) for t in manifest.tags)):
         if not isinstance(name, str) or not isinstance(value, str):
             raise InvalidArgument("labels and tags must be strings")
+    validate_patches(manifest.patches, manifest.volume_size, manifest.chunk_size)
+
+
+def validate_patches(patches: Sequence[Patch], volume_size: int, chunk_size: int) -> None:
+    """Raise InvalidArgument unless `patches` are sorted, disjoint, not empty, inside the
+    volume, within `chunk_size` of their chunk and name 32-byte chunk ids."""
+    previous_end = 0
+    for n, patch in enumerate(patches):
+        offset, length, chunk_id, chunk_offset = patch
+        what = f"patch {n} (bytes {offset}+{length})"
+        if not isinstance(chunk_id, bytes) or len(chunk_id) != CHUNK_ID_BYTES:
+            raise InvalidArgument(f"{what} does not name a 32-byte chunk id")
+        if length <= 0 or offset < 0 or chunk_offset < 0:
+            raise InvalidArgument(f"{what} is empty or negative")
+        if offset < previous_end:
+            raise InvalidArgument(f"{what} overlaps or precedes the patch before it")
+        if offset + length > volume_size:
+            raise InvalidArgument(f"{what} ends past the {volume_size}-byte volume")
+        if chunk_offset + length > chunk_size:
+            raise InvalidArgument(f"{what} reaches past the {chunk_size}-byte chunk size")
+        previous_end = offset + length
+
+
+def encode_patches(patches: Sequence[Patch], table: bytes) -> tuple[bytes, bytes]:
+    """`(table, patches)`: `table` with the patches' new ids appended, and the patch varints."""
+    index = {table[i : i + CHUNK_ID_BYTES]: i // CHUNK_ID_BYTES for i in range(0, len(table), 32)}
+    extra: list[bytes] = []
+    out, previous = bytearray(), 0
+    for patch in patches:
+        position = index.get(patch.chunk_id)
+        if position is None:
+            position = index[patch.chunk_id] = len(index)
+            extra.append(patch.chunk_id)
+        for value in (patch.offset - previous, patch.length, position, patch.chunk_offset):
+            _codec.write_varint(out, value)
+        previous = patch.offset
+    return table + b"".join(extra), bytes(out)
+
+
+def decode_patches(table: bytes, data: bytes, what: str) -> tuple[Patch, ...]:
+    """Inverse of `encode_patches` (the ranges are checked by `validate_patches`)."""
+    ids = len(table) // CHUNK_ID_BYTES
+    patches: list[Patch] = []
+    pos, previous = 0, 0
+    while pos < len(data):
+        values = []
+        for _ in range(4):
+            value, pos = _codec.read_varint(data, pos, what)
+            values.append(value)
+        delta, length, position, chunk_offset = values
+        if position >= ids:
+            raise Corrupt(f"{what}: a patch refers past the chunk id table")
+        chunk_id = table[position * CHUNK_ID_BYTES : (position + 1) * CHUNK_ID_BYTES]
+        previous += delta
+        patches.append(Patch(previous, length, chunk_id, chunk_offset))
+    return tuple(patches)
+
+
+def _chunks_document(manifest: Manifest) -> dict[str, Any]:
+    table, runs = encode_chunk_map(manifest.chunk_map)
+    chunks = {"count": len(manifest.chunk_map)}
+    if not manifest.patches:  # version 1: exactly the fields (and bytes) it always had
+        return {**chunks, "table": _codec.b64encode(table), "runs": _codec.b64encode(runs)}
+    table, patches = encode_patches(manifest.patches, table)
+    return {
+        **chunks,
+        "table": _codec.b64encode(table),
+        "runs": _codec.b64encode(runs),
+        "patches": _codec.b64encode(patches),
+    }
 
 
 def _document(manifest: Manifest) -> dict[str, Any]:
-    table, runs = encode_chunk_map(manifest.chunk_map)
     stats = manifest.stats
     return {
         "version": manifest.version,
@@ -286,11 +393,7 @@ def _document(manifest: Manifest) -> dict[str, Any]:
         "source_snapshot": manifest.source_snapshot,
         "parent_id": manifest.parent_id,
         "chunk_size": manifest.chunk_size,
-        "chunks": {
-            "count": len(manifest.chunk_map),
-            "table": _codec.b64encode(table),
-            "runs": _codec.b64encode(runs),
-        },
+        "chunks": _chunks_document(manifest),
         "stats": {
             "bytes_read": stats.bytes_read,
             "bytes_new": stats.bytes_new,
@@ -322,11 +425,22 @@ def _stats(document: dict[str, Any], what: str) -> BackupStats:
     )
 
 
-def _chunk_map(document: dict[str, Any], what: str) -> ChunkMap:
+def _chunk_map(
+    document: dict[str, Any], version: int, what: str
+) -> tuple[ChunkMap, tuple[Patch, ...]]:
     chunks = _codec.get(document, "chunks", dict, what)
     table = _codec.b64decode(_codec.get(chunks, "table", str, what), what)
     runs = _codec.b64decode(_codec.get(chunks, "runs", str, what), what)
-    return ChunkMap.decode(table, runs, _codec.get(chunks, "count", int, what), what)
+    chunk_map = ChunkMap.decode(table, runs, _codec.get(chunks, "count", int, what), what)
+    if version == MANIFEST_VERSION:
+        if "patches" in chunks:
+            raise Corrupt(f"{what}: a version 1 manifest has patches")
+        return chunk_map, ()
+    patches = _codec.b64decode(_codec.get(chunks, "patches", str, what), what)
+    decoded = decode_patches(table, patches, what)
+    if not decoded:
+        raise Corrupt(f"{what}: a version 2 manifest without patches")
+    return chunk_map, decoded
 
 
 def _string_map(value: Any, what: str) -> dict[str, str]:
@@ -345,24 +459,26 @@ def _tags(value: Any, what: str) -> tuple[str, ...]:
 
 def _from_document(document: dict[str, Any], what: str) -> Manifest:
     version = _codec.get(document, "version", int, what)
-    if version != MANIFEST_VERSION:
+    if version not in READABLE_VERSIONS:
         raise FailedPrecondition(
-            f"{what} has format version {version}; this Amber reads version {MANIFEST_VERSION}: "
-            "upgrade Amber to read it"
+            f"{what} has format version {version}; this Amber reads versions "
+            f"{' and '.join(map(str, READABLE_VERSIONS))}: upgrade Amber to read it"
         )
     volume = _codec.get(document, "volume", dict, what)
+    chunk_map, patches = _chunk_map(document, version, what)
     return Manifest(
         backup_id=_codec.get(document, "backup_id", str, what),
         volume_name=_codec.get(volume, "name", str, what),
         volume_size=_codec.get(volume, "size", int, what),
         chunk_size=_codec.get(document, "chunk_size", int, what),
-        chunk_map=_chunk_map(document, what),
+        chunk_map=chunk_map,
         created=_codec.get(document, "created", float, what),
         source_snapshot=_codec.get_optional_str(document, "source_snapshot", what),
         parent_id=_codec.get_optional_str(document, "parent_id", what),
         stats=_stats(document, what),
         labels=_string_map(document.get("labels"), what),
         tags=_tags(document.get("tags"), what),
+        patches=patches,
     )
 
 

@@ -7,6 +7,9 @@ grouped by pack and adjacent blobs are fetched with one ranged read (up to
 (`BlobCodec.decode`: authenticated decryption, decompression, length, keyed id) before it is
 written, and a chunk used at several places of the volume is fetched once. Inside a chunk,
 all-zero blocks are skipped too, so the restored image maps about what the original mapped.
+A manifest with patches is cut into disjoint *pieces* first (`patches.pieces`: the base
+positions minus their patched bytes, plus the patches), so each byte is written once, by the
+chunk that holds it; a chunk is still fetched once and then written to each of its pieces.
 
 Damage is found and reported per byte range of the volume: a chunk the index does not know, a
 pack that is missing (both found before anything is written), or a blob that fails
@@ -28,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from amber.backup.backuper import LABEL_FS_TYPE, LABEL_MODE
 from amber.backup.chunker import is_zero
@@ -43,6 +47,7 @@ from amber.backup.keeper import (
 from amber.backup.layout import Clock, check_backup_id, pack_key
 from amber.backup.locks import LockPurpose
 from amber.backup.manifest import Manifest
+from amber.backup.patches import pieces
 from amber.backup.progress import NullProgress, Progress
 from amber.backup.repository import Repository
 from amber.domain.errors import Corrupt, NotFound
@@ -102,6 +107,14 @@ class RestoreReport:
     def complete(self) -> bool:
         """Whether every byte was restored."""
         return not self.damaged
+
+
+class _Use(NamedTuple):
+    """Volume bytes `[offset, offset + length)` are the chunk's `[chunk_offset, +length)`."""
+
+    offset: int
+    chunk_offset: int
+    length: int
 
 
 @dataclass(frozen=True)
@@ -187,10 +200,11 @@ class Restorer:
         self.progress = progress
         self.outcome = _Outcome()
         self._local = threading.local()  # per download thread: the scratch chunks decrypt into
-        self.uses: dict[bytes, list[int]] = {}
-        for position, ref in enumerate(manifest.chunk_map):
-            if isinstance(ref, bytes):
-                self.uses.setdefault(ref, []).append(position)
+        self.uses: dict[bytes, list[_Use]] = {}
+        """Where each chunk goes: `(volume offset, chunk offset, length)`, in volume order."""
+        for piece in pieces(manifest):
+            use = _Use(piece.offset, piece.chunk_offset, piece.length)
+            self.uses.setdefault(piece.chunk_id, []).append(use)
 
     def write_image(self, path: Path) -> None:
         """Fill `path` (sparse, already `manifest.volume_size` bytes long)."""
@@ -230,7 +244,7 @@ class Restorer:
         # In the order of the volume: a backup packs chunks in about the order it read them,
         # so the image fills front to back and writeback stays sequential (pack-id order is
         # random, which fragmented the new image and slowed its writeback).
-        requests.sort(key=lambda r: min(self.uses[chunk_id][0] for chunk_id, _ in r.chunks))
+        requests.sort(key=lambda r: min(self.uses[c][0].offset for c, _ in r.chunks))
         return requests
 
     # -- downloading --------------------------------------------------------------------------
@@ -289,10 +303,12 @@ class Restorer:
 
     def _write(self, fd: int, chunk_id: bytes, plaintext: Data) -> None:
         written = 0
-        for position in self.uses[chunk_id]:
-            offset = position * self.manifest.chunk_size
-            for start, piece in _nonzero_runs(plaintext):
-                os.pwrite(fd, piece, offset + start)
+        for use in self.uses[chunk_id]:
+            data = plaintext
+            if use.chunk_offset or use.length != len(plaintext):
+                data = memoryview(plaintext)[use.chunk_offset : use.chunk_offset + use.length]
+            for start, piece in _nonzero_runs(data):
+                os.pwrite(fd, piece, use.offset + start)
                 written += len(piece)
         with self.outcome.lock:
             self.outcome.written += written
@@ -307,9 +323,9 @@ class Restorer:
     def damaged_ranges(self) -> list[DamagedRange]:
         """The damaged byte ranges of the volume, merged where adjacent with the same reason."""
         ranges = sorted(
-            (*self.manifest.chunk_range(position), reason)
+            (use.offset, use.offset + use.length, reason)
             for chunk_id, reason in self.outcome.damaged.items()
-            for position in self.uses[chunk_id]
+            for use in self.uses[chunk_id]
         )
         merged: list[DamagedRange] = []
         for start, end, reason in ranges:
@@ -332,7 +348,7 @@ class Restorer:
     def report(self, volume: str, size: int, duration: float) -> RestoreReport:
         """The summary once `write_image` has run."""
         positions = len(self.manifest.chunk_map)
-        data_positions = sum(len(p) for p in self.uses.values())
+        data_positions = sum(isinstance(ref, bytes) for ref in self.manifest.chunk_map)
         return RestoreReport(
             backup_id=self.manifest.backup_id,
             volume=volume,

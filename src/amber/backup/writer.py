@@ -45,6 +45,7 @@ from amber.backup.manifest import (
     ChunkMap,
     ChunkRef,
     Manifest,
+    Patch,
     encode_manifest,
     validate_manifest,
 )
@@ -78,6 +79,9 @@ class ManifestDraft:
     """The id to commit under (32 hex digits), e.g. one derived from a caller's own name so
     the backup can be found without listing; None draws a random one. The commit refuses
     an id that an existing backup already has."""
+    patches: Sequence[Patch] = ()
+    """Byte ranges written over the chunk map (`Manifest.patches`); none makes a version 1
+    manifest."""
 
 
 @dataclass
@@ -378,6 +382,12 @@ class BackupWriter:
                     f"chunk map entry {position} names chunk {short(ref)}, which is neither in "
                     "the repository nor added in this backup"
                 )
+        for patch in draft.patches:
+            if not self._contains_locked(patch.chunk_id):
+                raise InvalidArgument(
+                    f"the patch at byte {patch.offset} names chunk {short(patch.chunk_id)}, "
+                    "which is neither in the repository nor added in this backup"
+                )
         created = self._repo.clock()
         c = self._counters
         stats = BackupStats(
@@ -399,6 +409,7 @@ class BackupWriter:
             stats=stats,
             labels=dict(draft.labels),
             tags=tuple(draft.tags),
+            patches=tuple(draft.patches),
         )
         validate_manifest(manifest)
         return manifest

@@ -247,7 +247,8 @@ def create(
         (
             "chunks",
             f"{report.chunks_total}: {report.chunks_unchanged} unchanged (not read), "
-            f"{report.chunks_read} read, {report.chunks_hole} holes",
+            f"{report.chunks_read} read, {report.chunks_patched} patched (changed bytes "
+            f"read), {report.chunks_hole} holes; {report.patches} patches",
         ),
         ("read", format_size(report.bytes_read)),
         ("new", f"{format_size(report.bytes_new)} in {report.chunks_new} chunks"),
@@ -362,6 +363,10 @@ def show(
         "zero": sum(c == ZERO for c in chunks),
         "hole": sum(c == HOLE for c in chunks),
     }
+    summary["patches"] = {
+        "count": len(manifest.patches),
+        "bytes": sum(p.length for p in manifest.patches),
+    }
     summary["system_labels"] = {
         k: v for k, v in manifest.labels.items() if k.startswith(SYSTEM_LABEL_PREFIX)
     }
@@ -380,6 +385,10 @@ def show(
             "chunks",
             f"{counts['total']}: {counts['data']} data ({counts['distinct']} distinct), "
             f"{counts['zero']} zero, {counts['hole']} holes",
+        ),
+        (
+            "patches",
+            f"{summary['patches']['count']} ({format_size(summary['patches']['bytes'])})",
         ),
         ("read", format_size(manifest.stats.bytes_read)),
         ("new", format_size(manifest.stats.bytes_new)),

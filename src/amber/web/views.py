@@ -353,7 +353,11 @@ def _backup_entry(target: str, b: BackupRow) -> TimelineEntry:
 
 
 def _backup_row(target: str, m: Manifest) -> BackupRow:
-    data = sum(1 for c in m.chunk_map if c not in (ZERO, HOLE))
+    data = sum(1 for c in m.chunk_map if c not in (ZERO, HOLE)) * m.chunk_size
+    # Patches over zero or hole chunks add data; those over data chunks replace some.
+    data += sum(
+        p.length for p in m.patches if m.chunk_map[p.offset // m.chunk_size] in (ZERO, HOLE)
+    )
     return BackupRow(
         backup_id=m.backup_id,
         handle=backup_handle(target, m.backup_id),
@@ -361,7 +365,7 @@ def _backup_row(target: str, m: Manifest) -> BackupRow:
         snapshot=m.source_snapshot,
         created=m.created,
         size=m.volume_size,
-        data=data * m.chunk_size,
+        data=data,
         bytes_new=m.stats.bytes_new,
         bytes_stored=m.stats.bytes_stored,
         tags=list(m.tags),
@@ -376,9 +380,14 @@ def target_backups(ctx: WebContext, target: str, *, volume: str | None = None) -
         return TargetBackups(target, [], 0, 0, 0, error=e.message)
     manifests = [m for m in manifests if volume in (None, m.volume_name)]
     distinct: set[bytes] = set()
+    patch_chunks: dict[bytes, int] = {}  # a patch's chunk holds only the bytes it patched
     chunk_size = 0
     for m in manifests:
         distinct.update(c for c in m.chunk_map if isinstance(c, bytes))
+        for p in m.patches:
+            patch_chunks[p.chunk_id] = max(
+                patch_chunks.get(p.chunk_id, 0), p.chunk_offset + p.length
+            )
         chunk_size = m.chunk_size
     rows = [_backup_row(target, m) for m in manifests]
     rows.sort(key=lambda r: r.created, reverse=True)
@@ -386,7 +395,8 @@ def target_backups(ctx: WebContext, target: str, *, volume: str | None = None) -
         target,
         rows,
         logical=sum(r.data for r in rows),
-        unique=len(distinct) * chunk_size,
+        unique=len(distinct) * chunk_size
+        + sum(n for c, n in patch_chunks.items() if c not in distinct),
         stored=sum(r.bytes_stored for r in rows),
     )
 
