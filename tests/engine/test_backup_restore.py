@@ -46,10 +46,12 @@ def test_backup_and_restore_are_byte_identical_and_incrementals_read_only_change
     second = cli.backup("s2", target)
     assert second["mode"] == "extent-map"
     assert second["parent_id"] == first["backup_id"]
-    assert second["chunks_read"] == 2
-    assert second["bytes_read"] == 2 * MiB
+    assert second["chunks_read"] == 1  # chunk 60, written whole
+    assert second["chunks_patched"] == 1  # chunk 2: only the block "changed" went into is read
+    assert second["patches"] == 1
+    assert MiB < second["bytes_read"] <= MiB + 64 * 1024
     assert second["chunks_unchanged"] == 12
-    assert second["chunks_new"] == 2
+    assert second["chunks_new"] == 2  # chunk 60 and the patch
 
     _restore_and_compare(cli, second["handle"], snap2, "r2")
     _restore_and_compare(cli, first["handle"], snap1, "r1")
@@ -72,17 +74,24 @@ def test_extent_map_backup_has_the_same_chunk_map_as_a_full_read(
     cli.backup("s1", file_target)
     write_at(image, 7 * CHUNK + 5, b"x" * 3000)
     punch(image, 8 * CHUNK, CHUNK)  # a discard turns a data chunk into a hole
-    cli.snapshot("v", "s2")
+    snap2 = cli.snapshot("v", "s2")
     incremental = cli.backup("s2", file_target)
     full = cli.backup("s2", file_target, "--full")
     assert incremental["mode"] == "extent-map"
-    assert incremental["chunks_read"] == 1  # chunk 7; chunk 8 is now a hole, never read
+    assert incremental["chunks_read"] == 0  # chunk 8 is now a hole, never read
+    assert incremental["chunks_patched"] == 1  # chunk 7: only the changed block is read
+    assert 3000 <= incremental["bytes_read"] <= 64 * 1024
     assert full["mode"] == "full-read"
-    assert full["chunks_new"] == 0  # everything deduplicated
+    assert full["chunks_new"] == 1  # chunk 7 as a whole; the rest deduplicated
     repo = open_target_repository(TargetConfig(cli.config).get(file_target))
-    a = repo.load_manifest(incremental["backup_id"]).chunk_map
-    b = repo.load_manifest(full["backup_id"]).chunk_map
-    assert a == b
+    a = repo.load_manifest(incremental["backup_id"])
+    b = repo.load_manifest(full["backup_id"])
+    assert [p.offset // CHUNK for p in a.patches] == [7]
+    assert not b.patches
+    assert [x for i, x in enumerate(a.chunk_map) if i != 7] == [
+        x for i, x in enumerate(b.chunk_map) if i != 7
+    ]
+    _restore_and_compare(cli, incremental["handle"], snap2, "r-incremental")
 
 
 def test_deleting_the_users_snapshot_keeps_change_tracking(cli: Cli, file_target: str) -> None:
@@ -95,7 +104,7 @@ def test_deleting_the_users_snapshot_keeps_change_tracking(cli: Cli, file_target
     cli.snapshot("v", "s2")
     second = cli.backup("s2", file_target)
     assert second["mode"] == "extent-map"
-    assert second["chunks_read"] == 1
+    assert second["chunks_read"] + second["chunks_patched"] == 1
 
 
 def test_fallback_when_the_base_is_gone_reads_everything_but_uploads_only_changes(
