@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from amber.backup.keys import KeyFile, Password, ScryptParams
 from amber.backup.locks import Lock
 from amber.backup.manifest import HOLE, ZERO, ChunkRef
+from amber.backup.patches import pieces
 from amber.backup.repository import Repository
 from amber.backup.writer import ManifestDraft
 
@@ -64,10 +65,12 @@ def backup(
 
 
 def restore(repo: Repository, backup_id: str) -> bytes:
-    """The volume image a backup holds (holes and zeros as zero bytes)."""
+    """The volume image a backup holds (holes and zeros as zero bytes, patches applied)."""
     manifest = repo.load_manifest(backup_id)
-    out = bytearray()
-    for position, ref in enumerate(manifest.chunk_map):
-        start, end = manifest.chunk_range(position)
-        out += bytes(end - start) if ref in (ZERO, HOLE) else repo.read_chunk(ref)  # type: ignore[arg-type]
+    out = bytearray(manifest.volume_size)
+    for piece in pieces(manifest):
+        data = repo.read_chunk(piece.chunk_id)
+        out[piece.offset : piece.offset + piece.length] = data[
+            piece.chunk_offset : piece.chunk_offset + piece.length
+        ]
     return bytes(out)
