@@ -71,6 +71,10 @@ class Result:
     """Seconds of the incremental's own work as Amber reports it (`duration_seconds`: from the
     lock taken to the commit), what a long-lived node process pays without the CLI's start."""
     identical: dict[str, bool] = field(default_factory=dict)
+    incremental_read: list[int] = field(default_factory=list)
+    """Bytes Amber's incremental read from the snapshot (its `bytes_read`)."""
+    incremental_cpu: list[float] = field(default_factory=list)
+    """User + system seconds of Amber's incremental command."""
 
     def add(self, tool: str, step: str, seconds: float) -> None:
         self.seconds.setdefault(tool, {}).setdefault(step, []).append(seconds)
@@ -215,6 +219,8 @@ def bench_mix(pool: Pool, tools: Tools, mix: Mix, reps: int, tool_names: Sequenc
                     backup_id = str(run.extra["backup_id"])
                     if step == "incremental":
                         result.engine_incremental.append(float(run.extra["duration_seconds"]))
+                        result.incremental_read.append(int(run.extra["bytes_read"]))
+                        result.incremental_cpu.append(run.cpu)
         result.limit.append(measure("limit", [*LIMIT, str(images[0])], tools.env).wall)
         for tool in tool_names:
             result.repo_bytes.setdefault(tool, []).append(repo_size(tools.repo(tool)))
@@ -237,7 +243,11 @@ def one_line(result: Result) -> str:
     for step in STEPS:
         cells = [f"{t} {s[step][-1]:.2f}" for t, s in result.seconds.items() if step in s]
         parts.append(f"{step}: " + ", ".join(cells))
-    return "; ".join(parts) + f"; limit {result.limit[-1]:.2f} s"
+    read = (
+        f"; amber incremental read {result.incremental_read[-1] / MiB:.1f} MiB, "
+        f"cpu {result.incremental_cpu[-1]:.2f} s"
+    ) * bool(result.incremental_read)
+    return "; ".join(parts) + f"; limit {result.limit[-1]:.2f} s{read}"
 
 
 # -- the report --------------------------------------------------------------------------------
