@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amber.backup import _codec
+from amber.backup.chunker import ChunkGrid
 from amber.backup.crypto import ObjectKind, keys_from_master
+from amber.backup.extents import changed_chunks
 from amber.backup.manifest import (
     HOLE,
     ZERO,
@@ -38,6 +40,7 @@ from amber.backup.repository import Repository
 from amber.backup.restorer import RestoreOptions, Restorer
 from amber.backup.writer import ManifestDraft
 from amber.domain.errors import Corrupt, InvalidArgument
+from amber.system.ioctl import FIEMAP_EXTENT_SHARED, Extent
 
 KEYS = keys_from_master(bytes(range(32)), "0" * 32)
 BACKUP_ID = "ab" * 16
@@ -363,3 +366,21 @@ def test_a_draft_naming_an_unknown_patch_chunk_is_refused(repo: Repository) -> N
     draft = ManifestDraft("vol-a", CHUNK, [chunk], patches=[Patch(0, 10, b"\x07" * 32)])
     with pytest.raises(InvalidArgument, match="patch at byte 0"):
         writer.commit(draft)
+
+
+def test_changed_chunks_keep_the_ranges_of_chunks_changed_in_part() -> None:
+    c = 1024
+    grid = ChunkGrid(8 * c, c)
+    base = [Extent(0, 10_000, 8 * c, 0)]
+    new = [
+        Extent(0, 10_000, c + 100, FIEMAP_EXTENT_SHARED),
+        Extent(c + 100, 50_000, 200, 0),  # inside chunk 1
+        Extent(c + 300, 10_000 + c + 300, 2 * c - 300, FIEMAP_EXTENT_SHARED),
+        Extent(3 * c, 60_000, 3 * c + 24, 0),  # chunks 3-5 whole and 24 bytes of chunk 6
+        Extent(6 * c + 24, 10_000 + 6 * c + 24, 2 * c - 24, FIEMAP_EXTENT_SHARED),
+    ]
+    changes = changed_chunks(base, new, grid, grid.count)
+    assert list(changes.same) == [1, 0, 1, 0, 0, 0, 0, 1]
+    # Chunks changed whole keep no ranges: they cannot be patched, and a volume rewritten
+    # whole must not cost a list per chunk.
+    assert changes.ranges == {1: [(c + 100, c + 300)], 6: [(6 * c, 6 * c + 24)]}

@@ -14,6 +14,6 @@ def test_requests_follow_the_volume_front_to_back(repo: Repository) -> None:
     restorer = Restorer(repo, manifest, RestoreOptions(max_request_bytes=2 * CHUNK), NullProgress())
     requests = restorer._requests()
     assert len({r.pack_id for r in requests}) >= 8  # several packs, named by random-looking ids
-    first_positions = [min(restorer.uses[c][0] for c, _ in r.chunks) for r in requests]
+    first_positions = [min(restorer.uses.first(c) for c, _ in r.chunks) for r in requests]
     assert first_positions == sorted(first_positions)
     assert sum(len(r.chunks) for r in requests) == 40

@@ -192,9 +192,12 @@ class _Plan:
     """Per patched position: the ranges this run reads and stores as patches."""
     patch_ids: dict[int, bytes] = field(default_factory=dict)
     """Start of each patch range -> the chunk id the pipeline stored it as."""
+    _final: list[Patch] | None = None
 
-    def patches(self) -> list[Patch]:
+    def final_patches(self) -> list[Patch]:
         """The new manifest's patches (once the pipeline has run)."""
+        if self._final is not None:
+            return self._final
         result: list[Patch] = []
         for index in sorted(self.kept.keys() | self.patch_ranges.keys()):
             new = [
@@ -202,6 +205,7 @@ class _Plan:
                 for start, end in self.patch_ranges.get(index, ())
             ]
             result += overlay(self.kept.get(index, ()), new)
+        self._final = result
         return result
 
 
@@ -369,7 +373,7 @@ class _Job:
             volume_name=self.snapshot.volume_name,
             volume_size=grid.size,
             chunk_map=[ref if ref is not None else HOLE for ref in plan.refs],
-            patches=plan.patches(),
+            patches=plan.final_patches(),
             source_snapshot=self.snapshot.name,
             parent_id=plan.parent_id,
             labels={**self.options.labels, **self._system_labels()},
@@ -535,7 +539,7 @@ class _Job:
             packs_adopted=adopted,
             duration_seconds=duration,
             chunks_patched=plan.patched,
-            patches=len(plan.patches()),
+            patches=len(plan.final_patches()),
         )
 
 

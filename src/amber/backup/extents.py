@@ -27,8 +27,9 @@ class Changes:
     same: bytearray
     """One byte per chunk: 1 where the new image provably holds the base's bytes."""
     ranges: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
-    """For each compared chunk that changed: its changed `[start, end)` byte ranges (sorted,
-    clipped to the chunk). Chunks past the compared ones have no entry."""
+    """For each compared chunk that changed in part: its changed `[start, end)` byte ranges
+    (sorted, clipped to the chunk). A chunk that changed whole, or past the compared ones,
+    has none (so a volume rewritten whole costs no more memory than the flags)."""
 
 
 def changed_chunks(
@@ -49,10 +50,11 @@ def changed_chunks(
         end = start + length
         first, last = start // size, (end - 1) // size
         changes.same[first : last + 1] = bytes(last - first + 1)
-        for index in range(first, last + 1):
+        for index in {first, last}:  # a chunk in between changed whole: no ranges to keep
             chunk_start, chunk_end = grid.range(index)
             clipped = (max(start, chunk_start), min(end, chunk_end))
-            changes.ranges.setdefault(index, []).append(clipped)
+            if clipped != (chunk_start, chunk_end):
+                changes.ranges.setdefault(index, []).append(clipped)
     return changes
 
 

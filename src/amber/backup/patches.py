@@ -16,6 +16,7 @@ write byte ranges over that map. This module holds the pure logic around them:
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -119,27 +120,31 @@ def should_patch(
 
 def pieces(manifest: Manifest) -> Iterator[Piece]:
     """The disjoint pieces that make up the backed-up volume, in volume order (holes and zero
-    chunks, never written, are not pieces)."""
+    chunks, never written, are not pieces). Generated, not listed: a large volume has
+    hundreds of thousands."""
+    overlaid = (Piece(p.offset, p.length, p.chunk_id, p.chunk_offset) for p in manifest.patches)
+    return heapq.merge(_base_pieces(manifest), overlaid)
+
+
+def _base_pieces(manifest: Manifest) -> Iterator[Piece]:
+    """The data positions' bytes that no patch covers, in volume order."""
     patches = manifest.patches
     ends = [p.end for p in patches]
     size = manifest.chunk_size
-    base: list[Piece] = []
     for position, ref in enumerate(manifest.chunk_map):
         if not isinstance(ref, bytes):
             continue
         start, end = manifest.chunk_range(position)
-        first = bisect.bisect_right(ends, start)  # the first patch that ends after `start`
         cursor = start
-        for patch in patches[first:]:
+        for i in range(bisect.bisect_right(ends, start), len(patches)):  # ending after `start`
+            patch = patches[i]
             if patch.offset >= end:
                 break
             if patch.offset > cursor:
-                base.append(Piece(cursor, patch.offset - cursor, ref, cursor - position * size))
+                yield Piece(cursor, patch.offset - cursor, ref, cursor - position * size)
             cursor = max(cursor, patch.end)
         if cursor < end:
-            base.append(Piece(cursor, end - cursor, ref, cursor - position * size))
-    overlaid = [Piece(p.offset, p.length, p.chunk_id, p.chunk_offset) for p in patches]
-    yield from sorted([*base, *overlaid])
+            yield Piece(cursor, end - cursor, ref, cursor - position * size)
 
 
 def positions_with_patches(patches: Sequence[Patch], chunk_size: int) -> Mapping[int, int]:
