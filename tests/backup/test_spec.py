@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from amber.backup.manifest import Patch
 from amber.backup.repository import Repository
+from amber.backup.writer import ManifestDraft
 from amber.blobstore.base import BlobStore
 from tests.backup.helpers import CHUNK, PASSWORD, backup, random_bytes, volume
 
@@ -69,6 +71,29 @@ def _index(store: BlobStore, key: bytes) -> dict[bytes, tuple[bytes, int, int, i
     return chunks
 
 
+def _varints(data: bytes) -> list[int]:
+    values, value, shift = [], 0, 0
+    for byte in data:
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            values.append(value)
+            value = shift = 0
+    return values
+
+
+def _patches(chunks: dict[str, object]) -> list[tuple[int, int, bytes, int]]:
+    """Version 2: (offset, length, chunk id, chunk offset) per patch, four varints each."""
+    table = _b64(str(chunks["table"]))
+    values = _varints(_b64(str(chunks.get("patches", ""))))
+    patches, offset = [], 0
+    for i in range(0, len(values), 4):
+        delta, length, index, chunk_offset = values[i : i + 4]
+        offset += delta
+        patches.append((offset, length, table[index * 32 : index * 32 + 32], chunk_offset))
+    return patches
+
+
 def _chunk_map(chunks: dict[str, object]) -> list[bytes | str]:
     table, runs = _b64(str(chunks["table"])), _b64(str(chunks["runs"]))
     ids = [table[i : i + 32] for i in range(0, len(table), 32)]
@@ -120,13 +145,8 @@ def restore_from_spec(store: BlobStore, password: str, backup_id: str) -> bytes:
         zstandard.ZstdDecompressor().decompress(_open(enc, "manifest", sealed, backup_id.encode()))
     )
     index = _index(store, enc)
-    out = bytearray()
-    size, chunk_size = manifest["volume"]["size"], manifest["chunk_size"]
-    for position, ref in enumerate(_chunk_map(manifest["chunks"])):
-        length = min(chunk_size, size - position * chunk_size)
-        if isinstance(ref, str):
-            out += bytes(length)
-            continue
+
+    def chunk(ref: bytes) -> bytes:
         pack_id, offset, stored, raw, flags = index[ref]
         pack = store.get(f"data/{pack_id.hex()[:2]}/{pack_id.hex()}")
         assert blake3.blake3(pack).digest() == pack_id
@@ -136,9 +156,24 @@ def restore_from_spec(store: BlobStore, password: str, backup_id: str) -> bytes:
         assert header[:4] == b"APH1"
         payload = _open(enc, "blob", pack[offset : offset + stored], ref)
         plain = zstandard.ZstdDecompressor().decompress(payload) if flags & 1 else payload
-        assert len(plain) == raw == length
+        assert len(plain) == raw
         assert blake3.blake3(plain, key=id_key).digest() == ref
+        return plain
+
+    out = bytearray()
+    size, chunk_size = manifest["volume"]["size"], manifest["chunk_size"]
+    assert manifest["version"] in (1, 2)
+    for position, ref in enumerate(_chunk_map(manifest["chunks"])):
+        length = min(chunk_size, size - position * chunk_size)
+        if isinstance(ref, str):
+            out += bytes(length)
+            continue
+        plain = chunk(ref)
+        assert len(plain) == length
         out += plain
+    assert ("patches" in manifest["chunks"]) == (manifest["version"] == 2)
+    for offset, length, ref, chunk_offset in _patches(manifest["chunks"]):
+        out[offset : offset + length] = chunk(ref)[chunk_offset : chunk_offset + length]
     return bytes(out)
 
 
@@ -147,3 +182,23 @@ def test_the_documented_format_restores_a_backup(repo: Repository, store: BlobSt
     backup(repo, random_bytes(3 * CHUNK, 9))  # a second index object
     backup_id = backup(repo, data, holes=[1])
     assert restore_from_spec(store, PASSWORD.text, backup_id) == data
+
+
+def test_the_documented_format_restores_a_backup_with_patches(
+    repo: Repository, store: BlobStore
+) -> None:
+    base = volume([random_bytes(CHUNK, 1), None, random_bytes(CHUNK, 2)]) + b"tail"
+    first = repo.load_manifest(backup(repo, base, holes=[1]))
+    writer = repo.writer()
+    expected = bytearray(base)
+    patches = []
+    for offset, data in (
+        (100, b"p" * 500),
+        (CHUNK + 7, random_bytes(300, 3)),
+        (2 * CHUNK, bytes(64)),
+    ):
+        patches.append(Patch(offset, len(data), writer.add_chunk(b"x" * 9 + data), 9))
+        expected[offset : offset + len(data)] = data
+    draft = ManifestDraft("vol-a", len(base), first.chunk_map, patches=patches)
+    backup_id = writer.commit(draft)
+    assert restore_from_spec(store, PASSWORD.text, backup_id) == expected
