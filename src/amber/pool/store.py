@@ -370,6 +370,11 @@ class MetadataStore:
             )
         return [self._snapshot(r) for r in rows]
 
+    def snapshot_images(self) -> dict[str, Path]:
+        """uid -> image of every snapshot, from the rows alone (no `stat`)."""
+        rows = self._query("SELECT uid, image FROM snapshots")
+        return {str(r["uid"]): Path(r["image"]) for r in rows}
+
     def delete_snapshot_row(self, db: sqlite3.Connection, uid: str) -> None:
         db.execute("DELETE FROM snapshots WHERE uid = ?", (uid,))
 
