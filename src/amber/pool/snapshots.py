@@ -47,14 +47,17 @@ class Snapshots:
     def allocated_bytes(self) -> int:
         """The bytes allocated to every snapshot's image: the sum of `list()`'s `allocated`,
         with each image's `stat` done once (the set of snapshots is read each time)."""
-        images = self._ctx.store.snapshot_images()
+        store = self._ctx.store
+        uids = store.snapshot_uids()
         with self._allocated_lock:
             known = self._allocated
-            found = {uid: known[uid] for uid in images.keys() & known.keys()}
-            for uid in images.keys() - found.keys():
-                allocated = _allocated(images[uid])
-                if allocated is not None:
-                    found[uid] = allocated
+            found = {uid: known[uid] for uid in uids & known.keys()}
+            if len(found) < len(uids):  # new snapshots: their images
+                images = store.snapshot_images()
+                for uid in uids - found.keys():
+                    allocated = _allocated(images[uid]) if uid in images else None
+                    if allocated is not None:
+                        found[uid] = allocated
             self._allocated = found
             return sum(found.values())
 
