@@ -62,6 +62,17 @@ COMMAND_MODULES = frozenset(
 RPC = frozenset({"grpc", "google.protobuf", "amber.csi"})
 S3 = frozenset({"boto3", "botocore", "s3transfer"})
 WEB = frozenset({"fastapi", "starlette", "uvicorn", "jinja2", "pydantic", "amber.web"})
+PRUNE = frozenset({"amber.backup.gc", "amber.backup.retention"})
+"""Imported by `backup prune` (and the operations that prune) when they run, by no other command."""
+SERVING = frozenset(
+    {
+        "amber.metrics.server",
+        "amber.metrics.prober",
+        "amber.metrics.collectors",
+        "prometheus_client",
+    },
+)
+"""What serving or probing metrics needs: a command that records a backup's metrics serves none."""
 
 _PROBE = """
 import json, sys
@@ -141,6 +152,9 @@ def test_backup_help_imports_backup_but_no_rpc_or_s3(tmp_path: Path, args: tuple
     assert "Usage: amber " + " ".join(args[:-1]) in shown.stdout
     assert "amber.cli.backup_cmd" in shown.modules
     assert shown.loaded(RPC | S3 | {"amber.cli.node_cmd", "amber.cli.pool_cmd"}) == set()
+    # Nor what only other commands run: pruning, checking, restoring, metrics.
+    lazy = PRUNE | {"amber.metrics", "amber.backup.check", "amber.backup.restorer"}
+    assert shown.loaded(lazy) == set()
 
 
 def test_a_mistyped_command_is_suggested_without_importing_any(tmp_path: Path) -> None:
@@ -207,4 +221,7 @@ def test_backup_and_restore_to_a_file_target_import_no_rpc_s3_or_rich(
         assert run.loaded(RPC | S3 | WEB | {"rich"}) == set()  # JSON for a script: no rich either
     # A backup loads neither the restorer nor the checker; a restore does load the restorer.
     assert created.loaded({"amber.backup.restorer", "amber.backup.check"}) == set()
+    for run in (created, restored):  # they record their metrics, and prune nothing
+        assert run.loaded(PRUNE | SERVING) == set()
+        assert "amber.metrics.registry" in run.modules
     assert restored.loaded({"amber.backup.restorer"}) == {"amber.backup.restorer"}

@@ -49,6 +49,10 @@ from amber.domain.errors import Busy, Corrupt, FailedPrecondition, InvalidArgume
 
 LOCK_VERSION = 1
 DEFAULT_LOCK_TTL = 30 * 60.0
+DEFAULT_GRACE_SECONDS = 24 * 3600.0
+"""Prune never deletes a pack younger than this (`amber.backup.gc`): a backup may have
+uploaded it and not yet named it in an index. Here, beside the lock lifetimes, rather than in
+gc, so that `amber backup prune --grace` and the operations' defaults need not import gc."""
 
 
 RESTORE = "restore"
