@@ -75,7 +75,7 @@ SERVING = frozenset(
 """What serving or probing metrics needs: a command that records a backup's metrics serves none."""
 
 _PROBE = """
-import json, sys
+import gc, json, sys
 report, args = sys.argv[1], sys.argv[2:]
 sys.argv = ["amber", *args]
 from amber.cli.main import run
@@ -84,7 +84,8 @@ try:
 except SystemExit as e:
     code = e.code
 with open(report, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+    gc_state = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+    json.dump({"code": code, "modules": sorted(sys.modules), "gc": gc_state}, f)
 """
 _reports = itertools.count()
 
@@ -95,6 +96,8 @@ class Probe:
     stdout: str
     stderr: str
     modules: frozenset[str]
+    gc_enabled: bool
+    gc_frozen: int
 
     def loaded(self, packages: Iterable[str]) -> set[str]:
         """Which of these packages (or modules under them) the run imported."""
@@ -114,7 +117,15 @@ def probe(tmp_path: Path, *args: str) -> Probe:
     )
     assert report.exists(), done.stderr
     result = json.loads(report.read_text())
-    return Probe(result["code"], done.stdout, done.stderr, frozenset(result["modules"]))
+    gc_state = result["gc"]
+    return Probe(
+        result["code"],
+        done.stdout,
+        done.stderr,
+        frozenset(result["modules"]),
+        gc_state["enabled"],
+        gc_state["frozen"],
+    )
 
 
 def test_version_imports_no_command_and_no_rich(tmp_path: Path) -> None:
@@ -225,3 +236,26 @@ def test_backup_and_restore_to_a_file_target_import_no_rpc_s3_or_rich(
         assert run.loaded(PRUNE | SERVING) == set()
         assert "amber.metrics.registry" in run.modules
     assert restored.loaded({"amber.backup.restorer"}) == {"amber.backup.restorer"}
+
+
+def test_the_start_up_objects_are_frozen_and_collection_resumes(tmp_path: Path) -> None:
+    """`run` imports a command without garbage collection, then freezes what start-up built
+    and collects again (amber.cli.lazy.pause_collection)."""
+    shown = probe(tmp_path, "backup", "create", "--help")
+    assert shown.code == 0, shown.stderr
+    assert shown.gc_enabled
+    assert shown.gc_frozen > 10_000  # the modules' functions, classes, dicts
+
+
+def test_the_cli_used_in_process_leaves_collection_alone() -> None:
+    """A process that only uses the app (as tests do) keeps its garbage collectable: nothing
+    is frozen, collection stays on."""
+    code = (
+        "import gc; from typer.testing import CliRunner; from amber.cli.main import app; "
+        "r = CliRunner().invoke(app, ['backup', 'create', '--help']); "
+        "print(r.exit_code, gc.isenabled(), gc.get_freeze_count())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["0", "True", "0"]
