@@ -186,12 +186,12 @@ class ChunkTable(Mapping[bytes, IndexEntry]):
         fields: list[Sequence[Any]] = list(zip(*HEADER_ENTRY.iter_unpack(packed), strict=True))
         if not fields:
             return
-        chunk_ids = fields[0]
-        kept = self._place_ids(chunk_ids)
-        if len(kept) < len(chunk_ids):  # ids known before, or twice in this pack
+        skipped = self._place_ids(fields[0])
+        if skipped:  # ids known before, or twice in this pack
+            kept = sorted(set(range(len(fields[0]))) - set(skipped))
             fields = [[column[i] for i in kept] for column in fields]
         pack = self._pack_number(pack_id)
-        self._packs.extend(itertools.repeat(pack, len(kept)))
+        self._packs.extend(itertools.repeat(pack, len(fields[0])))
         self._offsets.extend(fields[1])
         self._lengths.extend(fields[2])
         self._raw_lengths.extend(fields[3])
@@ -199,24 +199,24 @@ class ChunkTable(Mapping[bytes, IndexEntry]):
 
     def _place_ids(self, chunk_ids: Sequence[bytes]) -> list[int]:
         """Append the ids not yet in the table (rows numbered from the current length, as the
-        caller then extends the columns) and return their positions in `chunk_ids`."""
+        caller then extends the columns); the positions in `chunk_ids` of those skipped."""
         ids, slots, mask = self._ids, self._slots, self._mask
-        row = len(self._flags)
-        kept = []
+        row, limit = len(self._flags), 3 * len(slots) // 4  # at most 3/4 full
+        skipped = []
         for position, chunk_id in enumerate(chunk_ids):
             slot = hash(chunk_id) & mask
             while (stored := slots[slot]) and ids[(stored - 1) * _ID : stored * _ID] != chunk_id:
                 slot = (slot + 1) & mask
             if stored:
+                skipped.append(position)
                 continue
             ids += chunk_id
             row += 1
             slots[slot] = row
-            kept.append(position)
-            if 4 * row > 3 * len(slots):
+            if row > limit:
                 self._grow(row)
-                slots, mask = self._slots, self._mask
-        return kept
+                slots, mask, limit = self._slots, self._mask, 3 * len(self._slots) // 4
+        return skipped
 
     def _pack_number(self, pack_id: bytes) -> int:
         pack = self._pack_numbers.setdefault(pack_id, len(self._pack_ids))
