@@ -58,8 +58,8 @@ def cold_restore(tools: Tools, src: Path, backup_id: str) -> Run:
     return run
 
 
-def span(values: Sequence[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}"
+def span(values: Sequence[float], digits: int = 2) -> str:
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
 def bench(tools: Tools, srcs: Sequence[Path], reps: int) -> dict[str, dict[str, list[Run]]]:
@@ -84,7 +84,7 @@ def report(runs: dict[str, dict[str, list[Run]]]) -> None:
             engine = [float(r.extra["duration_seconds"]) for r in done if r.extra]
             print(
                 f"| {src} | {step} | {span([r.wall for r in done])} s "
-                f"| {span([r.cpu for r in done])} s | {max(r.rss_mb for r in done):.0f} MB "
+                f"| {span([r.cpu for r in done])} s | {span([r.rss_mb for r in done], 0)} MB "
                 f"| {span(engine) + ' s' if engine else '-'} |"
             )
 
