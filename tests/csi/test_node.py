@@ -558,7 +558,7 @@ def test_stage_and_publish_converge_after_restart_and_reboot(fresh_pool: Path) -
         subprocess.run(["umount", str(path)], check=True)
     for loop in loopdev.list_loops():
         if str(loop.backing_file).startswith(f"{fresh_pool}/"):
-            loopdev.detach(loop.device)
+            loopdev.detach(loop.device, backing=loop.backing_file)
     third = start_driver(fresh_pool)
     try:
         csi = third.client()

@@ -386,8 +386,7 @@ def finish_delete(
         else:
             ctx.store.delete_snapshot_row(db, uid)
     ctx.failpoint(f"{kind}.delete.row-removed")
-    for loop in loopdev.find_loops(Path(str(image))):
-        loopdev.detach(loop.device)
+    loopdev.detach_image(Path(str(image)))
     remove_file(Path(str(image)))
     ctx.failpoint(f"{kind}.delete.file-removed")
     ctx.store.journal_remove(journal_id)
