@@ -232,6 +232,33 @@ def test_stage_errors(csi: Csi, paths: tuple[Path, Path]) -> None:
     assert not mount.is_mounted(staging)
 
 
+def test_stage_checks_ext4_and_tells_repaired_from_beyond_repair(
+    csi: Csi, csi_pool: Path, paths: tuple[Path, Path]
+) -> None:
+    staging, _ = paths
+    repairable = csi.create("pvc-fsck-fixes", 16 * MiB).volume_id
+    broken = csi.create("pvc-fsck-gives-up", 16 * MiB).volume_id
+    # "Not cleanly unmounted" makes e2fsck -p check; the second also lost its root inode.
+    for name, requests in (
+        ("pvc-fsck-fixes", ["ssv state 0"]),
+        ("pvc-fsck-gives-up", ["ssv state 0", "clri <2>"]),
+    ):
+        for request in requests:
+            debugfs = ["debugfs", "-w", "-R", request, str(image_of(csi_pool, name))]
+            subprocess.run(debugfs, check=True, capture_output=True)
+
+    # e2fsck -p checks the first and exits 1 ("errors corrected"): a success.
+    csi.stage(repairable, staging)
+    assert mount.is_mounted(staging)
+    csi.unstage(repairable, staging)
+
+    # Errors that preen mode leaves: DATA_LOSS (a damaged filesystem), not INTERNAL.
+    message = expect_code(Code.DATA_LOSS, lambda: csi.stage(broken, staging))
+    assert "cannot repair safely" in message
+    assert not mount.is_mounted(staging)
+    assert loopdev.find_loops(image_of(csi_pool, "pvc-fsck-gives-up")) == []
+
+
 def test_stage_on_a_path_where_something_else_is_mounted(
     csi: Csi, paths: tuple[Path, Path]
 ) -> None:
