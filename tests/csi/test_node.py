@@ -487,7 +487,8 @@ def test_online_expansion_of_a_published_xfs_volume(csi: Csi, paths: tuple[Path,
             csi_pb2.NodeExpandVolumeRequest(volume_id=volume), timeout=RPC_TIMEOUT
         ),
     )
-    expect_code(Code.OUT_OF_RANGE, lambda: csi.node_expand(volume, target, 1 << 49))
+    expect_code(Code.RESOURCE_EXHAUSTED, lambda: csi.node_expand(volume, target, 1 << 49))
+    expect_code(Code.OUT_OF_RANGE, lambda: csi.node_expand(volume, target, 1 << 51))
     csi.unpublish(volume, target)
     csi.unstage(volume, staging)
 

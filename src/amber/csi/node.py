@@ -37,7 +37,6 @@ from amber.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    OutOfSpace,
 )
 from amber.domain.models import Attachment, AttachmentKind, Volume, VolumeMode
 from amber.ops.locks import KeyedLocks
@@ -271,7 +270,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
                 return found
         raise NotFound(f"volume {volume.name!r} is not staged or published at {path}")
 
-    @rpc_errors({OutOfSpace: Code.OUT_OF_RANGE})
+    @rpc_errors()  # no room in the pool: RESOURCE_EXHAUSTED, as ControllerExpandVolume says why
     def NodeExpandVolume(self, request: Any, context: grpc.ServicerContext) -> Any:
         _required(request.volume_id, "volume_id")
         path_text = _required(request.volume_path, "volume_path")
