@@ -57,3 +57,28 @@ def test_a_loop_device_detached_while_held_open_is_not_reused(
         assert loopdev.find_loops(volume.image) == []
     finally:
         pool.close()
+
+
+def test_a_loop_device_on_its_way_out_is_left_alone(
+    pool: Pool, work_dir: Path, holder: list[int]
+) -> None:
+    volume = pool.volumes.create(VolumeRequest("v", 32 * MiB))
+    first = pool.attachments.mount("volume", "v", work_dir / "a", create_target=True)
+    holder.append(os.open(first.loop_device, os.O_RDONLY))
+    pool.attachments.release("volume", "v")
+
+    # A read-only attachment makes the volume's loop device read-only: only its own device.
+    again = pool.attachments.expose("volume", "v", read_only=True)
+    assert again.loop_device != first.loop_device
+    assert read_only_flag(again.loop_device)
+    assert not read_only_flag(first.loop_device)
+    pool.volumes.expand("v", 64 * MiB)  # refreshes the capacity of its own device only
+
+    os.close(holder.pop())  # the holder goes: the kernel frees the old device, flags and all
+    assert {loop.device for loop in loopdev.find_loops(volume.image)} == {again.loop_device}
+    assert not read_only_flag(first.loop_device)
+    pool.attachments.release("volume", "v")
+
+
+def read_only_flag(device: Path) -> bool:
+    return Path(f"/sys/block/{device.name}/ro").read_text().strip() == "1"

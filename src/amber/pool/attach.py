@@ -302,6 +302,8 @@ def sync_device_read_only(ctx: PoolContext, uid: str, image: Path) -> None:
         return
     wanted = all(a.read_only for a in attachments)
     for loop in loopdev.find_loops(image):
+        if loop.autoclear:
+            continue  # on its way out: a flag set now would stay on the freed device number
         if ioctl.is_read_only(loop.device) != wanted:
             ioctl.set_read_only(loop.device, wanted)
 
