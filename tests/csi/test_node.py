@@ -135,6 +135,25 @@ def test_read_only_publication(csi: Csi, work: Path) -> None:
     csi.unstage(volume, staging)
 
 
+def test_stage_onto_a_read_only_publication_is_already_exists(csi: Csi, work: Path) -> None:
+    """The spec's ALREADY_EXISTS row of NodeStageVolume: the volume is mounted at the staging
+    path, but not as a staging can be (a staged filesystem is read-write)."""
+    base = work / "stage-on-publication"
+    base.mkdir()
+    staging, target = base / "staging", base / "target"
+    staging.mkdir()
+    volume = csi.create("pvc-stage-on-pub", 32 * MiB).volume_id
+    csi.stage(volume, staging)
+    csi.publish(volume, staging, target, read_only=True)
+
+    message = expect_code(Code.ALREADY_EXISTS, lambda: csi.stage(volume, target))
+    assert "published read-only" in message
+    assert mount.mounts_at(target)[-1].read_only  # left as it was
+    csi.stage(volume, staging)  # the real staging: still idempotent
+    csi.unpublish(volume, target)
+    csi.unstage(volume, staging)
+
+
 @pytest.mark.parametrize(
     ("mode", "code"),
     [
