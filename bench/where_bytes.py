@@ -3,19 +3,21 @@
 For a snapshot image this prints what a repository would store (deduplicated, compressed,
 before encryption and packing overhead) under:
 
-- Amber's format: aligned 1 MiB chunks, all-zero ones dropped, zstd level 1 with Amber's
+- Amber's format: aligned chunks of a new repository's chunk size (the engine's
+  `DEFAULT_CHUNK_SIZE`, or `--chunk-size`), all-zero ones dropped, zstd level 1 with Amber's
   parameters (128 KiB window), raw when that does not shrink;
 - the same chunks with zstd 1 at its default parameters, and with zstd 3 (what a per-chunk
   level would buy);
 - borg 1.2's content-defined chunks (buzhash, 512 KiB-8 MiB, ~2 MiB average), zstd 1, as
   `borg create --compression zstd,1` cuts them; and content-defined chunks of ~64 KiB;
-- aligned 64 KiB sub-chunks of the 1 MiB chunks, deduplicated among themselves.
+- aligned 64 KiB sub-chunks of those chunks, deduplicated among themselves.
 
-and the compressibility of the 1 MiB chunks (how many are stored raw, the ratio's spread).
+and the compressibility of those chunks (how many are stored raw, the ratio's spread). The
+labels name the chunk size used.
 borg's chunker comes from Debian's borgbackup (`scripts/install.sh --bench`).
 
 Usage (as root, on an image a benchmark left, or any file):
-    .venv/bin/python bench/where_bytes.py IMAGE
+    .venv/bin/python bench/where_bytes.py IMAGE [--chunk-size 1Mi]
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ from dataclasses import dataclass, field
 import blake3
 import zstandard
 
+from amber.backup.chunker import ChunkGrid, chunks_with_data
+from amber.backup.config import DEFAULT_CHUNK_SIZE
+from amber.domain.units import format_size, parse_size
+
 MiB = 1024 * 1024
+SUB_CHUNK = 64 * 1024
 DEBIAN_PYTHON = "/usr/lib/python3/dist-packages"
 
 
@@ -57,19 +64,14 @@ class Tally:
         self.stored += min(len(piece), len(compress(piece)))
 
 
-def chunks(fd: int, size: int) -> Iterator[bytes]:
-    """Aligned 1 MiB chunks of the mapped ranges (holes are skipped, as Amber does)."""
-    offset = 0
-    while offset < size:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError:
-            return
-        start -= start % MiB
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        for chunk_start in range(start, end, MiB):
-            yield os.pread(fd, MiB, chunk_start)
-        offset = max(end + (-end % MiB), start + MiB)
+def chunks(fd: int, size: int, chunk: int) -> Iterator[bytes]:
+    """The `chunk`-byte aligned chunks that hold data, as Amber's backup cuts them (its
+    `chunks_with_data`: holes are skipped)."""
+    grid = ChunkGrid(size, chunk)
+    for index, mapped in enumerate(chunks_with_data(fd, grid)):
+        if mapped:
+            start, end = grid.range(index)
+            yield os.pread(fd, end - start, start)
 
 
 def cdc(path: str, params: tuple[int, int, int, int]) -> Iterable[bytes]:
@@ -92,23 +94,24 @@ def compressors() -> dict[str, Callable[[bytes], bytes]]:
     }
 
 
-def fixed(path: str) -> tuple[list[Tally], list[float]]:
+def fixed(path: str, size: int) -> tuple[list[Tally], list[float]]:
     z = compressors()
+    shown = format_size(size)
     tallies = [
-        Tally("Amber v1: 1 MiB chunks, zstd 1 (128 KiB window)"),
-        Tally("1 MiB chunks, zstd 1 default parameters"),
-        Tally("1 MiB chunks, zstd 3"),
-        Tally("64 KiB aligned sub-chunks, zstd 1"),
+        Tally(f"Amber v1: {shown} chunks, zstd 1 (128 KiB window)"),
+        Tally(f"{shown} chunks, zstd 1 default parameters"),
+        Tally(f"{shown} chunks, zstd 3"),
+        Tally(f"{format_size(SUB_CHUNK)} aligned sub-chunks, zstd 1"),
     ]
     ratios: list[float] = []
     fd = os.open(path, os.O_RDONLY)
     try:
-        for chunk in chunks(fd, os.fstat(fd).st_size):
+        for chunk in chunks(fd, os.fstat(fd).st_size, size):
             tallies[0].add(chunk, z["amber"])
             tallies[1].add(chunk, z["zstd1"])
             tallies[2].add(chunk, z["zstd3"])
-            for sub in range(0, len(chunk), 64 * 1024):
-                tallies[3].add(chunk[sub : sub + 64 * 1024], z["zstd1"])
+            for sub in range(0, len(chunk), SUB_CHUNK):
+                tallies[3].add(chunk[sub : sub + SUB_CHUNK], z["zstd1"])
             if chunk.count(0) != len(chunk):
                 ratios.append(min(1.0, len(z["amber"](chunk)) / len(chunk)))
     finally:
@@ -119,8 +122,15 @@ def fixed(path: str) -> tuple[list[Tally], list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("image")
+    parser.add_argument(
+        "--chunk-size",
+        type=parse_size,
+        default=DEFAULT_CHUNK_SIZE,
+        help="Amber's chunk size to cut with (default: a new repository's, "
+        f"{format_size(DEFAULT_CHUNK_SIZE)}); as `amber target add --chunk-size` takes it",
+    )
     args = parser.parse_args()
-    tallies, ratios = fixed(args.image)
+    tallies, ratios = fixed(args.image, args.chunk_size)
     z = compressors()
     for label, params in (
         ("borg CDC (2^19-2^23, ~2 MiB), zstd 1", (19, 23, 21, 4095)),
@@ -142,8 +152,8 @@ def main() -> None:
     raw = sum(r >= 1.0 for r in ratios)
     marks = ", ".join(f"p{q}: {ratios[len(ratios) * q // 100]:.2f}" for q in (10, 25, 50, 75, 90))
     print(
-        f"\n1 MiB data chunks: {len(ratios)}; stored raw (zstd does not shrink them): {raw}; "
-        f"compressed/raw {marks}"
+        f"\n{format_size(args.chunk_size)} data chunks: {len(ratios)}; "
+        f"stored raw (zstd does not shrink them): {raw}; compressed/raw {marks}"
     )
 
 

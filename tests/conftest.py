@@ -139,16 +139,18 @@ def teardown_mounts_under(directory: Path) -> None:
     every mount of those loop devices, wherever it is (a volume of a pool below `directory`
     staged in a scratch directory beside it)."""
     prefix = str(directory) + "/"
-    # Find the loop devices first: once their filesystem is lazily unmounted, the kernel names
+    # Detach the loop devices first: once their filesystem is lazily unmounted, the kernel names
     # their backing files relative to the detached mount and they no longer match the prefix.
+    # A device still mounted is freed when its last mount goes. Never `losetup -d` a name listed
+    # before an unmount: the unmount may free it, and another test (another xdist worker) may
+    # attach its volume to that name in between (`loopdev.detach` checks what it detaches).
     loops = _loops_under(prefix)
     sources = {str(loop.device) for loop in loops}
+    for loop in loops:
+        loopdev.detach(loop.device, backing=loop.backing_file)
     for entry in reversed(mount.mount_table()):
         if str(entry.target).startswith(prefix) or entry.source in sources:
             subprocess.run(["umount", "-l", str(entry.target)], check=False)
-    for loop in loops:
-        # Detaches now, or (if still open) as soon as the last user goes.
-        subprocess.run(["losetup", "-d", str(loop.device)], check=False)
 
 
 def release_xfs(image: Path, mnt: Path) -> None:
@@ -156,12 +158,11 @@ def release_xfs(image: Path, mnt: Path) -> None:
     image. A filesystem still busy is detached lazily (the kernel frees it and its loop device
     when its last user goes) and named on stderr."""
     teardown_mounts_under(mnt)
-    loops = loopdev.find_loops(image)
+    # Detached before the unmount, which frees it: its name may be another test's device after.
+    loopdev.detach_image(image)
     if subprocess.run(["umount", str(mnt)], check=False, capture_output=True).returncode != 0:
         print(f"conftest: {mnt} is busy at teardown: detached lazily", file=sys.stderr)
         subprocess.run(["umount", "-l", str(mnt)], check=False)
-    for loop in loops:
-        subprocess.run(["losetup", "-d", str(loop.device)], check=False, capture_output=True)
     image.unlink(missing_ok=True)
 
 

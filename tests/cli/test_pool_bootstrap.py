@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from amber.system import mount
+from amber.system import loopdev, mount
 from tests.cli.runner import amber, amber_json
 from tests.conftest import teardown_mounts_under
 
@@ -24,8 +24,8 @@ def disk(tmp_path: Path) -> Iterator[Path]:
     )
     device = Path(out.stdout.strip())
     yield device
-    teardown_mounts_under(tmp_path)
-    subprocess.run(["losetup", "-d", str(device)], check=False)
+    teardown_mounts_under(tmp_path)  # detaches it too: never `losetup -d` a name freed since
+    loopdev.detach(device, backing=backing)
 
 
 def test_device_pool_is_made_once_and_remounted_after_reboot(tmp_path: Path, disk: Path) -> None:

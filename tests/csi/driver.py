@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,7 +331,9 @@ def pool_state(csi: Csi, pool: Path, *dirs: Path) -> dict[str, Any]:
 def image_of(pool: Path, volume_name: str) -> Path:
     """The image file of a volume, read from the pool's metadata (read-only)."""
     uri = f"file:{pool / 'amber.db'}?mode=ro"
-    with sqlite3.connect(uri, uri=True) as db:
+    # closing(): a connection's own `with` only ends a transaction; left open, it keeps the pool
+    # filesystem busy at teardown.
+    with closing(sqlite3.connect(uri, uri=True)) as db:
         row = db.execute("SELECT image FROM volumes WHERE name = ?", (volume_name,)).fetchone()
     assert row is not None, volume_name
     return Path(row[0])

@@ -616,7 +616,10 @@ def test_controller_expand_volume(csi: Csi) -> None:
     assert (grown.capacity_bytes, grown.node_expansion_required) == (32 * MiB, False)
     expect_code(Code.INVALID_ARGUMENT, lambda: csi.expand(raw.volume_id, 64 * MiB, mount_cap()))
     expect_code(Code.NOT_FOUND, lambda: csi.expand(f"amber:v1:vol:{NODE}:nope", GiB))
-    expect_code(Code.OUT_OF_RANGE, lambda: csi.expand(volume.volume_id, 1 << 49))
+    # 512 TiB: allowed, but beyond the pool's room (RESOURCE_EXHAUSTED); over 1 PiB: not allowed.
+    message = expect_code(Code.RESOURCE_EXHAUSTED, lambda: csi.expand(volume.volume_id, 1 << 49))
+    assert "pvc-cexpand" in message
+    expect_code(Code.OUT_OF_RANGE, lambda: csi.expand(volume.volume_id, 1 << 51))
     expect_code(
         Code.INVALID_ARGUMENT,
         lambda: csi.controller.ControllerExpandVolume(

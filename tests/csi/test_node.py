@@ -135,6 +135,25 @@ def test_read_only_publication(csi: Csi, work: Path) -> None:
     csi.unstage(volume, staging)
 
 
+def test_stage_onto_a_read_only_publication_is_already_exists(csi: Csi, work: Path) -> None:
+    """The spec's ALREADY_EXISTS row of NodeStageVolume: the volume is mounted at the staging
+    path, but not as a staging can be (a staged filesystem is read-write)."""
+    base = work / "stage-on-publication"
+    base.mkdir()
+    staging, target = base / "staging", base / "target"
+    staging.mkdir()
+    volume = csi.create("pvc-stage-on-pub", 32 * MiB).volume_id
+    csi.stage(volume, staging)
+    csi.publish(volume, staging, target, read_only=True)
+
+    message = expect_code(Code.ALREADY_EXISTS, lambda: csi.stage(volume, target))
+    assert "published read-only" in message
+    assert mount.mounts_at(target)[-1].read_only  # left as it was
+    csi.stage(volume, staging)  # the real staging: still idempotent
+    csi.unpublish(volume, target)
+    csi.unstage(volume, staging)
+
+
 @pytest.mark.parametrize(
     ("mode", "code"),
     [
@@ -230,6 +249,33 @@ def test_stage_errors(csi: Csi, paths: tuple[Path, Path]) -> None:
     ):
         expect_code(code, lambda f=fields: stage(request(**f), timeout=RPC_TIMEOUT))
     assert not mount.is_mounted(staging)
+
+
+def test_stage_checks_ext4_and_tells_repaired_from_beyond_repair(
+    csi: Csi, csi_pool: Path, paths: tuple[Path, Path]
+) -> None:
+    staging, _ = paths
+    repairable = csi.create("pvc-fsck-fixes", 16 * MiB).volume_id
+    broken = csi.create("pvc-fsck-gives-up", 16 * MiB).volume_id
+    # "Not cleanly unmounted" makes e2fsck -p check; the second also lost its root inode.
+    for name, requests in (
+        ("pvc-fsck-fixes", ["ssv state 0"]),
+        ("pvc-fsck-gives-up", ["ssv state 0", "clri <2>"]),
+    ):
+        for request in requests:
+            debugfs = ["debugfs", "-w", "-R", request, str(image_of(csi_pool, name))]
+            subprocess.run(debugfs, check=True, capture_output=True)
+
+    # e2fsck -p checks the first and exits 1 ("errors corrected"): a success.
+    csi.stage(repairable, staging)
+    assert mount.is_mounted(staging)
+    csi.unstage(repairable, staging)
+
+    # Errors that preen mode leaves: DATA_LOSS (a damaged filesystem), not INTERNAL.
+    message = expect_code(Code.DATA_LOSS, lambda: csi.stage(broken, staging))
+    assert "cannot repair safely" in message
+    assert not mount.is_mounted(staging)
+    assert loopdev.find_loops(image_of(csi_pool, "pvc-fsck-gives-up")) == []
 
 
 def test_stage_on_a_path_where_something_else_is_mounted(
@@ -460,7 +506,8 @@ def test_online_expansion_of_a_published_xfs_volume(csi: Csi, paths: tuple[Path,
             csi_pb2.NodeExpandVolumeRequest(volume_id=volume), timeout=RPC_TIMEOUT
         ),
     )
-    expect_code(Code.OUT_OF_RANGE, lambda: csi.node_expand(volume, target, 1 << 49))
+    expect_code(Code.RESOURCE_EXHAUSTED, lambda: csi.node_expand(volume, target, 1 << 49))
+    expect_code(Code.OUT_OF_RANGE, lambda: csi.node_expand(volume, target, 1 << 51))
     csi.unpublish(volume, target)
     csi.unstage(volume, staging)
 
@@ -558,7 +605,7 @@ def test_stage_and_publish_converge_after_restart_and_reboot(fresh_pool: Path) -
         subprocess.run(["umount", str(path)], check=True)
     for loop in loopdev.list_loops():
         if str(loop.backing_file).startswith(f"{fresh_pool}/"):
-            loopdev.detach(loop.device)
+            loopdev.detach(loop.device, backing=loop.backing_file)
     third = start_driver(fresh_pool)
     try:
         csi = third.client()

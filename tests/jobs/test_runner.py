@@ -13,7 +13,7 @@ import pytest
 from amber.domain.errors import Busy
 from amber.jobs.executor import ItemKind
 from amber.jobs.records import Records, RunOutcome
-from amber.jobs.runner import Scheduler
+from amber.jobs.runner import ELSEWHERE, Scheduler
 from amber.jobs.spec import JobSpec, parse_job
 from tests.jobs.fakes import FakeClock, FakeExecutor
 
@@ -274,8 +274,62 @@ def test_run_now_is_refused_while_the_job_runs(records: Records, clock: FakeCloc
         with pytest.raises(Busy, match="job 'snap' is already running"):
             scheduler.run_now(job)
         with pytest.raises(Busy):
-            scheduler.check_idle(job.name)
+            scheduler.claim(job)
     assert [c for c in ex.calls if c[0] == "snapshot"] == []
     done = scheduler.run_now(job)
     assert [(r.subject, r.outcome) for r in done] == [("a", RunOutcome.OK)]
     assert not scheduler.running(job.name)
+
+
+def test_one_run_per_job_across_schedulers_sharing_the_records(
+    records: Records, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Two schedulers over the same job database (as two processes: each its own open of the
+    records, so its own lock file descriptor): while one runs the job, the other's run-now is
+    refused and its due slot is recorded skipped on each volume, and the schedule moves on."""
+    ex = FakeExecutor(clock)
+    ex.add("a")
+    ex.add("b")
+    job = spec()
+    other_records = Records(records.path)
+    try:
+        here = Scheduler(clock, ex, records, jobs=[job])
+        there = Scheduler(clock, ex, other_records, jobs=[job])
+        there.start()
+        clock.set(START + timedelta(hours=1))
+        with here.claimed(job):
+            with pytest.raises(Busy, match="job 'snap' is already running"):
+                there.run_now(job)
+            skipped = there.run_due()
+        assert not there.running(job.name)
+        assert [(r.subject, r.outcome, r.reason) for r in skipped] == [
+            ("a", RunOutcome.SKIPPED, ELSEWHERE),
+            ("b", RunOutcome.SKIPPED, ELSEWHERE),
+        ]
+        assert [c for c in ex.calls if c[0] == "snapshot"] == []
+        assert there.due_now() == []  # the slot was taken (skipped), not retried at once
+        done = there.run_now(job)  # released: the other runs it
+        assert [(r.subject, r.outcome) for r in done] == [
+            ("a", RunOutcome.OK),
+            ("b", RunOutcome.OK),
+        ]
+    finally:
+        other_records.close()
+
+
+def test_a_claim_taken_ahead_is_used_by_run_now_and_released(
+    records: Records, clock: FakeClock
+) -> None:
+    """The dashboard claims in the request (refused at once) and runs in a thread later."""
+    ex = FakeExecutor(clock)
+    ex.add("a")
+    job = spec()
+    scheduler = Scheduler(clock, ex, records, jobs=[job])
+    claim = scheduler.claim(job)
+    assert records.try_claim(job.name) is None  # held across processes too
+    done = scheduler.run_now(job, claim=claim)
+    assert [(r.subject, r.outcome) for r in done] == [("a", RunOutcome.OK)]
+    claim.release()  # a second release does nothing
+    again = records.try_claim(job.name)
+    assert again is not None
+    again.release()

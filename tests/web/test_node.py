@@ -74,3 +74,24 @@ def test_a_reachable_node_dashboard_needs_a_token(pool_dir: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr
     assert "give --dashboard-token-file" in done.stderr
+
+
+def test_sigterm_stops_the_node_dashboard_and_closes_its_pool(pool_dir: Path) -> None:
+    """SIGTERM: the node stops its dashboard thread too, which closes its handle on the pool
+    (and its metric sources): the pool's database is left closed, without `-wal` and `-shm`
+    files, as `amber dashboard` leaves it."""
+    amber_json(pool_dir, "volume", "create", "db", "--size", "16Mi", "--block")
+    driver = start_driver(pool_dir, extra=["--dashboard-address", "127.0.0.1:0"])
+    try:
+        found = re.search(r"dashboard on (http://127\.0\.0\.1:\d+/)", driver.log.read_text())
+        assert found, driver.log.read_text()
+        for path in ("/api/volumes", "/metrics", "/"):  # the dashboard reads the pool
+            assert _get(found.group(1), path)[0] == 200
+        assert (pool_dir / "amber.db-wal").exists()
+        driver.stop()  # SIGTERM; exit 0
+        log = driver.log.read_text()
+    finally:
+        driver.cleanup()
+    assert "Traceback" not in log, log
+    left = sorted(p.name for p in pool_dir.glob("*.db-*"))
+    assert left == [], f"databases left open: {left}\n{log}"

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from amber.backup.index import RepositoryIndex, write_index
 from amber.backup.layout import Clock, pack_key
 from amber.backup.leftovers import remove_leftovers
-from amber.backup.locks import DEFAULT_LOCK_TTL, Lock, LockKind
+from amber.backup.locks import DEFAULT_GRACE_SECONDS, DEFAULT_LOCK_TTL, Lock, LockKind
 from amber.backup.manifest import Manifest
 from amber.backup.progress import NullProgress, Progress
 from amber.backup.repository import Repository
@@ -44,7 +44,6 @@ from amber.blobstore.base import BlobInfo
 from amber.domain.errors import FailedPrecondition, InvalidArgument
 from amber.domain.numbers import check_seconds
 
-DEFAULT_GRACE_SECONDS = 24 * 3600.0
 # Prune compacts the index into few objects once backups have left more than this many.
 COMPACT_INDEX_OBJECTS = 64
 

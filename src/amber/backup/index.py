@@ -33,11 +33,13 @@ that no longer points into it. The index is a cache of what the pack headers say
 from __future__ import annotations
 
 import functools
+import itertools
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from amber.backup.crypto import ObjectKind, Sealer, content_hash
 from amber.backup.layout import INDEX_PREFIX, index_digest_from_key, index_key
@@ -155,9 +157,7 @@ class ChunkTable(Mapping[bytes, IndexEntry]):
         self, pack_id: bytes, entries: Iterable[tuple[bytes, PackEntry | IndexEntry]]
     ) -> None:
         """Record each `(chunk id, location)` in `pack_id`; known chunk ids keep theirs."""
-        pack = self._pack_numbers.setdefault(pack_id, len(self._pack_ids))
-        if pack == len(self._pack_ids):
-            self._pack_ids.append(pack_id)
+        pack = self._pack_number(pack_id)
         ids, slots, probe = self._ids, self._slots, self._probe
         columns = (self._packs, self._offsets, self._lengths, self._raw_lengths, self._flags)
         packs, offsets, lengths, raw_lengths, flags = (c.append for c in columns)
@@ -177,6 +177,52 @@ class ChunkTable(Mapping[bytes, IndexEntry]):
             if 4 * rows > 3 * len(slots):
                 self._grow()
                 slots = self._slots
+
+    def add_packed_entries(self, pack_id: bytes, packed: bytes) -> None:
+        """`add_pack_entries` for entries in their stored layout (`HEADER_ENTRY`, back to
+        back), as an index object holds them: the columns are extended in bulk, and the only
+        Python per entry is placing its id in the hash table (about a quarter of the time of
+        making an entry object per chunk and adding it)."""
+        fields: list[Sequence[Any]] = list(zip(*HEADER_ENTRY.iter_unpack(packed), strict=True))
+        if not fields:
+            return
+        skipped = self._place_ids(fields[0])
+        if skipped:  # ids known before, or twice in this pack
+            kept = sorted(set(range(len(fields[0]))) - set(skipped))
+            fields = [[column[i] for i in kept] for column in fields]
+        pack = self._pack_number(pack_id)
+        self._packs.extend(itertools.repeat(pack, len(fields[0])))
+        self._offsets.extend(fields[1])
+        self._lengths.extend(fields[2])
+        self._raw_lengths.extend(fields[3])
+        self._flags.extend(fields[4])
+
+    def _place_ids(self, chunk_ids: Sequence[bytes]) -> list[int]:
+        """Append the ids not yet in the table (rows numbered from the current length, as the
+        caller then extends the columns); the positions in `chunk_ids` of those skipped."""
+        ids, slots, mask = self._ids, self._slots, self._mask
+        row, limit = len(self._flags), 3 * len(slots) // 4  # at most 3/4 full
+        skipped = []
+        for position, chunk_id in enumerate(chunk_ids):
+            slot = hash(chunk_id) & mask
+            while (stored := slots[slot]) and ids[(stored - 1) * _ID : stored * _ID] != chunk_id:
+                slot = (slot + 1) & mask
+            if stored:
+                skipped.append(position)
+                continue
+            ids += chunk_id
+            row += 1
+            slots[slot] = row
+            if row > limit:
+                self._grow(row)
+                slots, mask, limit = self._slots, self._mask, 3 * len(self._slots) // 4
+        return skipped
+
+    def _pack_number(self, pack_id: bytes) -> int:
+        pack = self._pack_numbers.setdefault(pack_id, len(self._pack_ids))
+        if pack == len(self._pack_ids):
+            self._pack_ids.append(pack_id)
+        return pack
 
     def _entry(self, row: int) -> IndexEntry:
         return IndexEntry(
@@ -200,10 +246,23 @@ class ChunkTable(Mapping[bytes, IndexEntry]):
             slot = (slot + 1) & mask
         return slot
 
-    def _grow(self) -> None:
-        capacity = 2 * len(self._slots)
+    def reserve(self, extra: int) -> None:
+        """Size the hash table for `extra` more ids at once: loading an index of n entries
+        then rehashes nothing, where doubling as it fills rehashes about n ids in Python."""
+        capacity = len(self._slots)
+        while 4 * (len(self) + extra) > 3 * capacity:
+            capacity *= 2
+        if capacity > len(self._slots):
+            self._rehash(capacity, len(self))
+
+    def _grow(self, rows: int | None = None) -> None:
+        """Double the hash table; `rows`: how many ids it holds (more than `len(self)` while
+        `_place_ids` runs ahead of the columns)."""
+        self._rehash(2 * len(self._slots), len(self) if rows is None else rows)
+
+    def _rehash(self, capacity: int, rows: int) -> None:
         slots, mask, ids = _slot_array(capacity), capacity - 1, self._ids
-        for row in range(len(self)):
+        for row in range(rows):
             slot = hash(bytes(ids[row * _ID : row * _ID + _ID])) & mask
             while slots[slot]:
                 slot = (slot + 1) & mask
@@ -240,6 +299,11 @@ class RepositoryIndex:
         self.pack_sizes[pack_id] = size
         self.chunks.add_pack_entries(pack_id, ((e.chunk_id, e) for e in entries))
 
+    def add_packed(self, pack_id: bytes, size: int, packed: bytes) -> None:
+        """`add_pack` for entries in their stored layout (`ChunkTable.add_packed_entries`)."""
+        self.pack_sizes[pack_id] = size
+        self.chunks.add_packed_entries(pack_id, packed)
+
     def merge(self, other: RepositoryIndex) -> None:
         """Add everything `other` knows (existing locations win)."""
         self.pack_sizes.update(other.pack_sizes)
@@ -268,12 +332,73 @@ class RepositoryIndex:
         return grouped
 
 
-@dataclass(frozen=True)
 class IndexObject:
-    """The decoded content of one index object."""
+    """The decoded content of one index object: the packs it lists and the index objects it
+    supersedes.
 
-    records: tuple[PackRecord, ...]
-    supersedes: tuple[bytes, ...] = ()
+    A decoded object keeps each pack's entries as they are stored (49 bytes each) until its
+    `records` are asked for: loading the index adds them to the `ChunkTable` in bulk
+    (`add_to`), without an entry object per chunk. Python per entry is what made loading a
+    large index slow (~4 us per entry: ~16 s for the 4 million chunks of 1 TiB at 256 KiB).
+    """
+
+    __slots__ = ("_packed", "_records", "supersedes")
+
+    def __init__(
+        self, records: Sequence[PackRecord] = (), supersedes: Sequence[bytes] = ()
+    ) -> None:
+        self._records: tuple[PackRecord, ...] | None = tuple(records)
+        self._packed: tuple[tuple[bytes, int, bytes], ...] = ()
+        self.supersedes = tuple(supersedes)
+
+    @classmethod
+    def packed(
+        cls, packs: Sequence[tuple[bytes, int, bytes]], supersedes: Sequence[bytes]
+    ) -> IndexObject:
+        """An object of `(pack id, size, entries in their stored layout)` per pack."""
+        obj = cls((), supersedes)
+        obj._records, obj._packed = None, tuple(packs)
+        return obj
+
+    @property
+    def records(self) -> tuple[PackRecord, ...]:
+        """The packs, each with its entries as `PackEntry` objects."""
+        if self._records is None:
+            self._records = tuple(
+                PackRecord(
+                    pack_id,
+                    size,
+                    tuple(itertools.starmap(PackEntry, HEADER_ENTRY.iter_unpack(packed))),
+                )
+                for pack_id, size, packed in self._packed
+            )
+        return self._records
+
+    @property
+    def entry_count(self) -> int:
+        """How many entries the object lists, over all its packs."""
+        if self._records is not None:
+            return sum(len(record.entries) for record in self._records)
+        return sum(len(packed) for _, _, packed in self._packed) // HEADER_ENTRY.size
+
+    def add_to(self, index: RepositoryIndex) -> None:
+        """Add every pack and its entries to `index` (known chunks keep their location)."""
+        if self._records is not None:
+            for record in self._records:
+                index.add_pack(record.pack_id, record.size, record.entries)
+            return
+        for pack_id, size, packed in self._packed:
+            index.add_packed(pack_id, size, packed)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IndexObject):
+            return NotImplemented
+        return (self.records, self.supersedes) == (other.records, other.supersedes)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by content, and not immutable
+
+    def __repr__(self) -> str:
+        return f"IndexObject(records={self.records!r}, supersedes={self.supersedes!r})"
 
 
 def encode_index(records: Sequence[PackRecord], supersedes: Sequence[bytes] = ()) -> bytes:
@@ -308,11 +433,10 @@ class _Reader:
         return int(value)
 
 
-def _read_record(reader: _Reader) -> PackRecord:
+def _read_pack(reader: _Reader) -> tuple[bytes, int, bytes]:
+    """(pack id, size, its entries as stored)."""
     pack_id, size, entry_count = _PACK.unpack(reader.take(_PACK.size))
-    raw = reader.take(entry_count * HEADER_ENTRY.size)
-    entries = tuple(PackEntry(*fields) for fields in HEADER_ENTRY.iter_unpack(raw))
-    return PackRecord(pack_id, size, entries)
+    return pack_id, size, reader.take(entry_count * HEADER_ENTRY.size)
 
 
 def decode_index(plaintext: bytes, what: str) -> IndexObject:
@@ -322,10 +446,10 @@ def decode_index(plaintext: bytes, what: str) -> IndexObject:
         raise Corrupt(f"{what} has a wrong magic")
     superseded = reader.take(reader.count() * 32)
     supersedes = tuple(superseded[i : i + 32] for i in range(0, len(superseded), 32))
-    records = tuple(_read_record(reader) for _ in range(reader.count()))
+    packs = tuple(_read_pack(reader) for _ in range(reader.count()))
     if reader.pos != len(plaintext):
         raise Corrupt(f"{what} has {len(plaintext) - reader.pos} trailing bytes")
-    return IndexObject(records, supersedes)
+    return IndexObject.packed(packs, supersedes)
 
 
 def read_index_object(store: BlobStore, sealer: Sealer, key: str) -> IndexObject:
@@ -348,11 +472,10 @@ def merge_objects(objects: Mapping[str, IndexObject]) -> RepositoryIndex:
     """The index that `objects` (key -> content) describe, skipping superseded objects."""
     superseded = {index_key(d) for obj in objects.values() for d in obj.supersedes}
     index = RepositoryIndex()
-    for key in sorted(objects):
-        if key in superseded:
-            continue
-        for record in objects[key].records:
-            index.add_pack(record.pack_id, record.size, record.entries)
+    live = sorted(key for key in objects if key not in superseded)
+    index.chunks.reserve(sum(objects[key].entry_count for key in live))
+    for key in live:
+        objects[key].add_to(index)
         index.object_keys.add(key)
     index.superseded_keys = superseded & objects.keys()
     return index

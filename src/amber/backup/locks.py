@@ -49,6 +49,10 @@ from amber.domain.errors import Busy, Corrupt, FailedPrecondition, InvalidArgume
 
 LOCK_VERSION = 1
 DEFAULT_LOCK_TTL = 30 * 60.0
+DEFAULT_GRACE_SECONDS = 24 * 3600.0
+"""Prune never deletes a pack younger than this (`amber.backup.gc`): a backup may have
+uploaded it and not yet named it in an index. Here, beside the lock lifetimes, rather than in
+gc, so that `amber backup prune --grace` and the operations' defaults need not import gc."""
 
 
 RESTORE = "restore"
@@ -187,11 +191,15 @@ class LockTable:
         except Corrupt:
             return _unreadable(lock_id)
 
-    def all(self) -> list[LockInfo]:
-        """Every lock object, stale ones included; unreadable ones as `readable=False`."""
+    def all(self, exclude: Iterable[str] = ()) -> list[LockInfo]:
+        """Every lock object, stale ones included; unreadable ones as `readable=False`. The
+        lock ids in `exclude` are left out unread (acquire knows its own lock)."""
+        skip = set(exclude)
         locks = []
         for info in self.store.list(LOCKS_PREFIX):
             lock_id = id_from_key(LOCKS_PREFIX, info.key)
+            if lock_id in skip:
+                continue
             if lock_id is None:
                 lock: LockInfo | None = _unreadable(info.key.removeprefix(LOCKS_PREFIX))
             else:
@@ -203,11 +211,8 @@ class LockTable:
     def active(self, kind: LockKind | None = None, exclude: Iterable[str] = ()) -> list[LockInfo]:
         """Live locks (of `kind`, if given), leaving out the lock ids in `exclude`."""
         now = self.clock()
-        skip = set(exclude)
         return [
-            lock
-            for lock in self.all()
-            if lock.is_live(now) and lock.lock_id not in skip and kind in (None, lock.kind)
+            lock for lock in self.all(exclude) if lock.is_live(now) and kind in (None, lock.kind)
         ]
 
     def _raise_if_conflict(self, kind: LockKind, own: str | None, *, reader: bool = False) -> None:

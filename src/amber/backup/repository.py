@@ -152,7 +152,13 @@ class Repository:
         Index objects are immutable, so an unchanged listing means an unchanged index. A
         long-lived process must refresh after taking its lock and before deduplicating against
         the index, or it could reuse chunks a prune elsewhere has deleted; `writer()` does so.
+        An index not loaded yet is loaded now, from a listing made now: listing again at once
+        would only repeat it (one more LIST per backup, a round trip on S3).
         """
+        with self._index_lock:
+            if self._index is None:
+                self._index = load_index(self.store, self.keys.sealer)
+                return self._index
         current = self.index
         if set(index_object_keys(self.store)) == current.object_keys | current.superseded_keys:
             return current

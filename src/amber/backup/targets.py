@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amber.backup.config import DEFAULT_CHUNK_SIZE
 from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_NONE
 from amber.backup.keycache import DEFAULT_KEY_CACHE_DIR, KeyCache
 from amber.backup.keys import Credentials, KeyFile, Password, ScryptParams
@@ -475,8 +476,10 @@ def open_target_repository(
     create: bool = False,
     runtime: TargetRuntime | None = None,
     clock: Clock = time.time,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Repository:
-    """Open the target's repository; with `create`, initialize it if there is none yet."""
+    """Open the target's repository; with `create`, initialize it if there is none yet (with
+    `chunk_size`; an existing repository keeps its own)."""
     runtime = runtime or TargetRuntime()
     return open_or_init_repository(
         open_store(target, runtime),
@@ -486,6 +489,7 @@ def open_target_repository(
         scrypt=runtime.scrypt,
         clock=clock,
         key_cache=_key_cache(target, runtime),
+        chunk_size=chunk_size,
     )
 
 
@@ -498,8 +502,10 @@ def open_or_init_repository(
     scrypt: ScryptParams,
     clock: Clock,
     key_cache: KeyCache | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Repository:
-    """Open the repository in `store`; with `create`, initialize it if the store has none.
+    """Open the repository in `store`; with `create`, initialize it (with `chunk_size`) if the
+    store has none.
 
     A store whose `config` exists but whose repository does not open (e.g. a missing key
     slot) is never initialized over.
@@ -510,7 +516,13 @@ def open_or_init_repository(
         if not create or _has_config(store):
             raise
     return init_repository(
-        store, creds, encryption=encryption, scrypt=scrypt, clock=clock, key_cache=key_cache
+        store,
+        creds,
+        encryption=encryption,
+        scrypt=scrypt,
+        clock=clock,
+        key_cache=key_cache,
+        chunk_size=chunk_size,
     )
 
 

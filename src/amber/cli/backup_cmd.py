@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from amber.backup.backuper import SYSTEM_LABEL_PREFIX
-from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult
 from amber.backup.handles import LATEST, check_key, parse_backup_name, resolve_backup_id
+from amber.backup.locks import DEFAULT_GRACE_SECONDS
 from amber.backup.manifest import HOLE, ZERO, Manifest
 from amber.backup.progress import NullProgress, Progress, interrupted_backup
 from amber.backup.repository import Repository
-from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
 from amber.backup.targets import Target, TargetRuntime, backup_handle
 from amber.blobstore.retry import RetryWait
@@ -42,9 +41,11 @@ from amber.pool import Pool
 
 if TYPE_CHECKING:
     from amber.backup.check import CheckResult
+    from amber.backup.gc import PruneResult
 
-# `check` and `restorer` are imported by the commands that run them: every command pays for the
-# modules imported here, and an incremental backup's own work is shorter than the imports.
+# `check`, `restorer`, `gc` and `retention` are imported by the commands that run them: every
+# command pays for the modules imported here, and an incremental backup's own work is shorter
+# than the imports.
 
 app = typer.Typer(
     help="Back up snapshots to a target, restore backups into new volumes, list, prune, check.",
@@ -451,6 +452,8 @@ def prune_(
     """Forget backups by policy (per volume), then delete the data no kept backup uses."""
     target = _target_name(ctx, given)
     st = state(ctx)
+    from amber.backup.retention import RetentionPolicy  # only prune pays for gc and retention
+
     policy = RetentionPolicy(
         keep_last=keep_last,
         keep_hourly=keep_hourly,
@@ -471,7 +474,7 @@ def prune_(
     _print_prune(st, target, result)
 
 
-def _print_prune(st: CliState, target: str, result: PruneResult) -> None:
+def _print_prune(st: CliState, target: str, result: "PruneResult") -> None:
     if st.json:
         output.print_json(result)
         return

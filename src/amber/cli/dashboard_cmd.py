@@ -92,17 +92,37 @@ def dashboard_config(
     return build_config(pool, targets, address, token_file, "--dashboard-token-file")
 
 
-def start_dashboard(config: DashboardConfig, pool: Pool, *, metrics_served: bool) -> None:
+def start_dashboard(
+    config: DashboardConfig, pool: Pool, *, metrics_served: bool
+) -> Callable[[], None]:
     """Serve the dashboard in a thread of `amber node` (beside the CSI server) and log where.
     Its `/metrics` gets the pool's and targets' sources from the metrics server when that is
-    served (`metrics_served`), else it registers them itself."""
+    served (`metrics_served`), else it registers them itself. It owns `pool` from here; the
+    answer stops it (SIGTERM in `amber node`): the server thread ends and closes its requests'
+    context, then the sources and the pool are released, as `amber dashboard` does."""
     from amber.web.server import start_in_thread
 
-    if not metrics_served:
-        MetricsSources(pool, config.targets_config).start()  # for the node's life
+    sources = None if metrics_served else MetricsSources(pool, config.targets_config)
 
-    running = start_in_thread(config, pool, TargetRuntime.for_commands(os.environ))
+    def release() -> None:
+        if sources is not None:
+            sources.stop()
+        pool.close()
+
+    try:
+        if sources is not None:
+            sources.start()
+        running = start_in_thread(config, pool, TargetRuntime.for_commands(os.environ))
+    except BaseException:
+        release()
+        raise
     log.info("dashboard on %s", running.address.url())
+
+    def stop() -> None:
+        running.stop()
+        release()
+
+    return stop
 
 
 PAUSE_ENV = "AMBER_TEST_PAUSE_AT"

@@ -17,7 +17,7 @@ import click
 import typer
 
 from amber import __version__
-from amber.cli.lazy import LazyCommand, LazyGroup, Mountable
+from amber.cli.lazy import LazyCommand, LazyGroup, Mountable, pause_collection
 from amber.cli.state import OUTPUT_FLAGS, OUTPUT_HELP, OutputFormat, add_output_option, make_state
 from amber.domain.errors import AmberError
 from amber.logs import setup_cli_logging
@@ -168,6 +168,7 @@ def _print_error(message: str) -> None:
 
 def run() -> None:
     """Entry point: every error becomes one line on stderr and a non-zero exit code."""
+    pause_collection()
     try:
         code = app(standalone_mode=False)
     except AmberError as e:

@@ -223,14 +223,19 @@ def node(
             operators.append((_start_operator(api, clock, node_id, own, job_namespaces), own))
         return pool
 
+    stop_dashboard = None
     if dashboard is not None:
-        start_dashboard(dashboard, open_pool(dashboard.pool), metrics_served=exposed is not None)
+        stop_dashboard = start_dashboard(
+            dashboard, open_pool(dashboard.pool), metrics_served=exposed is not None
+        )
     try:
         serve(config, open_pool=open_pool_and_jobs)
     finally:
         for operator, own in operators:
             operator.stop()
             own.close()
+        if stop_dashboard is not None:
+            stop_dashboard()  # its thread, its pool handle and metric sources
 
 
 def _kube_api(kubeconfig: Path | None) -> KubeApi:

@@ -9,13 +9,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import click
 import typer
 
 from amber.domain.errors import InvalidArgument
-from amber.pool import DEFAULT_POOL, Pool, PoolSettings
+
+if TYPE_CHECKING:
+    from amber.pool import Pool
+
+# The pool package (with sqlite3 and the kernel edge) is imported by the commands that use a
+# pool, not with this module: `amber --version` and `amber --help` need none of it.
 
 CRASH_ENV = "AMBER_TEST_CRASH_AT"
 INTERRUPT_ENV = "AMBER_TEST_INTERRUPT_AT"
@@ -60,10 +65,14 @@ class CliState:
         return hit
 
     def open_pool(self) -> Pool:
+        from amber.pool import Pool, PoolSettings
+
         return Pool.open(self.pool, settings=PoolSettings(), failpoint=self.failpoint())
 
 
 def make_state(pool: Path | None, output: OutputFormat, *, verbose: bool = False) -> CliState:
+    from amber.pool import DEFAULT_POOL
+
     return CliState(
         pool=pool or DEFAULT_POOL,
         output=output,

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from amber.backup.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from amber.backup.crypto import ENCRYPTION_AES, ENCRYPTION_NONE
 from amber.backup.repository import Repository
 from amber.backup.targets import (
@@ -33,8 +34,15 @@ from amber.blobstore.filestore import FileStore
 from amber.blobstore.retry import RetryingStore
 from amber.cli import output
 from amber.cli.state import state
-from amber.domain.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
-from amber.domain.units import format_size
+from amber.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    SizeTooLarge,
+    Unavailable,
+)
+from amber.domain.units import format_size, parse_size
 from amber.ops.targets import open_target
 
 CONFIG_META = "amber.targets-config"
@@ -205,6 +213,14 @@ def add(
             help="Create the repository now (and a file target's directory), or check it opens.",
         ),
     ] = False,
+    chunk_size: Annotated[
+        str | None,
+        typer.Option(
+            "--chunk-size",
+            help="With --init: the new repository's chunk size, a power of two from 512 to 64Mi "
+            f"(default {DEFAULT_CHUNK_SIZE // 1024}Ki), e.g. 1Mi.",
+        ),
+    ] = None,
     create_bucket: Annotated[
         bool, typer.Option("--create-bucket", help="Create the S3 bucket if it does not exist.")
     ] = False,
@@ -222,6 +238,7 @@ def add(
     repository already) open with the password or key given.
     """
     st = state(ctx)
+    chunk = _chunk_size(chunk_size, init=init)
     target = Target(
         name=name,
         url=url,
@@ -239,18 +256,26 @@ def add(
     if name in config.load():
         config.add(target)  # AlreadyExists, before anything is made
     made = _prepare(store, init=init, create_bucket=create_bucket, check=not no_check)
-    repository_id = None
+    repository_id = chunk_bytes = None
     if init or not no_check:
         runtime = runtime_for(target, TargetRuntime.for_commands(os.environ), confirm=init)
     if init:
-        opened = open_target_repository(target, create=True, runtime=runtime)
-        repository_id = opened.config.repository_id
+        opened = open_target_repository(
+            target, create=True, runtime=runtime, chunk_size=chunk or DEFAULT_CHUNK_SIZE
+        )
+        _check_chunk_size(name, opened, chunk)
+        repository_id, chunk_bytes = opened.config.repository_id, opened.config.chunk_size
     elif not no_check:
         _check(target, runtime)
     config.add(target)
     if st.json:
         output.print_json(
-            {"target": target.public(), "repository_id": repository_id, "created": made}
+            {
+                "target": target.public(),
+                "repository_id": repository_id,
+                "chunk_size": chunk_bytes,
+                "created": made,
+            }
         )
         return
     for what in made:
@@ -258,6 +283,36 @@ def add(
     output.console().print(f"Target {name} added to {config.path}.")
     if repository_id:
         output.console().print(f"Repository {repository_id} is ready.")
+
+
+def _chunk_size(text: str | None, *, init: bool) -> int | None:
+    """The bytes of `--chunk-size` (None when not given); InvalidArgument (one line, exit 2)
+    for a size that is not a power of two the repository format accepts, or without --init."""
+    if text is None:
+        return None
+    if not init:
+        raise InvalidArgument("--chunk-size is the chunk size of a new repository: add --init")
+    wanted = (
+        f"--chunk-size must be a power of two from {format_size(MIN_CHUNK_SIZE)} to "
+        f"{format_size(MAX_CHUNK_SIZE)} (e.g. 256Ki, 1Mi)"
+    )
+    try:
+        value = parse_size(text)
+    except SizeTooLarge:
+        raise InvalidArgument(f"{wanted}, not {text.strip()}") from None
+    if value & (value - 1) or not MIN_CHUNK_SIZE <= value <= MAX_CHUNK_SIZE:
+        raise InvalidArgument(f"{wanted}, not {text.strip()} ({value:,} bytes)")
+    return value
+
+
+def _check_chunk_size(name: str, repository: Repository, chunk: int | None) -> None:
+    """A repository that was there already keeps its chunk size: refuse a different one."""
+    found = repository.config.chunk_size
+    if chunk is not None and found != chunk:
+        raise FailedPrecondition(
+            f"target {name!r} holds a repository already, with {format_size(found)} chunks: "
+            "--chunk-size only sets a new repository's; add the target without it"
+        )
 
 
 def _prepare(store: BlobStore, *, init: bool, create_bucket: bool, check: bool) -> list[str]:

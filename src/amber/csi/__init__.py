@@ -13,8 +13,8 @@ How the pieces fit:
   about storage and they never set gRPC status codes themselves.
 - `errors` is the one place where `amber.domain.errors` classes become gRPC status codes. A
   servicer method raises domain errors and is decorated with `@rpc_errors()`, giving a per-RPC
-  override table where the spec asks for a different code (`{OutOfSpace: OUT_OF_RANGE}` for
-  ControllerExpandVolume, `{AmberError: FAILED_PRECONDITION}` for Probe). Unexpected exceptions
+  override table where the spec asks for a different code (`{AmberError: FAILED_PRECONDITION}`
+  for Probe). Unexpected exceptions
   become INTERNAL with a generic message; the traceback goes to the log.
 - `logging` writes one JSON line per RPC (method, object ids, code, duration, message) and
   provides `redact()`: fields marked `csi_secret`, `secrets` maps and map values under keys

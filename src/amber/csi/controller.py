@@ -38,7 +38,6 @@ from amber.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    OutOfSpace,
 )
 from amber.domain.models import Snapshot, SourceKind, Volume, VolumeMode
 from amber.domain.units import format_size
@@ -438,7 +437,12 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):  # type: ignore[misc]
 
     # -- ControllerExpandVolume, capabilities ---------------------------------------------
 
-    @rpc_errors({OutOfSpace: Code.OUT_OF_RANGE})
+    # A pool without room is RESOURCE_EXHAUSTED, as for CreateVolume (the default table), not the
+    # spec's OUT_OF_RANGE ("the capacity range is not allowed"; the caller must change it): the
+    # size is allowed and fits once space is freed, and csi-resizer retries RESOURCE_EXHAUSTED
+    # with back-off where it would mark OUT_OF_RANGE infeasible. Sizes over `limit_bytes` or
+    # 1 PiB stay OUT_OF_RANGE (OutOfRange).
+    @rpc_errors()
     def ControllerExpandVolume(self, request: Any, context: grpc.ServicerContext) -> Any:
         if not request.volume_id:
             raise InvalidArgument("volume_id is required")

@@ -10,10 +10,10 @@ the code the CSI spec expects:
         def CreateVolume(self, request, context):
             ...  # raise InvalidArgument(...), NotFound(...), ...
 
-        # Example: answer "pool too small for the new size" with the code of the spec's
-        # "unsupported capacity" row for this RPC instead of RESOURCE_EXHAUSTED.
-        @rpc_errors({OutOfSpace: grpc.StatusCode.OUT_OF_RANGE})
-        def ControllerExpandVolume(self, request, context):
+        # Example: a starting_token Amber did not issue is the spec's ABORTED row for this RPC
+        # ("invalid starting_token"), not the INVALID_ARGUMENT of the default table.
+        @rpc_errors({BadToken: grpc.StatusCode.ABORTED})
+        def ListVolumes(self, request, context):
             ...
 
 The per-RPC table wins over the defaults at every level of the class hierarchy, so

@@ -37,7 +37,6 @@ from amber.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    OutOfSpace,
 )
 from amber.domain.models import Attachment, AttachmentKind, Volume, VolumeMode
 from amber.ops.locks import KeyedLocks
@@ -140,7 +139,9 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
 
     def _stage_locked(self, volume: Volume, staging: Path, access: caps.Access) -> None:
         target = _staged_path(volume, staging)
-        if self._attachment_at(volume, target) is not None:
+        existing = self._attachment_at(volume, target)
+        if existing is not None:
+            _check_staged_use(volume, existing)
             return  # already staged here: idempotent
         if mount.is_mounted(target) or mount.is_mounted(staging):
             raise _occupied(staging, "staging_target_path")
@@ -271,7 +272,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):  # type: ignore[misc]  # generate
                 return found
         raise NotFound(f"volume {volume.name!r} is not staged or published at {path}")
 
-    @rpc_errors({OutOfSpace: Code.OUT_OF_RANGE})
+    @rpc_errors()  # no room in the pool: RESOURCE_EXHAUSTED, as ControllerExpandVolume says why
     def NodeExpandVolume(self, request: Any, context: grpc.ServicerContext) -> Any:
         _required(request.volume_id, "volume_id")
         path_text = _required(request.volume_path, "volume_path")
@@ -344,6 +345,18 @@ def _check_other_publications(
             f"block volume {volume.name!r} is published at {where} "
             f"{'read-write' if read_only else 'read-only'}; Amber cannot publish one block "
             "volume read-only and read-write at the same time"
+        )
+
+
+def _check_staged_use(volume: Volume, existing: Attachment) -> None:
+    """The spec's ALREADY_EXISTS row of NodeStageVolume ("published at the staging path but
+    incompatible"): a staged filesystem is always mounted read-write (read-only access is a
+    matter of its publications), so a read-only mount of the volume there is a publication, not
+    a staging; Amber cannot tell a read-write publication from a staging, and takes it as one."""
+    if volume.mode is VolumeMode.FILESYSTEM and existing.read_only:
+        raise AlreadyExists(
+            f"volume {volume.name!r} is published read-only at {existing.path}, not staged "
+            "there: stage it at a staging path of its own"
         )
 
 

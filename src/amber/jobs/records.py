@@ -8,6 +8,12 @@
 - `items`: what each job created (a local snapshot or a backup), so retention only ever deletes
   a job's own items, never a hand-made snapshot or another job's backup.
 
+A job runs once at a time across every process that shares its records (`amber schedule run`,
+`amber job run-now`, the dashboard's Run now): a run holds the job's lock file,
+`locks/<database stem>/<job>.lock` beside the database (in a pool: `<pool>/locks/jobs/`), with
+`flock` (`amber.pool.locks`) for as long as it runs. The kernel releases it when the holder dies,
+so a killed run never leaves the job locked.
+
 The database opens through `amber.system.sqlite` (WAL, synchronous commits, numbered
 migrations), like every other database in the pool.
 """
@@ -23,10 +29,21 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from amber.pool.context import LOCKS_DIR
+from amber.pool.locks import LockTable
 from amber.system import sqlite
 from amber.system.sqlite import Schema
 
-__all__ = ["DB_NAME", "SCHEMA", "OwnedItem", "Records", "RunLog", "RunOutcome", "RunRecord"]
+__all__ = [
+    "DB_NAME",
+    "SCHEMA",
+    "OwnedItem",
+    "Records",
+    "RunClaim",
+    "RunLog",
+    "RunOutcome",
+    "RunRecord",
+]
 
 DB_NAME = "jobs.db"
 
@@ -90,6 +107,12 @@ class OwnedItem:
     target: str = ""
 
 
+class RunClaim(Protocol):
+    """A job's one run, held until `release` (idempotent)."""
+
+    def release(self) -> None: ...
+
+
 class RunLog(Protocol):
     """What the scheduler needs of a run store: `Records` in a pool, or the Kubernetes
     operator's own (status on the RecurringJob resource). Methods are called from threads."""
@@ -104,6 +127,25 @@ class RunLog(Protocol):
 
     def set_last_slot(self, job: str, slot: float) -> None: ...
 
+    def try_claim(self, job: str) -> RunClaim | None:
+        """Hold the job's one run across every process sharing these records; None when
+        another run holds it."""
+        ...
+
+
+class _FileClaim:
+    """A job's lock file, held with `flock` by one open file."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            LockTable.release(fd)
+
 
 class Records:
     """The job database of one pool (a `RunLog`); thread-safe, each method one transaction."""
@@ -112,6 +154,7 @@ class Records:
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite.open_database(path, SCHEMA)
+        self._claims: LockTable | None = None
 
     @classmethod
     def in_pool(cls, root: Path) -> Records:
@@ -191,6 +234,18 @@ class Records:
             " ON CONFLICT(job) DO UPDATE SET last_slot = excluded.last_slot",
             (job, slot),
         )
+
+    # -- one run per job -------------------------------------------------------------------
+
+    def try_claim(self, job: str) -> RunClaim | None:
+        """Hold the job's lock file (see the module docstring); None when another run holds
+        it, in this process or another."""
+        with self._lock:
+            if self._claims is None:
+                self._claims = LockTable(self.path.parent / LOCKS_DIR / self.path.stem)
+            claims = self._claims
+        fd = claims.try_acquire(job)
+        return None if fd is None else _FileClaim(fd)
 
     # -- items ------------------------------------------------------------------------------
 

@@ -16,6 +16,12 @@ while it works. A run on one volume:
 A failure on one volume is recorded `failed` with its one-line reason; the others go on. A
 stop (SIGTERM in `amber schedule run`) lets running tasks finish and starts no new one.
 
+A job runs once at a time, across processes: every run (a slot, `amber job run-now`, the
+dashboard's Run now) holds the job's claim in its run records (`RunLog.try_claim`: a lock file
+in the pool that the kernel releases when a process dies). A run-now of a job that runs
+already is refused (Busy); a slot that finds its job running in another process is recorded
+`skipped` on each subject with `ELSEWHERE`, and the schedule moves on.
+
 Time comes from a `Clock`, so tests drive days of schedule in milliseconds.
 """
 
@@ -33,7 +39,7 @@ from typing import Protocol
 from amber import metrics
 from amber.domain.errors import AmberError, Busy, InvalidArgument
 from amber.jobs.executor import Candidate, Executor, ItemKind, Outcome
-from amber.jobs.records import RunLog, RunOutcome, RunRecord
+from amber.jobs.records import RunClaim, RunLog, RunOutcome, RunRecord
 from amber.jobs.retention import select
 from amber.jobs.schedule import due, jitter_offset, next_run
 from amber.jobs.spec import JobSpec, Retention, Task
@@ -54,6 +60,8 @@ IDLE_WAKE = timedelta(hours=1)
 """How long `serve` sleeps when no job has a next slot (all running, or none defined)."""
 MAX_SLEEP = 60.0
 """The longest single sleep: a wall clock set forward is noticed within a minute."""
+ELSEWHERE = "the job was already running in another process"
+"""The reason recorded for a slot skipped because another process ran the job."""
 
 
 class Clock(Protocol):
@@ -90,6 +98,23 @@ def _busy(job: str) -> Busy:
 def select_volumes(spec: JobSpec, candidates: Iterable[Candidate]) -> list[str]:
     """The names of the volumes `spec` applies to, sorted."""
     return sorted(c.name for c in candidates if spec.selection.selects(c.name, c.labels, c.groups))
+
+
+class _Held:
+    """A job's run held by a scheduler: its mark in the scheduler and its records' claim."""
+
+    def __init__(self, claim: RunClaim, unmark: Callable[[], None]) -> None:
+        self._claim, self._unmark = claim, unmark
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        if self._released.is_set():
+            return
+        self._released.set()
+        try:
+            self._claim.release()
+        finally:
+            self._unmark()
 
 
 @dataclass
@@ -223,7 +248,14 @@ class Scheduler:
 
     def _run_scheduled(self, spec: JobSpec, slot: datetime) -> None:
         try:
-            run = self._run(spec, slot)
+            claim = self.records.try_claim(spec.name)
+            if claim is None:
+                run = self._skip_all(spec, slot, ELSEWHERE)
+            else:
+                try:
+                    run = self._run(spec, slot)
+                finally:
+                    claim.release()
             if not run.interrupted:  # else the slot runs again at start-up, once
                 self.records.set_last_slot(spec.name, slot.timestamp())
             with self._running_lock:
@@ -244,32 +276,51 @@ class Scheduler:
         with self._running_lock:
             return job in self._running
 
-    def check_idle(self, job: str) -> None:
-        """Busy when `job` runs now (an edge refuses a run-now before it starts one)."""
-        if self.running(job):
-            raise _busy(job)
-
-    @contextmanager
-    def claimed(self, spec: JobSpec) -> Iterator[None]:
-        """Hold the job's one run (the per-job concurrency rule) for the block; Busy when
-        it runs already."""
+    def claim(self, spec: JobSpec) -> RunClaim:
+        """Hold the job's one run (the per-job concurrency rule), in this scheduler and in
+        every process sharing its records, until `release`; Busy when it runs already."""
         with self._running_lock:
             if spec.name in self._running:
                 raise _busy(spec.name)
             self._running.add(spec.name)
         try:
+            held = self.records.try_claim(spec.name)
+        except BaseException:
+            self._unmark(spec.name)
+            raise
+        if held is None:
+            self._unmark(spec.name)
+            raise _busy(spec.name)
+        return _Held(held, lambda: self._unmark(spec.name))
+
+    def _unmark(self, job: str) -> None:
+        with self._running_lock:
+            self._running.discard(job)
+        self._wake.set()
+
+    @contextmanager
+    def claimed(self, spec: JobSpec) -> Iterator[None]:
+        """`claim` for the block."""
+        held = self.claim(spec)
+        try:
             yield
         finally:
-            with self._running_lock:
-                self._running.discard(spec.name)
-            self._wake.set()
+            held.release()
 
-    def run_now(self, spec: JobSpec, *, force: bool = False) -> list[RunRecord]:
+    def run_now(
+        self, spec: JobSpec, *, force: bool = False, claim: RunClaim | None = None
+    ) -> list[RunRecord]:
         """Run `spec` once now on every volume at once, without jitter (`amber job run-now`,
-        the dashboard's Run now); its schedule is not moved. Busy while it runs already."""
-        with self.claimed(spec):
+        the dashboard's Run now); its schedule is not moved. Busy while it runs already.
+
+        `claim` is the job's claim taken beforehand (`claim`: an edge that refuses at once and
+        runs later, in another thread); it is released at the end either way."""
+        held = claim if claim is not None else self.claim(spec)
+        try:
             slot = self.clock.now().replace(microsecond=0)
             return self.run_job(spec, slot, force=force, now=True)
+        finally:
+            held.release()
 
     # -- one run ----------------------------------------------------------------------------
 
@@ -289,15 +340,31 @@ class Scheduler:
         with metrics.inflight("job"):
             return self._run_subjects(_Run(spec, slot, force, immediate=now))
 
+    def _subjects(self, spec: JobSpec) -> list[tuple[str, str | None]]:
+        """(subject, volume) of each run of `spec`, in the order they start."""
+        if not spec.task.per_volume:
+            return [(f"target:{spec.target}", None)]
+        volumes = select_volumes(spec, self.executor.candidates())
+        return [(v, v) for v in sorted(volumes, key=lambda v: (jitter_offset(spec, v), v))]
+
+    def _skip_all(self, spec: JobSpec, slot: datetime, reason: str) -> _Run:
+        """Record the slot `skipped` with `reason` on each subject (nothing run)."""
+        run = _Run(spec, slot, force=False)
+        for subject, _ in self._subjects(spec):
+            start = self.clock.now()
+            run.records.append(
+                self._record(run, subject, start, RunOutcome.SKIPPED, done=Outcome(), reason=reason)
+            )
+        run.records.sort(key=lambda r: r.subject)
+        return run
+
     def _run_subjects(self, run: _Run) -> _Run:
         spec = run.spec
         if not spec.task.per_volume:
             self._one(run, f"target:{spec.target}", None)
             return run
-        volumes = select_volumes(spec, self.executor.candidates())
-        order = sorted(volumes, key=lambda v: (jitter_offset(spec, v), v))
         with ThreadPoolExecutor(spec.concurrency, thread_name_prefix=f"job-{spec.name}") as pool:
-            futures = [pool.submit(self._one, run, volume, volume) for volume in order]
+            futures = [pool.submit(self._one, run, *subject) for subject in self._subjects(spec)]
         for future in futures:
             future.result()  # what could not even be recorded (the job database failing)
         run.records.sort(key=lambda r: r.subject)

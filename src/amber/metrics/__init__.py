@@ -24,15 +24,39 @@ metric, its labels and the alerts built on them: docs/metrics.md.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from amber import __version__
-from amber.metrics.prober import TargetProber
 from amber.metrics.registry import KINDS, BackupRun, Metrics, Outcome, RestoreRun
-from amber.metrics.server import MetricsAddress, MetricsServer, parse_address
 from amber.metrics.stats import PoolStats, ProbeOutcome, TargetStats, VolumeStats
+
+if TYPE_CHECKING:
+    from amber.metrics.prober import TargetProber
+    from amber.metrics.server import MetricsAddress, MetricsServer, parse_address
+
+_LAZY = {
+    "TargetProber": "amber.metrics.prober",
+    "MetricsAddress": "amber.metrics.server",
+    "MetricsServer": "amber.metrics.server",
+    "parse_address": "amber.metrics.server",
+}
+"""Names imported at first use: a command that records a backup serves nothing and probes
+nothing, and the server pulls in the address parser (`ipaddress`)."""
+
+
+def __getattr__(name: str) -> Any:
+    """`_LAZY`'s names, imported when first asked for (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "KINDS",
@@ -132,6 +156,8 @@ def exposition(accept: str | None = None) -> tuple[bytes, str]:
 
 def serve(address: MetricsAddress) -> MetricsServer:
     """Serve the process's metrics at `address` (started; `stop()` it when done)."""
+    from amber.metrics.server import MetricsServer
+
     server = MetricsServer(address, default().registry)
     server.start()
     return server

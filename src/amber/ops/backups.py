@@ -32,27 +32,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from amber.backup.backuper import BackupOptions, BackupReport, backup_snapshot, no_failpoint
-from amber.backup.gc import DEFAULT_GRACE_SECONDS, PruneResult
-from amber.backup.gc import prune as prune_repository
 from amber.backup.keeper import DEFAULT_LOCK_WAIT, held
 from amber.backup.layout import Clock
-from amber.backup.locks import CHECK, PRUNE, REPAIR, LockKind
+from amber.backup.locks import CHECK, DEFAULT_GRACE_SECONDS, PRUNE, REPAIR, LockKind
 from amber.backup.manifest import Manifest
 from amber.backup.progress import Progress
 from amber.backup.repository import Repository
-from amber.backup.retention import RetentionPolicy
 from amber.backup.state import BackupState
 from amber.backup.targets import DEFAULT_CONFIG, Target, TargetRuntime
 from amber.domain.errors import Busy, FailedPrecondition, InvalidArgument, NotFound
-from amber.metrics import backup_run, restore_run
 from amber.ops.targets import open_target
 from amber.ops.watch import Cancelled
 from amber.pool import Pool
 
 if TYPE_CHECKING:  # imported by the operations that run them (the CLI pays per import)
     from amber.backup.check import CheckResult
+    from amber.backup.gc import PruneResult
     from amber.backup.repair import RepairResult
     from amber.backup.restorer import RestoreReport
+    from amber.backup.retention import RetentionPolicy
 
 __all__ = [
     "Operations",
@@ -137,6 +135,8 @@ def prune_repository_locked(
     wait: float = DEFAULT_LOCK_WAIT,
 ) -> PruneResult:
     """Prune under the exclusive lock, held fresh for as long as the prune runs."""
+    from amber.backup.gc import prune as prune_repository
+
     check_policy(policy)
     with held(repo, PRUNE, LockKind.EXCLUSIVE, wait=wait) as keeper:
         return prune_repository(
@@ -144,9 +144,10 @@ def prune_repository_locked(
         )
 
 
-_EVERY_BACKUP = RetentionPolicy(keep_last=2**31)
-"""The policy of a sweep: prune keeps the N newest backups of each volume, and no volume has
-2**31 of them, so every backup is kept and only data none of them uses is deleted."""
+_EVERY_BACKUP = 2**31
+"""The policy of a sweep is `keep_last=_EVERY_BACKUP`: prune keeps the N newest backups of each
+volume, and no volume has 2**31 of them, so every backup is kept and only data none of them uses
+is deleted."""
 
 
 def sweep_repository_locked(
@@ -158,9 +159,16 @@ def sweep_repository_locked(
 ) -> PruneResult:
     """Delete the packs no backup uses, removing no backup, under prune's exclusive lock (held
     fresh for as long as the sweep runs): a sweep is a prune that decides no retention."""
+    from amber.backup.gc import prune as prune_repository
+    from amber.backup.retention import RetentionPolicy
+
     with held(repo, PRUNE, LockKind.EXCLUSIVE, wait=wait) as keeper:
         return prune_repository(
-            repo, _EVERY_BACKUP, grace_seconds=grace, lock=keeper.lock, progress=progress
+            repo,
+            RetentionPolicy(keep_last=_EVERY_BACKUP),
+            grace_seconds=grace,
+            lock=keeper.lock,
+            progress=progress,
         )
 
 
@@ -236,6 +244,8 @@ class Operations:
     ) -> BackupReport:
         """Back up the pool snapshot `source` (with `take_snapshot`: a new snapshot of the volume
         `source`, kept in the pool). Locking: the engine's shared lock, kept fresh."""
+        from amber.metrics import backup_run  # not at import: most commands record nothing
+
         with backup_run(cancelled=(Cancelled,)) as run:  # the metrics
             pool = self._pool()
             snapshot = snapshot_to_back_up(pool, source, take=take_snapshot)
@@ -271,6 +281,7 @@ class Operations:
         """Restore into a new volume. Locking: a shared reader lock whose purpose names the
         backup, so that no node deletes the backup meanwhile."""
         from amber.backup.restorer import RestoreOptions, restore_backup
+        from amber.metrics import restore_run
 
         with restore_run(cancelled=(Cancelled,)) as run:  # the metrics
             report = restore_backup(

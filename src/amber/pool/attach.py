@@ -173,7 +173,9 @@ class Attachments:
         return device
 
     def _live_loop(self, obj: _Target) -> Path | None:
-        live = {loop.device for loop in loopdev.find_loops(obj.image)}
+        # A device with autoclear set was detached while something held it open: the kernel
+        # frees it at that holder's close, which may come between our e2fsck and our mount.
+        live = {loop.device for loop in loopdev.find_loops(obj.image) if not loop.autoclear}
         for attachment in self._ctx.store.attachments(obj.uid):
             if attachment.loop_device in live:
                 return attachment.loop_device
@@ -279,8 +281,7 @@ def _release_paths(ctx: PoolContext, paths: list[str]) -> None:
 def _detach_if_unused(ctx: PoolContext, uid: str, image: Path) -> None:
     if ctx.store.attachments(uid):
         return
-    for loop in loopdev.find_loops(image):
-        loopdev.detach(loop.device)
+    loopdev.detach_image(image)
 
 
 def finish_detach(ctx: PoolContext, journal_id: int, payload: Mapping[str, Any]) -> None:
@@ -301,6 +302,8 @@ def sync_device_read_only(ctx: PoolContext, uid: str, image: Path) -> None:
         return
     wanted = all(a.read_only for a in attachments)
     for loop in loopdev.find_loops(image):
+        if loop.autoclear:
+            continue  # on its way out: a flag set now would stay on the freed device number
         if ioctl.is_read_only(loop.device) != wanted:
             ioctl.set_read_only(loop.device, wanted)
 

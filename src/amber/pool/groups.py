@@ -292,8 +292,7 @@ def finish_delete_group(ctx: PoolContext, journal_id: int, payload: Mapping[str,
     ctx.failpoint("group.delete.rows-removed")
     for member in payload["members"]:
         image = Path(str(member["image"]))
-        for loop in loopdev.find_loops(image):
-            loopdev.detach(loop.device)
+        loopdev.detach_image(image)
         remove_file(image)
     ctx.failpoint("group.delete.files-removed")
     ctx.store.journal_remove(journal_id)
@@ -314,8 +313,7 @@ def undo_create_group(
         for member in payload["members"]:
             if ctx.store.snapshot_by_uid(str(member["uid"])) is None:
                 image = Path(str(member["image"]))
-                for loop in loopdev.find_loops(image):
-                    loopdev.detach(loop.device)
+                loopdev.detach_image(image)
                 remove_file(image)
     ctx.store.journal_remove(journal_id)
     return True

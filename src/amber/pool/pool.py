@@ -338,7 +338,7 @@ def _mount_image(image: Path, root: Path) -> None:
     try:
         mount.mount(device, root, fstype="xfs", options=["rw", "noatime"])
     except BaseException:
-        loopdev.detach(device)
+        loopdev.detach(device, backing=image)
         raise
     # The kernel frees the loop device once the pool is unmounted.
     run(["losetup", "--detach", str(device)], timeout=30, check=False)

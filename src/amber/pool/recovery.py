@@ -91,8 +91,7 @@ def _undo_create(ctx: PoolContext, entry: JournalEntry, payload: dict[str, Any])
     uid = str(payload["uid"])
     known = ctx.store.volume_by_uid(uid) or ctx.store.snapshot_by_uid(uid)
     if known is None:
-        for loop in loopdev.find_loops(Path(payload["image"])):
-            loopdev.detach(loop.device)
+        loopdev.detach_image(Path(payload["image"]))
         remove_file(Path(payload["image"]))
     ctx.store.journal_remove(entry.id)
     return True
@@ -158,4 +157,4 @@ def _free_unused_loop(ctx: PoolContext, uid: str) -> None:
         return
     for loop in loopdev.find_loops(obj.image):
         if not any(e.source == str(loop.device) for e in mount.mount_table()):
-            loopdev.detach(loop.device)
+            loopdev.detach(loop.device, backing=obj.image)

@@ -33,7 +33,7 @@ def pool_stats(pool: Pool) -> PoolStats:
         overprovisioning_ratio=status.overprovisioning,
         volumes=status.volumes,
         snapshots=status.snapshots,
-        snapshots_bytes=sum(s.allocated for s in pool.snapshots.list()),
+        snapshots_bytes=pool.snapshots.allocated_bytes(),
         backup_bases=status.backup_bases,
         backup_bases_bytes=status.backup_bases_bytes,
         full=status.full,

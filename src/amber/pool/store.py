@@ -370,6 +370,15 @@ class MetadataStore:
             )
         return [self._snapshot(r) for r in rows]
 
+    def snapshot_uids(self) -> set[str]:
+        """The uid of every snapshot (one column: cheap for many snapshots)."""
+        return {str(r[0]) for r in self._query("SELECT uid FROM snapshots")}
+
+    def snapshot_images(self) -> dict[str, Path]:
+        """uid -> image of every snapshot, from the rows alone (no `stat`)."""
+        rows = self._query("SELECT uid, image FROM snapshots")
+        return {str(r["uid"]): Path(r["image"]) for r in rows}
+
     def delete_snapshot_row(self, db: sqlite3.Connection, uid: str) -> None:
         db.execute("DELETE FROM snapshots WHERE uid = ?", (uid,))
 

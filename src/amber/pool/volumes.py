@@ -386,8 +386,7 @@ def finish_delete(
         else:
             ctx.store.delete_snapshot_row(db, uid)
     ctx.failpoint(f"{kind}.delete.row-removed")
-    for loop in loopdev.find_loops(Path(str(image))):
-        loopdev.detach(loop.device)
+    loopdev.detach_image(Path(str(image)))
     remove_file(Path(str(image)))
     ctx.failpoint(f"{kind}.delete.file-removed")
     ctx.store.journal_remove(journal_id)
@@ -401,7 +400,8 @@ def finish_expand(ctx: PoolContext, journal_id: int, volume: Volume, new_size: i
             os.fsync(f.fileno())
     ctx.failpoint("volume.expand.image-grown")
     for loop in loopdev.find_loops(volume.image):
-        loopdev.refresh_capacity(loop.device)
+        if not loop.autoclear:  # one on its way out may be freed before losetup gets to it
+            loopdev.refresh_capacity(loop.device)
     ctx.failpoint("volume.expand.device-refreshed")
     pending = volume.mode is VolumeMode.FILESYSTEM
     with ctx.store.transaction() as db:

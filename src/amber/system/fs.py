@@ -6,15 +6,18 @@ one UUID, and a clone or snapshot carries its source's UUID, so xfs is always mo
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from amber.domain.errors import InvalidArgument, SystemFailure
+from amber.domain.errors import Corrupt, InvalidArgument, SystemFailure
 from amber.domain.units import MiB
 from amber.system.mount import mount_table
-from amber.system.run import run
+from amber.system.run import ToolFailed, run
+
+log = logging.getLogger(__name__)
 
 SUPPORTED = ("ext4", "xfs")
 # mkfs.xfs (xfsprogs 6.x) refuses filesystems below 300 MiB.
@@ -77,7 +80,7 @@ def grow_offline(fstype: str, device: Path) -> bool:
     """Grow an unmounted filesystem; return False if this type only grows while mounted (xfs)."""
     if fstype != "ext4":
         return False
-    run(["e2fsck", "-f", "-p", str(device)], timeout=600)
+    _e2fsck(device, force=True)  # resize2fs refuses a filesystem not checked since its mount
     run(["resize2fs", str(device)], timeout=600)
     return True
 
@@ -85,8 +88,33 @@ def grow_offline(fstype: str, device: Path) -> bool:
 def check(device: Path, fstype: str) -> None:
     """Check an unmounted filesystem and repair what is safe; raise if it is damaged."""
     if fstype == "ext4":
-        run(["e2fsck", "-p", str(device)], timeout=600)
+        _e2fsck(device, force=False)
     # xfs checks itself at mount (log recovery); xfs_repair is never run automatically.
+
+
+E2FSCK_CORRECTED = 1 | 2
+"""e2fsck's exit bits for "errors corrected" (2: "... reboot", which only a mounted root needs)."""
+E2FSCK_UNCORRECTED = 4
+
+
+def _e2fsck(device: Path, *, force: bool) -> None:
+    """`e2fsck -p` (preen: repair what is safe without asking) and read its exit code.
+
+    Errors it corrected are a success (logged); errors it left are Corrupt; anything else
+    (8: an operational error, such as a device it cannot open) is a ToolFailed.
+    """
+    try:
+        run(["e2fsck", *(["-f"] if force else []), "-p", str(device)], timeout=600)
+    except ToolFailed as e:
+        if e.returncode & E2FSCK_UNCORRECTED and not e.returncode & 8:
+            raise Corrupt(
+                f"the ext4 filesystem on {device} has errors e2fsck -p cannot repair safely "
+                f"({e.message.partition(': ')[2]}): attach the volume's device "
+                "(`amber volume attach`) and repair it by hand with `e2fsck -f`"
+            ) from e
+        if e.returncode & ~E2FSCK_CORRECTED:
+            raise
+        log.warning("e2fsck repaired the ext4 filesystem on %s: %s", device, e.stderr.strip())
 
 
 @dataclass(frozen=True)

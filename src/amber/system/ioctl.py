@@ -1,5 +1,5 @@
 """The few ioctls Amber needs: FICLONE (reflink), FIFREEZE/FITHAW, FIEMAP, BLKGETSIZE64,
-BLKROSET/BLKROGET."""
+BLKROSET/BLKROGET, LOOP_CLR_FD."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ FS_IOC_FIEMAP = 0xC020660B
 BLKGETSIZE64 = 0x80081272
 BLKROSET = 0x125D
 BLKROGET = 0x125E
+LOOP_CLR_FD = 0x4C01
 
 FIEMAP_FLAG_SYNC = 0x1
 FIEMAP_EXTENT_LAST = 0x1
@@ -154,18 +155,34 @@ def set_read_only(device: Path, read_only: bool) -> None:
     """
     fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fcntl.ioctl(fd, BLKROSET, struct.pack("=i", int(read_only)))
+        set_read_only_fd(fd, read_only)
     except OSError as e:
         raise SystemFailure(f"cannot set {device} read-only={read_only}: {e.strerror}") from e
     finally:
         os.close(fd)
 
 
+def set_read_only_fd(fd: int, read_only: bool) -> None:
+    """BLKROSET on an open block device (OSError as the kernel says it)."""
+    fcntl.ioctl(fd, BLKROSET, struct.pack("=i", int(read_only)))
+
+
 def is_read_only(device: Path) -> bool:
     """Whether a block device refuses writes (BLKROGET)."""
     fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        buf = fcntl.ioctl(fd, BLKROGET, b"\0" * 4)
+        return is_read_only_fd(fd)
     finally:
         os.close(fd)
+
+
+def is_read_only_fd(fd: int) -> bool:
+    """BLKROGET on an open block device."""
+    buf = fcntl.ioctl(fd, BLKROGET, b"\0" * 4)
     return bool(struct.unpack("=i", buf)[0])
+
+
+def loop_clear(fd: int) -> None:
+    """LOOP_CLR_FD on an open loop device: the kernel frees it at its last close (so at the
+    caller's own close, unless someone else still holds it open). OSError ENXIO: not bound."""
+    fcntl.ioctl(fd, LOOP_CLR_FD, 0)

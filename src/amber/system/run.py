@@ -10,13 +10,34 @@ from collections.abc import Sequence
 from amber.domain.errors import SystemFailure, Unavailable
 
 DEFAULT_TIMEOUT = 120.0
+NOISE = ("dmesg(1) may have more information", "resize2fs 1.", "e2fsck 1.")
+"""Lines of tool output that say nothing about the failure (mount's hint, version banners)."""
+DETAIL_LINES = 2
 log = logging.getLogger(__name__)
 
 
-def run(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> str:
-    """Run `argv` and return its stdout; on failure raise SystemFailure in the tool's words.
+class ToolFailed(SystemFailure):
+    """A tool exited with a code its caller does not accept; `returncode` and `stderr` kept."""
 
-    Each command is logged at DEBUG (`--verbose`); Amber never puts a secret in an argv.
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        super().__init__(f"{' '.join(argv[:2])} failed (exit {returncode}): {_detail(stderr)}")
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+def _detail(output: str) -> str:
+    """The tool's own words in one line: its last meaningful lines of output."""
+    lines = [line.strip() for line in output.strip().splitlines()]
+    lines = [line for line in lines if line and not line.startswith(NOISE)]
+    return "; ".join(lines[-DETAIL_LINES:]) or "no message"
+
+
+def run(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> str:
+    """Run `argv` and return its stdout; on failure raise ToolFailed in the tool's words.
+
+    Each command is logged at DEBUG (`--verbose`) with, when it fails, its exit code and
+    output; Amber never puts a secret in an argv.
     """
     log.debug("running %s", shlex.join(argv))
     try:
@@ -33,9 +54,8 @@ def run(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, check: bool = 
     except subprocess.TimeoutExpired as e:
         raise SystemFailure(f"{argv[0]} did not finish within {timeout:.0f}s") from e
     if done.returncode != 0:
-        log.debug("%s exited %d: %s", argv[0], done.returncode, done.stderr.strip()[-500:])
+        output = (done.stderr or done.stdout).strip()
+        log.debug("%s exited %d: %s", argv[0], done.returncode, output[-2000:])
     if check and done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        last = detail[-1] if detail else f"exit code {done.returncode}"
-        raise SystemFailure(f"{' '.join(argv[:2])} failed: {last}")
+        raise ToolFailed(argv, done.returncode, done.stderr or done.stdout)
     return done.stdout

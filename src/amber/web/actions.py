@@ -204,15 +204,23 @@ def run_job(ctx: WebContext, name: str) -> Operation:
     does; refused while the job runs already)."""
     engine = ctx.jobs
     job = engine.find(_required(name, "job"))
-    engine.scheduler().check_idle(job.name)  # the engine's per-job rule, refused at once
     subjects = len(select_volumes(job, pool_candidates(ctx.pool))) if job.task.per_volume else 1
+    # The engine's per-job rule (across processes), held from here: refused at once (409).
+    claim = engine.scheduler().claim(job)
 
     def work(progress: Progress) -> str:
-        progress.phase("volumes" if job.task.per_volume else "targets", subjects, unit="runs")
-        done = engine.run_now(job, lambda _record: progress.advance(1))
+        try:
+            progress.phase("volumes" if job.task.per_volume else "targets", subjects, unit="runs")
+            done = engine.run_now(job, lambda _record: progress.advance(1), claim=claim)
+        finally:
+            claim.release()  # (released already by the run, unless the phase failed)
         return _job_result(job.name, done)
 
-    return ctx.operations.start("job", f"run job {job.name} ({job.task.value}) now", work)
+    try:
+        return ctx.operations.start("job", f"run job {job.name} ({job.task.value}) now", work)
+    except BaseException:
+        claim.release()
+        raise
 
 
 def _job_result(job: str, done: list[RunRecord]) -> str:

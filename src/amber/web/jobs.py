@@ -3,9 +3,9 @@ records, and one scheduler of the local engine (`amber.jobs`).
 
 Nothing here decides a rule of the engine: the next and last run come from
 `amber.jobs.status`, a run now is `Scheduler.run_now` (the code path of `amber job run-now`,
-which also refuses a job that runs already), and the work is the local pool's executor with the
-dashboard's targets. The jobs file is read again at each use, so an edit shows at the next page
-load; a bad file is one line on the page.
+which also refuses a job that runs already, in this process or another), and the work is the
+local pool's executor with the dashboard's targets. The jobs file is read again at each use, so
+an edit shows at the next page load; a bad file is one line on the page.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from amber.backup.repository import Repository
 from amber.domain.errors import NotFound
 from amber.jobs.local import LocalExecutor
-from amber.jobs.records import Records, RunRecord
+from amber.jobs.records import Records, RunClaim, RunRecord
 from amber.jobs.runner import Scheduler, SystemClock
 from amber.jobs.spec import JobSpec, find_job, load_jobs_file
 from amber.jobs.status import JobStatus, job_statuses
@@ -76,16 +76,22 @@ class JobEngine:
         return job_statuses(self._records, jobs, datetime.now(UTC))
 
     def run_now(
-        self, job: JobSpec, on_record: Callable[[RunRecord], None] | None = None
+        self,
+        job: JobSpec,
+        on_record: Callable[[RunRecord], None] | None = None,
+        *,
+        claim: RunClaim | None = None,
     ) -> list[RunRecord]:
-        """Run the job now (Busy while it runs already); `on_record` hears each subject's run."""
+        """Run the job now (Busy while it runs already, here or in another process);
+        `on_record` hears each subject's run; `claim` is the job's, taken beforehand
+        (`Scheduler.claim`)."""
         scheduler = self.scheduler()
         with self._lock:
             listening = on_record is not None and job.name not in self._listeners
             if listening:
                 self._listeners[job.name] = on_record  # type: ignore[assignment]
         try:
-            return scheduler.run_now(job)
+            return scheduler.run_now(job, claim=claim)
         finally:
             if listening:
                 with self._lock:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     import uvicorn
 
 log = logging.getLogger(__name__)
+STOP_WAIT = 15.0
+"""How long `start_in_thread`'s stop waits for the server thread (uvicorn's graceful shutdown
+gives requests in flight 5 s)."""
 
 
 def bind(address: Address) -> socket.socket:
@@ -164,7 +167,11 @@ def start_in_thread(config: DashboardConfig, pool: Pool, runtime: TargetRuntime)
     thread.start()
 
     def stop() -> None:
+        """Stop serving (requests in flight get uvicorn's graceful timeout) and wait for the
+        thread, which closes the requests' context."""
         server.should_exit = True
-        thread.join(10)
+        thread.join(STOP_WAIT)
+        if thread.is_alive():
+            log.warning("the dashboard did not stop within %.0fs", STOP_WAIT)
 
     return Running(bound_address(sock, config.address), stop, thread)
