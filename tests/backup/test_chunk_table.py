@@ -8,18 +8,10 @@ from hypothesis import strategies as st
 
 from amber.backup.index import ChunkTable, IndexEntry, RepositoryIndex
 from amber.backup.pack import PackEntry
+from tests.backup import strategies
 
-# Few distinct ids and packs, so that the same id is often added twice.
-ids = st.sampled_from([bytes([i]) * 32 for i in range(40)]) | st.binary(min_size=32, max_size=32)
-packs = st.sampled_from([bytes([0xF0 + i]) * 32 for i in range(4)])
-entries = st.builds(
-    PackEntry,
-    ids,
-    st.integers(0, 2**64 - 1),
-    st.integers(0, 2**32 - 1),
-    st.integers(0, 2**32 - 1),
-    st.integers(0, 1),
-)
+ids, packs = strategies.chunk_ids, strategies.pack_ids
+entries = strategies.pack_entries(max_flags=1)
 
 
 @settings(max_examples=60, deadline=None)

@@ -15,18 +15,10 @@ from amber.backup.index import (
     merge_objects,
 )
 from amber.backup.pack import HEADER_ENTRY, PackEntry
+from tests.backup import strategies
 
-# Few distinct ids and packs, so that ids repeat within a pack and across packs and objects.
-ids = st.sampled_from([bytes([i]) * 32 for i in range(40)]) | st.binary(min_size=32, max_size=32)
-pack_ids = st.sampled_from([bytes([0xF0 + i]) * 32 for i in range(4)])
-entries = st.builds(
-    PackEntry,
-    ids,
-    st.integers(0, 2**64 - 1),
-    st.integers(0, 2**32 - 1),
-    st.integers(0, 2**32 - 1),
-    st.integers(0, 255),
-)
+ids, pack_ids = strategies.chunk_ids, strategies.pack_ids
+entries = strategies.pack_entries(max_flags=255)
 packs = st.lists(st.tuples(pack_ids, st.lists(entries, max_size=60)), max_size=12)
 
 
