@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def test_the_main_job_story_runs_and_cleans_up(tmp_path: Path) -> None:
         assert "filesystem now 1.9 GiB, data intact" in out
         assert "the volume restored from the backup equals the snapshot moment" in out
         assert "chunks unchanged (not read)" in out
+        assert re.search(r"\d+ read, \d+ patched \(only changed blocks read: [\d.]+ \w+\)", out)
         assert json.loads(config.read_text())["targets"]["local"]["url"] == (
             f"file://{tmp_path / 'backups'}"
         )

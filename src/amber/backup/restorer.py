@@ -97,6 +97,8 @@ class RestoreReport:
     size: int
     source_size: int
     chunks_written: int
+    """Pieces written: one per data chunk of a backup without patches; with patches, each
+    patch and each part of a chunk that no patch covers count one (`patches.pieces`)."""
     chunks_sparse: int
     """Holes and zero chunks: never written."""
     bytes_downloaded: int

@@ -72,7 +72,8 @@ def backup_story(
         second = backup_snapshot(pool, repo, TARGET, names["snap2"])
     console().print(
         f"    {second.chunks_unchanged} chunks unchanged (not read), {second.chunks_read} read, "
-        f"{format_size(second.bytes_new)} new",
+        f"{second.chunks_patched} patched (only changed blocks read: "
+        f"{format_size(second.bytes_read)}), {format_size(second.bytes_new)} new",
         soft_wrap=True,
     )
     made.append(second.backup_id)
