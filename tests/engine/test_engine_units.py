@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from amber.backup.chunker import ChunkGrid, is_zero
-from amber.backup.extents import unchanged_chunks
+from amber.backup.extents import changed_chunks
 from amber.backup.index import IndexEntry
 from amber.backup.keeper import acquire, holder
 from amber.backup.locks import LockKind
@@ -43,7 +43,7 @@ def test_same_physical_blocks_are_unchanged_and_moved_ones_are_not() -> None:
         Extent(2 * C, 10_000 + 2 * C, 2 * C, FIEMAP_EXTENT_SHARED),
         Extent(6 * C, 90_000, 2 * C, FIEMAP_EXTENT_SHARED),
     ]
-    same = unchanged_chunks(base, new, GRID, GRID.count)
+    same = changed_chunks(base, new, GRID, GRID.count).same
     # chunk 0 unchanged, 1 changed, 2-3 unchanged, 4-5 holes in both, 6-7 unchanged
     assert list(same) == [1, 0, 1, 1, 1, 1, 1, 1]
 
@@ -51,19 +51,19 @@ def test_same_physical_blocks_are_unchanged_and_moved_ones_are_not() -> None:
 def test_extents_split_differently_still_match() -> None:
     base = [Extent(0, 10_000, 4 * C, 0)]
     new = [Extent(0, 10_000, 2 * C + 100, 0), Extent(2 * C + 100, 10_000 + 2 * C + 100, 1948, 0)]
-    assert list(unchanged_chunks(base, new, GRID, GRID.count))[:4] == [1, 1, 1, 1]
+    assert list(changed_chunks(base, new, GRID, GRID.count).same)[:4] == [1, 1, 1, 1]
 
 
 def test_untrustworthy_new_data_and_flag_changes_are_read() -> None:
     base = [Extent(0, 10_000, 2 * C, 0x800), Extent(2 * C, 20_000, C, 0)]  # unwritten first
     new = [Extent(0, 10_000, 2 * C, 0), Extent(2 * C, 20_000, C, FIEMAP_EXTENT_DELALLOC)]
-    same = unchanged_chunks(base, new, GRID, GRID.count)
+    same = changed_chunks(base, new, GRID, GRID.count).same
     assert list(same)[:3] == [0, 0, 0]
 
 
 def test_only_comparable_chunks_are_compared() -> None:
     extents = [Extent(0, 10_000, 8 * C, 0)]
-    assert list(unchanged_chunks(extents, extents, GRID, 5)) == [1] * 5 + [0] * 3
+    assert list(changed_chunks(extents, extents, GRID, 5).same) == [1] * 5 + [0] * 3
 
 
 def test_grid_and_zero_detection() -> None:

@@ -56,14 +56,3 @@ def changed_chunks(
             if clipped != (chunk_start, chunk_end):
                 changes.ranges.setdefault(index, []).append(clipped)
     return changes
-
-
-def unchanged_chunks(
-    base: Sequence[Extent], new: Sequence[Extent], grid: ChunkGrid, comparable: int
-) -> bytearray:
-    """One byte per chunk of `grid`: 1 where the new image provably holds the base's bytes.
-
-    Only the first `comparable` chunks are compared (the chunks both images cover with the
-    same byte range); the rest are 0.
-    """
-    return changed_chunks(base, new, grid, comparable).same

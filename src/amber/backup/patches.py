@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -145,8 +145,3 @@ def _base_pieces(manifest: Manifest) -> Iterator[Piece]:
             cursor = max(cursor, patch.end)
         if cursor < end:
             yield Piece(cursor, end - cursor, ref, cursor - position * size)
-
-
-def positions_with_patches(patches: Sequence[Patch], chunk_size: int) -> Mapping[int, int]:
-    """How many patches touch each position."""
-    return {position: len(group) for position, group in by_position(patches, chunk_size).items()}
