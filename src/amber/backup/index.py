@@ -157,33 +157,22 @@ class ChunkTable(Mapping[bytes, IndexEntry]):
         self, pack_id: bytes, entries: Iterable[tuple[bytes, PackEntry | IndexEntry]]
     ) -> None:
         """Record each `(chunk id, location)` in `pack_id`; known chunk ids keep theirs."""
-        pack = self._pack_number(pack_id)
-        ids, slots, probe = self._ids, self._slots, self._probe
-        columns = (self._packs, self._offsets, self._lengths, self._raw_lengths, self._flags)
-        packs, offsets, lengths, raw_lengths, flags = (c.append for c in columns)
-        for chunk_id, e in entries:
-            if len(chunk_id) != _ID:
-                raise ValueError("a chunk id is 32 bytes")
-            slot = probe(chunk_id)
-            if slots[slot]:
-                continue
-            ids += chunk_id
-            packs(pack)
-            offsets(e.offset)
-            lengths(e.length)
-            raw_lengths(e.raw_length)
-            flags(e.flags)
-            slots[slot] = rows = len(ids) // _ID
-            if 4 * rows > 3 * len(slots):
-                self._grow()
-                slots = self._slots
+        rows = [(chunk_id, e.offset, e.length, e.raw_length, e.flags) for chunk_id, e in entries]
+        if any(len(row[0]) != _ID for row in rows):
+            raise ValueError("a chunk id is 32 bytes")
+        self._add_rows(pack_id, rows)
 
     def add_packed_entries(self, pack_id: bytes, packed: bytes) -> None:
         """`add_pack_entries` for entries in their stored layout (`HEADER_ENTRY`, back to
         back), as an index object holds them: the columns are extended in bulk, and the only
         Python per entry is placing its id in the hash table (about a quarter of the time of
         making an entry object per chunk and adding it)."""
-        fields: list[Sequence[Any]] = list(zip(*HEADER_ENTRY.iter_unpack(packed), strict=True))
+        self._add_rows(pack_id, HEADER_ENTRY.iter_unpack(packed))
+
+    def _add_rows(self, pack_id: bytes, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Rows of (chunk id, offset, length, raw length, flags): the ids not known yet are
+        placed, and their locations appended to the columns."""
+        fields: list[Sequence[Any]] = list(zip(*rows, strict=True))
         if not fields:
             return
         skipped = self._place_ids(fields[0])
@@ -255,10 +244,10 @@ class ChunkTable(Mapping[bytes, IndexEntry]):
         if capacity > len(self._slots):
             self._rehash(capacity, len(self))
 
-    def _grow(self, rows: int | None = None) -> None:
+    def _grow(self, rows: int) -> None:
         """Double the hash table; `rows`: how many ids it holds (more than `len(self)` while
         `_place_ids` runs ahead of the columns)."""
-        self._rehash(2 * len(self._slots), len(self) if rows is None else rows)
+        self._rehash(2 * len(self._slots), rows)
 
     def _rehash(self, capacity: int, rows: int) -> None:
         slots, mask, ids = _slot_array(capacity), capacity - 1, self._ids
