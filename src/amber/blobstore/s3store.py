@@ -277,10 +277,15 @@ def _shared_session() -> Any:
     shared; sessions are not thread-safe, hence the lock around its use.
     """
     if not _SESSION:
-        session = botocore.session.Session()
-        session.register_component("data_loader", _S3Loader())
-        _SESSION.append(session)
+        _SESSION.append(_new_session())
     return _SESSION[0]
+
+
+def _new_session() -> Any:
+    """A botocore session that loads only S3's models (`_S3Loader`)."""
+    session = botocore.session.Session()
+    session.register_component("data_loader", _S3Loader())
+    return session
 
 
 class S3Store:
@@ -450,9 +455,7 @@ class S3Store:
         if config.access_key is None:
             # Credentials from the environment (or an instance role) are read by the session
             # once and kept: a session of its own reads them now, as before.
-            session = botocore.session.Session()
-            session.register_component("data_loader", _S3Loader())
-            return session.create_client("s3", **arguments)
+            return _new_session().create_client("s3", **arguments)
         with _SESSION_LOCK:
             return _shared_session().create_client("s3", **arguments)
 
