@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 from amber.domain.errors import AlreadyExists, FailedPrecondition
 from amber.domain.models import Snapshot
@@ -22,6 +21,7 @@ from amber.pool.context import POOL_LOCK, PoolContext, remove_file
 from amber.pool.copy import consistent_copy
 from amber.pool.store import new_uid
 from amber.pool.volumes import delete_unused_locked
+from amber.system import fs
 
 
 class Snapshots:
@@ -55,7 +55,7 @@ class Snapshots:
             if len(found) < len(uids):  # new snapshots: their images
                 images = store.snapshot_images()
                 for uid in uids - found.keys():
-                    allocated = _allocated(images[uid]) if uid in images else None
+                    allocated = fs.allocated_bytes(images[uid]) if uid in images else None
                     if allocated is not None:
                         found[uid] = allocated
             self._allocated = found
@@ -129,11 +129,3 @@ class Snapshots:
                 )
             delete_unused_locked(ctx, "snapshot", snapshot.uid, name, snapshot.image)
         return snapshot
-
-
-def _allocated(image: Path) -> int | None:
-    """Bytes allocated to `image`; None when it cannot be read (counted as 0, not kept)."""
-    try:
-        return os.stat(image).st_blocks * 512
-    except OSError:
-        return None

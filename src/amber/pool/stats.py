@@ -9,7 +9,6 @@ while it is mounted on this node, its filesystem's usage.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -54,10 +53,7 @@ def _volume(volume: Volume, uses: list[Attachment], problem: str | None) -> Volu
     abnormal = any(c.abnormal for c in conditions) or (
         not uses and health.image_condition(volume, problem).abnormal
     )
-    try:
-        allocated = os.stat(volume.image).st_blocks * 512
-    except OSError:
-        allocated = 0
+    allocated = fs.allocated_bytes(volume.image) or 0
     stats = VolumeStats(
         name=volume.name,
         mode=volume.mode.value,

@@ -28,7 +28,7 @@ from amber.domain.models import (
     Volume,
     VolumeMode,
 )
-from amber.system import sqlite
+from amber.system import fs, sqlite
 from amber.system.sqlite import FULL_BYTES as FULL_BYTES  # where the pool checks fullness
 from amber.system.sqlite import Schema, table_columns
 
@@ -310,10 +310,7 @@ class MetadataStore:
     @staticmethod
     def _snapshot(row: sqlite3.Row) -> Snapshot:
         image = Path(row["image"])
-        try:
-            allocated = image.stat().st_blocks * 512
-        except OSError:
-            allocated = 0
+        allocated = fs.allocated_bytes(image) or 0
         return Snapshot(
             uid=row["uid"],
             name=row["name"],

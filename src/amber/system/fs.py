@@ -117,6 +117,15 @@ def _e2fsck(device: Path, *, force: bool) -> None:
         log.warning("e2fsck repaired the ext4 filesystem on %s: %s", device, e.stderr.strip())
 
 
+def allocated_bytes(path: Path) -> int | None:
+    """Bytes the filesystem allocated to the file at `path` (`st_blocks`, so a sparse image
+    counts what it maps); None when it cannot be stat'ed (e.g. deleted meanwhile)."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class Usage:
     """Space and inode usage of a mounted filesystem."""

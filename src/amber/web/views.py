@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from amber.jobs.runner import select_volumes
 from amber.jobs.spec import JobSpec, Retention, Task
 from amber.jobs.status import JobStatus
 from amber.ops.jobs import JOBS_DB, JobStore, UploadState
+from amber.system import fs
 from amber.web.context import WebContext
 from amber.web.operations import Operation, State
 
@@ -235,13 +235,6 @@ def _targets_or_empty(ctx: WebContext) -> dict[str, Any]:
         return {}
 
 
-def _allocated(image: Path) -> int:
-    try:
-        return os.stat(image).st_blocks * 512
-    except OSError:
-        return 0
-
-
 def _last_backups(ctx: WebContext) -> dict[str, LastBackup]:
     """The newest base record per volume (a backup this pool made)."""
     with BackupState(ctx.pool) as state:
@@ -282,7 +275,7 @@ def _row(
     return VolumeRow(
         name=v.name,
         size=v.size,
-        used=_allocated(v.image),
+        used=fs.allocated_bytes(v.image) or 0,
         mode=v.mode.value,
         fs_type=v.fs_type,
         source=f"{v.source_kind.value}:{v.source_name}" if v.source_name else None,
