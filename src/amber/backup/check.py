@@ -222,7 +222,7 @@ class _Checker:
             self.report_use(use, ref, "chunk-pack-missing", f"is in missing pack {key}", key)
         elif entry.offset + entry.length > self.short_packs.get(entry.pack_id, 2**64):
             self.report_use(use, ref, "chunk-truncated", f"lies past the end of {key}", key)
-        elif entry.raw_length != length if exact else entry.raw_length < length:
+        elif (entry.raw_length != length) if exact else (entry.raw_length < length):
             self.report_use(use, ref, "chunk-length", f"holds {entry.raw_length} bytes", key)
 
     def report_use(
