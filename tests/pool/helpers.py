@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import time
 from pathlib import Path
 
 from amber.domain.units import MiB
@@ -59,3 +60,23 @@ def differing_blocks(base: Path, target: Path, block: int) -> set[int]:
                 )
             offset += len(left)
     return blocks
+
+
+def read_only_flag(device: Path) -> bool:
+    """The kernel's read-only flag of a block device (BLKROSET, `losetup --read-only`)."""
+    return Path(f"/sys/block/{device.name}/ro").read_text().strip() == "1"
+
+
+def read_only_while_free(device: Path) -> bool:
+    """The read-only flag of a freed loop device, read while no one has bound it: once freed,
+    any process (another test worker attaching a snapshot read-only, say) may take the number,
+    so the flag counts only if the device was unbound before and after reading it."""
+    backing = Path(f"/sys/block/{device.name}/loop/backing_file")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not backing.exists():
+            flag = read_only_flag(device)
+            if not backing.exists():
+                return flag
+        time.sleep(0.02)
+    raise AssertionError(f"{device} stayed bound by another process for 10 s")

@@ -18,6 +18,7 @@ import pytest
 from amber.domain.units import MiB
 from amber.pool import Pool, VolumeRequest
 from amber.system import loopdev, mount
+from tests.pool.helpers import read_only_flag, read_only_while_free
 
 
 @pytest.fixture
@@ -82,9 +83,5 @@ def test_a_loop_device_on_its_way_out_is_left_alone(
 
     os.close(holder.pop())  # the holder goes: the kernel frees the old device, flags and all
     assert {loop.device for loop in loopdev.find_loops(volume.image)} == {again.loop_device}
-    assert not read_only_flag(first.loop_device)
+    assert not read_only_while_free(first.loop_device)
     pool.attachments.release("volume", "v")
-
-
-def read_only_flag(device: Path) -> bool:
-    return Path(f"/sys/block/{device.name}/ro").read_text().strip() == "1"

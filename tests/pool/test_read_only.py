@@ -12,6 +12,7 @@ from amber.domain.errors import FailedPrecondition
 from amber.domain.models import VolumeMode
 from amber.domain.units import MiB
 from amber.pool import Pool, VolumeRequest
+from tests.pool.helpers import read_only_flag, read_only_while_free
 
 
 def losetup_ro(device: Path) -> bool:
@@ -20,10 +21,6 @@ def losetup_ro(device: Path) -> bool:
     ).stdout
     (entry,) = json.loads(out)["loopdevices"]
     return bool(entry["ro"])
-
-
-def sysfs_ro(device: Path) -> bool:
-    return Path(f"/sys/block/{device.name}/ro").read_text().strip() == "1"
 
 
 def dd_to(device: Path) -> subprocess.CompletedProcess[str]:
@@ -37,7 +34,7 @@ def dd_to(device: Path) -> subprocess.CompletedProcess[str]:
 
 def assert_read_only(device: Path) -> None:
     assert losetup_ro(device)
-    assert sysfs_ro(device)
+    assert read_only_flag(device)
     done = dd_to(device)
     assert done.returncode != 0, "dd wrote to a read-only attachment"
     assert "Operation not permitted" in done.stderr or "Read-only" in done.stderr, done.stderr
@@ -45,7 +42,7 @@ def assert_read_only(device: Path) -> None:
 
 def assert_writable(device: Path) -> None:
     assert not losetup_ro(device)
-    assert not sysfs_ro(device)
+    assert not read_only_flag(device)
     assert dd_to(device).returncode == 0
 
 
@@ -57,7 +54,7 @@ def test_a_read_only_device_refuses_writes(pool: Pool, mode: VolumeMode) -> None
     assert_read_only(attachment.loop_device)
     pool.attachments.release("volume", "v")
     # The kernel keeps BLKROSET across detach: the next user of this device must not inherit it.
-    assert not sysfs_ro(attachment.loop_device)
+    assert not read_only_while_free(attachment.loop_device)
 
     writable = pool.attachments.expose("volume", "v")
     assert_writable(writable.loop_device)
@@ -69,7 +66,7 @@ def test_a_read_write_attachment_turns_the_device_writable_and_back(
     pool.volumes.create(VolumeRequest("v", 16 * MiB))
     device = pool.attachments.expose("volume", "v", read_only=True).loop_device
     pool.attachments.mount("volume", "v", work_dir / "rw", create_target=True)
-    assert not sysfs_ro(device)
+    assert not read_only_flag(device)
     (work_dir / "rw" / "data").write_text("written")
     pool.attachments.release("volume", "v", work_dir / "rw")
     assert_read_only(device)
