@@ -121,3 +121,44 @@ def test_concurrent_create_and_delete_of_one_name_stay_consistent(pool: Pool) ->
     assert len(images) == int(exists)
     expected = ["pool.lock", "volume-v.lock"] if exists else ["pool.lock"]
     assert lock_files(pool) == expected
+
+
+HOLD = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_is_held_sees_a_lock_of_any_process_without_taking_it(tmp_path: Path) -> None:
+    table = LockTable(tmp_path / "locks")
+    other = LockTable(tmp_path / "other")
+    assert not table.is_held("job")  # no lock file yet
+    fd = table.try_acquire("job")
+    assert fd is not None
+    assert table.is_held("job")
+    assert not table.is_held("other-job")
+    assert not other.is_held("job")  # same name, another file
+    table.release(fd)
+    assert not table.is_held("job")
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path / "locks" / "job.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    assert child.stdin is not None
+    try:
+        assert child.stdout.readline() == b"held\n"
+        assert table.is_held("job")
+        assert table.try_acquire("job") is None  # probing did not take it, and it is held
+    finally:
+        child.stdin.close()
+        child.wait()
+    assert not table.is_held("job")
+    fd = table.try_acquire("job")
+    assert fd is not None
+    table.release(fd)

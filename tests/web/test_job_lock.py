@@ -99,10 +99,16 @@ def test_a_held_run_refuses_runs_of_the_job_from_other_processes(
 
     other = start_dashboard(pool_dir, targets, "--jobs-file", str(jobs_file))
     try:
+        shown, _, page = other.request("GET", "/jobs")
         status, answer = _run_job(other)
     finally:
         stop(other)
     assert (status, answer["error"]) == (409, REFUSED), answer
+    # The other dashboard shows the run it does not own as running.
+    assert shown == 200
+    row = re.search(r'<tr data-job="hourly">.*?</tr>', page, re.S)
+    assert row, page
+    assert '<span class="running">running</span>' in row.group(0), row.group(0)
 
     logged = _schedule_one_slot(pool_dir, jobs_file)
     assert [(r["subject"], r["outcome"], r["reason"]) for r in logged] == [

@@ -132,6 +132,10 @@ class RunLog(Protocol):
         another run holds it."""
         ...
 
+    def is_claimed(self, job: str) -> bool:
+        """Whether a run of `job` holds it now, in any process sharing these records."""
+        ...
+
 
 class _FileClaim:
     """A job's lock file, held with `flock` by one open file."""
@@ -240,12 +244,18 @@ class Records:
     def try_claim(self, job: str) -> RunClaim | None:
         """Hold the job's lock file (see the module docstring); None when another run holds
         it, in this process or another."""
+        fd = self._claim_table().try_acquire(job)
+        return None if fd is None else _FileClaim(fd)
+
+    def is_claimed(self, job: str) -> bool:
+        """Whether a run holds the job's lock file now (read without taking it)."""
+        return self._claim_table().is_held(job)
+
+    def _claim_table(self) -> LockTable:
         with self._lock:
             if self._claims is None:
                 self._claims = LockTable(self.path.parent / LOCKS_DIR / self.path.stem)
-            claims = self._claims
-        fd = claims.try_acquire(job)
-        return None if fd is None else _FileClaim(fd)
+            return self._claims
 
     # -- items ------------------------------------------------------------------------------
 

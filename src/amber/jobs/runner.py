@@ -272,9 +272,12 @@ class Scheduler:
     # -- run now ----------------------------------------------------------------------------
 
     def running(self, job: str) -> bool:
-        """Whether `job` runs now in this scheduler (a slot, or a run-now)."""
+        """Whether `job` runs now: in this scheduler (a slot, or a run-now) or in another
+        process sharing its records (`amber schedule run`, another dashboard, `amber node`)."""
         with self._running_lock:
-            return job in self._running
+            if job in self._running:
+                return True
+        return self.records.is_claimed(job)
 
     def claim(self, spec: JobSpec) -> RunClaim:
         """Hold the job's one run (the per-job concurrency rule), in this scheduler and in

@@ -97,6 +97,16 @@ class LockTable:
         if _names(path, fd):
             path.unlink(missing_ok=True)
 
+    def is_held(self, key: str) -> bool:
+        """Whether some process (this one included) holds the lock of `key` now, read from
+        the kernel's lock list without taking the lock: a probe that took it, even for an
+        instant, could make a real acquisition fail."""
+        try:
+            found = os.stat(self._path(key))
+        except FileNotFoundError:
+            return False
+        return _flock_held(found.st_dev, found.st_ino)
+
     @staticmethod
     def release(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -144,3 +154,18 @@ def _names(path: Path, fd: int) -> bool:
         return False
     opened = os.fstat(fd)
     return (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+_PROC_LOCKS = Path("/proc/locks")
+
+
+def _flock_held(device: int, inode: int) -> bool:
+    """Whether /proc/locks lists a granted `flock` on the file (device, inode). Its lines read
+    `1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF` (major and minor in hex, the inode in
+    decimal); a waiter's line has `->` after the number and holds nothing."""
+    wanted = f"{os.major(device):02x}:{os.minor(device):02x}:{inode}"
+    for line in _PROC_LOCKS.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            return True
+    return False
