@@ -149,6 +149,7 @@ def run_weed(
     missing), one identity (`access_key`, `secret_key`) and `bucket` created; `options` are
     more `weed server` flags. Stop it on exit. A start that loses one of its ports to another
     process is retried on new ports."""
+    directory.mkdir(parents=True, exist_ok=True)
     identities = directory / "s3-identities.json"
     identity = {
         "name": "amber",
